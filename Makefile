@@ -1,0 +1,35 @@
+# One command sets up and runs the demo (`make demo`), one the full test suite (`make test`).
+# A fresh machine needs only Python 3.11 and pip.
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+STAMP = $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck pytest clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	# torch first and pinned: the CPU wheel on these machines (a bare `torch` pulls a CUDA build).
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev,distributed]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/radiogenomics demo --out demo
+
+lint: install
+	$(BIN)/ruff check radiogenomics tests benchmarks
+
+typecheck: install
+	$(BIN)/mypy radiogenomics
+
+pytest: install
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,86 @@
+"""The `radiogenomics` command line (Typer + rich).
+
+Exit status: 0 success, 2 bad input (one-line reason on stderr), 1 internal error.
+Each command lives in its own module under `radiogenomics.cli` and is registered here.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from radiogenomics import __version__
+from radiogenomics.cli import demo as demo_cmd
+from radiogenomics.cli import extract as extract_cmd
+from radiogenomics.cli import pending as pending_cmd
+from radiogenomics.cli import synth as synth_cmd
+from radiogenomics.cli import validate as validate_cmd
+from radiogenomics.errors import InputError
+
+app = typer.Typer(
+    name="radiogenomics",
+    help="Personalised radiotherapy: cohort -> features -> models -> per-patient radiobiology -> dose targets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"radiogenomics {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print version."),
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+app.command("synth")(synth_cmd.synth)
+app.command("validate")(validate_cmd.validate)
+app.command("extract")(extract_cmd.extract)
+app.command("train")(pending_cmd.train)
+app.command("predict")(pending_cmd.predict)
+app.command("serve")(pending_cmd.serve)
+app.add_typer(pending_cmd.token_app, name="token")
+app.command("demo")(demo_cmd.demo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; maps exceptions to the contract's exit codes."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except InputError as exc:
+        typer.echo(f"error: {exc}".replace("\n", " "), err=True)
+        return 2
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        return 1
+    except Exception as exc:  # click usage errors and internal errors
+        import click
+
+        if isinstance(exc, click.exceptions.UsageError):
+            exc.show()
+            return 2
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return 1
+        logging.getLogger("radiogenomics").exception("internal error")
+        typer.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,336 @@
+"""Typed parsing of the cohort tables (patients, images, expression, dvh).
+
+Each parser reads a CSV as text (so blanks, IDs like ``007`` and gene names are never mangled),
+checks every cell, and returns the typed table together with *all* problems it found. The loader
+raises on problems; the validator reports them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from radiogenomics.cohort import schema
+from radiogenomics.cohort.problems import ProblemList
+
+
+def read_csv_text(path: Path) -> pd.DataFrame:
+    """Read a CSV with every cell as a stripped string; blank cells become ``""``."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame.apply(lambda col: col.str.strip())
+
+
+def _to_float(value: str) -> float | None:
+    """Parse a cell; ``None`` if it is not a number. Blank is NaN (missing)."""
+    if value == "":
+        return math.nan
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _check_columns(frame: pd.DataFrame, required: tuple[str, ...], file: str, problems: ProblemList) -> bool:
+    missing = [c for c in required if c not in frame.columns]
+    for col in missing:
+        problems.add("missing_column", f"required column '{col}' is missing.",
+                     f"add a '{col}' column (see docs/cohort-format.md).", file=file, column=col)
+    dupes = frame.columns[frame.columns.duplicated()].tolist()
+    for col in dupes:
+        problems.add("duplicate_column", f"column '{col}' appears more than once.",
+                     "keep one column of that name.", file=file, column=col)
+    return not missing and not dupes
+
+
+def parse_patients(path: Path, file: str = schema.PATIENTS_FILE) -> tuple[pd.DataFrame, ProblemList]:
+    """Parse patients.csv into a typed frame (one row per patient, in file order)."""
+    problems = ProblemList()
+    raw = read_csv_text(path)
+    if not _check_columns(raw, schema.PATIENT_REQUIRED, file, problems):
+        return pd.DataFrame(columns=list(schema.PATIENT_REQUIRED)), problems
+    if raw.empty:
+        problems.add("no_patients", "patients.csv has no rows.", "add one row per patient.", file=file)
+
+    out = raw.copy()
+    seen: dict[str, int] = {}
+    for i, pid in enumerate(raw["patient_id"], start=1):
+        if pid == "":
+            problems.add("blank_patient_id", "patient_id is blank.", "give every row a pseudonymous ID.",
+                         file=file, row=i, column="patient_id")
+        elif pid in seen:
+            problems.add("duplicate_patient_id", f"patient_id '{pid}' also appears in row {seen[pid]}.",
+                         "patient IDs must be unique: merge or rename the rows.", file=file, row=i,
+                         patient_id=pid, column="patient_id")
+        else:
+            seen[pid] = i
+
+    def where(i: int, column: str) -> dict[str, object]:
+        return {"file": file, "row": i, "column": column, "patient_id": raw["patient_id"].iat[i - 1] or None}
+
+    _check_choice(raw, "site", schema.SITES, False, where, problems)
+    _check_choice(raw, "sex", schema.SEXES, True, where, problems)
+    _check_choice(raw, "hpv", schema.HPV_STATUSES, True, where, problems)
+
+    bounds = {"age_years": (0.0, schema.MAX_PLAUSIBLE_AGE_YEARS),
+              "total_dose_gy": (0.0, schema.MAX_PLAUSIBLE_TOTAL_DOSE_GY),
+              "lc_months": (0.0, 1200.0)}
+    for col in schema.PATIENT_FLOAT_COLUMNS:
+        if col in raw.columns:
+            out[col] = _numeric_column(raw[col], col, bounds[col], where, problems, integer=False)
+    int_bounds = {"n_fractions": (1.0, float(schema.MAX_PLAUSIBLE_N_FRACTIONS)), "lc_event": (0.0, 1.0)}
+    for col in schema.PATIENT_INT_COLUMNS:
+        if col in raw.columns:
+            out[col] = _numeric_column(raw[col], col, int_bounds[col], where, problems, integer=True)
+    for col in [c for c in raw.columns if c.startswith(schema.TOX_PREFIX)]:
+        lo, hi = schema.TOX_GRADE_RANGE
+        out[col] = _numeric_column(raw[col], col, (float(lo), float(hi)), where, problems, integer=True)
+
+    if {"total_dose_gy", "n_fractions"} <= set(out.columns):
+        dpf = out["total_dose_gy"].astype(float) / out["n_fractions"].astype(float)
+        for i, value in enumerate(dpf, start=1):
+            if np.isfinite(value) and value > schema.MAX_PLAUSIBLE_DOSE_PER_FRACTION_GY:
+                problems.add("implausible_dose_per_fraction",
+                             f"{value:.1f} Gy per fraction (total_dose_gy / n_fractions) is implausible.",
+                             "check that total_dose_gy is the total in Gy (not cGy) and n_fractions the count.",
+                             **where(i, "total_dose_gy"))  # type: ignore[arg-type]
+    if {"lc_event", "lc_months"} <= set(out.columns):
+        for i, (event, months) in enumerate(zip(out["lc_event"], out["lc_months"], strict=True), start=1):
+            if not pd.isna(event) and pd.isna(months):
+                problems.add("missing_lc_months", "lc_event is given but lc_months is blank.",
+                             "give the months to local failure or last follow-up.",
+                             **where(i, "lc_months"))  # type: ignore[arg-type]
+    for col in ("patient_id", "site", "center", "sex", "hpv", "t_stage"):
+        if col in out.columns:
+            out[col] = out[col].astype(object).where(out[col] != "", None)
+    return out.reset_index(drop=True), problems
+
+
+def _check_choice(raw: pd.DataFrame, col: str, allowed: tuple[str, ...], blank_ok: bool, where,  # type: ignore[no-untyped-def]
+                  problems: ProblemList) -> None:
+    if col not in raw.columns:
+        return
+    for i, value in enumerate(raw[col], start=1):
+        if value == "" and blank_ok:
+            continue
+        if value not in allowed:
+            shown = "blank" if value == "" else f"'{value}'"
+            problems.add(f"invalid_{col}", f"{col} is {shown}; allowed: {', '.join(allowed)}.",
+                         f"use one of {', '.join(allowed)}" + (" or leave blank." if blank_ok else "."),
+                         **where(i, col))
+
+
+def _numeric_column(values: pd.Series, col: str, bounds: tuple[float, float], where,  # type: ignore[no-untyped-def]
+                    problems: ProblemList, *, integer: bool) -> pd.Series:
+    lo, hi = bounds
+    parsed: list[float] = []
+    for i, text in enumerate(values, start=1):
+        number = _to_float(text)
+        if number is None:
+            problems.add("non_numeric", f"{col} is '{text}', not a number.",
+                         f"write {col} as a number (blank = missing).", **where(i, col))
+            parsed.append(math.nan)
+            continue
+        if text == "":
+            parsed.append(math.nan)
+            continue
+        if not math.isfinite(number):
+            problems.add("non_finite", f"{col} is '{text}'.", f"give a finite {col} or leave it blank.",
+                         **where(i, col))
+            parsed.append(math.nan)
+            continue
+        if integer and number != int(number):
+            problems.add("not_integer", f"{col} is {text}, not a whole number.", f"write {col} as an integer.",
+                         **where(i, col))
+        if number < lo or number > hi:
+            problems.add(_range_code(col, number < lo), f"{col} = {text} is outside [{lo:g}, {hi:g}].",
+                         _range_fix(col), **where(i, col))
+        parsed.append(number)
+    series = pd.Series(parsed, index=values.index, dtype=float)
+    return series.round().astype("Int64") if integer else series
+
+
+def _range_code(col: str, below: bool) -> str:
+    if col in ("total_dose_gy", "dose_gy") and below:
+        return "negative_dose"
+    if col == "lc_event":
+        return "invalid_lc_event"
+    if col.startswith(schema.TOX_PREFIX):
+        return "invalid_tox_grade"
+    if col in ("total_dose_gy", "dose_gy"):
+        return "implausible_dose"
+    return f"out_of_range_{col}"
+
+
+def _range_fix(col: str) -> str:
+    if col == "lc_event":
+        return "lc_event is 1 (local failure observed) or 0 (censored)."
+    if col.startswith(schema.TOX_PREFIX):
+        return "toxicity is the worst CTCAE grade, an integer 0..5 (blank = not assessed)."
+    if col == "total_dose_gy":
+        return "give the delivered total dose in Gy (not cGy); it must be >= 0."
+    if col == "n_fractions":
+        return "give the number of delivered fractions (>= 1)."
+    return f"check the units of {col}."
+
+
+def parse_images(path: Path, root: Path, patient_ids: set[str] | None,
+                 file: str = schema.IMAGES_FILE) -> tuple[pd.DataFrame, ProblemList]:
+    """Parse images.csv; paths become absolute. File existence is checked here, contents are not."""
+    problems = ProblemList()
+    raw = read_csv_text(path)
+    columns = list(schema.IMAGES_COLUMNS)
+    if not _check_columns(raw, schema.IMAGES_REQUIRED, file, problems):
+        return pd.DataFrame(columns=columns), problems
+    for col in ("mask", "roi", "label"):
+        if col not in raw.columns:
+            raw[col] = ""
+    rows: list[dict[str, object]] = []
+    seen: dict[tuple[str, str, str], int] = {}
+    for i, rec in enumerate(raw.to_dict("records"), start=1):
+        pid, modality, roi = rec["patient_id"], rec["modality"], rec["roi"]
+        loc = {"file": file, "row": i, "patient_id": pid or None}
+        if pid == "":
+            problems.add("blank_patient_id", "patient_id is blank.", "fill in the patient's ID.", **loc)
+        elif patient_ids is not None and pid not in patient_ids:
+            problems.add("unknown_patient_id", f"patient '{pid}' is not in patients.csv.",
+                         "add the patient to patients.csv or fix the ID.", column="patient_id", **loc)
+        if modality not in schema.MODALITIES:
+            problems.add("invalid_modality", f"modality '{modality}' is not one of {', '.join(schema.MODALITIES)}.",
+                         "use a modality name from the format (e.g. CT, PET_FDG, DOSE).", column="modality", **loc)
+        is_dose = modality == schema.DOSE_MODALITY
+        image = _resolve(root, rec["image"])
+        mask = _resolve(root, rec["mask"]) if rec["mask"] else None
+        if rec["image"] == "":
+            problems.add("missing_image_path", "image is blank.", "give the image path relative to the cohort.",
+                         column="image", **loc)
+        elif not image.exists():
+            problems.add("missing_file", f"image file '{rec['image']}' does not exist.",
+                         "fix the path (relative to the cohort folder) or add the file.", column="image", **loc)
+        if is_dose and mask is not None:
+            problems.add("mask_on_dose_row", "DOSE rows take no mask (DVHs use the ROI masks of other rows).",
+                         "leave mask blank on DOSE rows.", column="mask", **loc)
+        if not is_dose and modality in schema.MODALITIES:
+            if mask is None:
+                problems.add("missing_mask_path", f"{modality} row has no mask.",
+                             "give the ROI mask (label map, binary mask or RTSTRUCT).", column="mask", **loc)
+            elif not mask.exists():
+                problems.add("missing_file", f"mask file '{rec['mask']}' does not exist.",
+                             "fix the path (relative to the cohort folder) or add the file.", column="mask", **loc)
+            if roi == "":
+                problems.add("missing_roi", f"{modality} row has no roi name.",
+                             "name the ROI (e.g. GTV, parotid_l).", column="roi", **loc)
+        label = 1
+        if rec["label"] != "":
+            number = _to_float(rec["label"])
+            if number is None or not math.isfinite(number) or number != int(number) or number < 1:
+                problems.add("invalid_label", f"label '{rec['label']}' is not a positive integer.",
+                             "give the integer label value of the ROI in the label map (default 1).",
+                             column="label", **loc)
+            else:
+                label = int(number)
+        key = (pid, modality, roi)
+        if key in seen:
+            problems.add("duplicate_image_row",
+                         f"({pid}, {modality}, {roi or 'no ROI'}) also appears in row {seen[key]}.",
+                         "keep one row per (patient, modality, ROI).", **loc)
+        else:
+            seen[key] = i
+        rows.append({"patient_id": pid, "modality": modality, "image": image, "mask": mask,
+                     "roi": roi, "label": label, "image_rel": rec["image"], "mask_rel": rec["mask"]})
+    frame = pd.DataFrame(rows, columns=[*columns, "image_rel", "mask_rel"])
+    return frame, problems
+
+
+def _resolve(root: Path, text: str) -> Path:
+    path = Path(text)
+    return path if path.is_absolute() else (root / path)
+
+
+def parse_expression(path: Path, patient_ids: set[str] | None, required_genes: tuple[str, ...] = (),
+                     file: str = schema.EXPRESSION_FILE) -> tuple[pd.DataFrame, ProblemList]:
+    """Parse expression.csv into a float frame indexed by patient_id (genes as columns, NaN = missing).
+
+    `required_genes` missing as columns is an error naming each gene; a blank value of a required gene
+    is a warning (that patient's score needs an explicit imputation policy).
+    """
+    problems = ProblemList()
+    raw = read_csv_text(path)
+    if raw.shape[1] == 0 or raw.columns[0] != "patient_id":
+        problems.add("missing_column", "the first column of expression.csv must be 'patient_id'.",
+                     "put patient_id first, then one column per HGNC gene symbol.", file=file, column="patient_id")
+        return pd.DataFrame(), problems
+    _check_columns(raw, ("patient_id",), file, problems)
+    genes = [c for c in raw.columns[1:]]
+    for gene in genes:
+        if gene == "" or gene.startswith("Unnamed"):
+            problems.add("blank_gene_name", "a gene column has no name.", "name every column by its HGNC symbol.",
+                         file=file, column=gene)
+    for gene in required_genes:
+        if gene not in genes:
+            problems.add("missing_rsi_gene", f"RSI gene '{gene}' is not a column of expression.csv.",
+                         f"add the '{gene}' column, or map its RSI slot to another column "
+                         "(e.g. CDK1 -> PAK2) when computing the RSI.", file=file, column=gene)
+    values = np.full((len(raw), len(genes)), np.nan)
+    seen: dict[str, int] = {}
+    for i, pid in enumerate(raw["patient_id"], start=1):
+        loc = {"file": file, "row": i, "patient_id": pid or None}
+        if pid == "":
+            problems.add("blank_patient_id", "patient_id is blank.", "fill in the patient's ID.", **loc)
+        elif pid in seen:
+            problems.add("duplicate_patient_id", f"patient '{pid}' also appears in row {seen[pid]}.",
+                         "keep one expression row per patient.", **loc)
+        else:
+            seen[pid] = i
+            if patient_ids is not None and pid not in patient_ids:
+                problems.add("unknown_patient_id", f"patient '{pid}' is not in patients.csv.",
+                             "add the patient to patients.csv or remove the row.", **loc)
+    gene_cells = raw[genes].to_numpy(dtype=object) if genes else np.empty((len(raw), 0), dtype=object)
+    for j, gene in enumerate(genes):
+        for i in range(len(raw)):
+            text = gene_cells[i, j]
+            number = _to_float(text)
+            loc = {"file": file, "row": i + 1, "patient_id": raw["patient_id"].iat[i] or None, "column": gene}
+            if number is None:
+                problems.add("non_numeric_expression", f"gene {gene} value '{text}' is not a number.",
+                             "write normalised log2 expression as a number (blank = missing).", **loc)
+            elif text != "" and not math.isfinite(number):
+                problems.add("non_finite_expression", f"gene {gene} value is '{text}'.",
+                             "give a finite log2 expression value or leave the cell blank.", **loc)
+            elif text == "" and gene in required_genes:
+                problems.add("missing_rsi_value", f"RSI gene {gene} is blank for this patient.",
+                             "measure the gene, or choose an explicit imputation policy for the RSI "
+                             "(the patient is then flagged).", severity="warning", **loc)
+            else:
+                values[i, j] = number
+    frame = pd.DataFrame(values, columns=genes, index=pd.Index(raw["patient_id"].tolist(), name="patient_id"))
+    frame = frame[~frame.index.duplicated(keep="first")]
+    return frame, problems
+
+
+def parse_dvh(path: Path, patient_ids: set[str] | None,
+              file: str = schema.DVH_FILE) -> tuple[pd.DataFrame, ProblemList]:
+    """Parse dvh.csv (long format, differential bins)."""
+    problems = ProblemList()
+    raw = read_csv_text(path)
+    if not _check_columns(raw, schema.DVH_COLUMNS, file, problems):
+        return pd.DataFrame(columns=list(schema.DVH_COLUMNS)), problems
+    out = raw[list(schema.DVH_COLUMNS)].copy()
+
+    def where(i: int, column: str) -> dict[str, object]:
+        return {"file": file, "row": i, "column": column, "patient_id": raw["patient_id"].iat[i - 1] or None}
+
+    out["dose_gy"] = _numeric_column(raw["dose_gy"], "dose_gy", (0.0, schema.MAX_PLAUSIBLE_TOTAL_DOSE_GY),
+                                     where, problems, integer=False)
+    out["volume_cc"] = _numeric_column(raw["volume_cc"], "volume_cc", (0.0, 1e6), where, problems, integer=False)
+    for i, (pid, structure) in enumerate(zip(raw["patient_id"], raw["structure"], strict=True), start=1):
+        if patient_ids is not None and pid not in patient_ids:
+            problems.add("unknown_patient_id", f"patient '{pid}' is not in patients.csv.",
+                         "add the patient to patients.csv or fix the ID.", **where(i, "patient_id"))  # type: ignore[arg-type]
+        if structure == "":
+            problems.add("missing_structure", "structure is blank.", "name the structure of the DVH bin.",
+                         **where(i, "structure"))  # type: ignore[arg-type]
+    return out, problems

@@ -1,0 +1,167 @@
+"""Validate a cohort folder: every problem in one run, each with patient, file and fix."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from radiogenomics.cohort import schema
+from radiogenomics.cohort.dicom import dicom_modality, is_dicom_file
+from radiogenomics.cohort.geometry import geometry_differences
+from radiogenomics.cohort.imageio import read_image
+from radiogenomics.cohort.loader import Cohort, load_tables
+from radiogenomics.cohort.problems import Problem, ProblemList
+from radiogenomics.cohort.rtstruct import rasterise_rtstruct
+from radiogenomics.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ValidationReport:
+    """The outcome of `validate_cohort`. `ok` is False when any error-level problem was found."""
+
+    root: Path
+    problems: list[Problem] = field(default_factory=list)
+    n_patients: int = 0
+    n_image_rows: int = 0
+    tables: list[str] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict[str, object]:
+        return {"cohort": str(self.root), "ok": self.ok, "n_patients": self.n_patients,
+                "n_image_rows": self.n_image_rows, "tables": self.tables,
+                "n_errors": len(self.errors), "n_warnings": len(self.warnings),
+                "problems": [p.to_dict() for p in self.problems]}
+
+
+def validate_cohort(path: str | Path, *, check_images: bool = True,
+                    progress: Callable[[int, int], None] | None = None) -> ValidationReport:
+    """Check tables and (unless `check_images` is False) every image, mask and dose grid."""
+    root = Path(path).resolve()
+    cohort, problems = load_tables(root)
+    report = ValidationReport(root=root)
+    if cohort is not None:
+        report.n_patients = len(cohort.patients)
+        report.n_image_rows = len(cohort.images)
+        report.tables = [f for f in (schema.PATIENTS_FILE, schema.IMAGES_FILE, schema.EXPRESSION_FILE,
+                                     schema.DVH_FILE) if (root / f).exists()]
+        if check_images and len(cohort.images):
+            problems.extend(_check_image_rows(cohort, progress))
+    report.problems = list(problems)
+    return report
+
+
+class _ImageCache:
+    """Reads each file once; remembers failures so one bad file is reported once per row, not re-read."""
+
+    def __init__(self) -> None:
+        self.images: dict[Path, sitk.Image | InputError] = {}
+
+    def get(self, path: Path) -> sitk.Image | InputError:
+        if path not in self.images:
+            try:
+                self.images[path] = read_image(path)
+            except InputError as exc:
+                self.images[path] = exc
+        return self.images[path]
+
+
+def _check_image_rows(cohort: Cohort, progress: Callable[[int, int], None] | None) -> ProblemList:
+    problems = ProblemList()
+    cache = _ImageCache()
+    checked_images: set[Path] = set()
+    rows = cohort.images
+    total = len(rows)
+    for done, row in enumerate(rows.itertuples(index=False), start=1):
+        if progress:
+            progress(done, total)
+        image_path = Path(row.image)
+        if row.modality not in schema.MODALITIES or not image_path.exists():
+            continue  # already reported by the table parser
+        loc = {"patient_id": row.patient_id, "file": str(row.image_rel)}
+        image = cache.get(image_path)
+        if isinstance(image, InputError):
+            if image_path not in checked_images:
+                problems.add("unreadable_image", str(image), "re-export the image in a supported format.", **loc)
+                checked_images.add(image_path)
+            continue
+        if image_path not in checked_images:
+            checked_images.add(image_path)
+            problems.extend(_check_voxels(image, row.modality, loc))
+        if row.modality == schema.DOSE_MODALITY or row.mask is None or not Path(row.mask).exists():
+            continue
+        problems.extend(_check_mask(cache, Path(row.mask), image, row))
+    return problems
+
+
+def _check_voxels(image: sitk.Image, modality: str, loc: dict[str, object]) -> ProblemList:
+    problems = ProblemList()
+    array = sitk.GetArrayViewFromImage(image)
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        n_bad = int((~np.isfinite(array)).sum())
+        problems.add("non_finite_image", f"{n_bad} voxel(s) are NaN or infinite.",
+                     "replace non-finite voxels (e.g. outside the field of view) by a finite value.", **loc)
+    if modality == schema.DOSE_MODALITY and array.size:
+        finite = array[np.isfinite(array)] if np.issubdtype(array.dtype, np.floating) else array
+        if finite.size and float(finite.min()) < 0:
+            problems.add("negative_dose", f"dose grid has negative values (min {float(finite.min()):.3g} Gy).",
+                         "export the physical dose in Gy; a dose is never negative.", **loc)
+        if finite.size and float(finite.max()) > schema.MAX_PLAUSIBLE_TOTAL_DOSE_GY:
+            problems.add("implausible_dose", f"dose grid maximum {float(finite.max()):.4g} Gy is implausible.",
+                         "check the units: the DOSE image must be in Gy (not cGy).", **loc)
+    return problems
+
+
+def _check_mask(cache: _ImageCache, mask_path: Path, image: sitk.Image, row) -> ProblemList:  # type: ignore[no-untyped-def]
+    problems = ProblemList()
+    loc = {"patient_id": row.patient_id, "file": str(row.mask_rel)}
+    if is_dicom_file(mask_path) and dicom_modality(mask_path) == "RTSTRUCT":
+        try:
+            mask = rasterise_rtstruct(mask_path, image, str(row.roi))
+        except InputError as exc:
+            problems.add("missing_structure", str(exc), "set roi to a structure name of the RTSTRUCT.", **loc)
+            return problems
+        if not sitk.GetArrayViewFromImage(mask).any():
+            problems.add("empty_roi", f"structure '{row.roi}' covers no voxel of image {row.image_rel}.",
+                         "check that the RTSTRUCT belongs to this image series.", **loc)
+        return problems
+    labels = cache.get(mask_path)
+    if isinstance(labels, InputError):
+        problems.add("unreadable_mask", str(labels), "re-export the mask as NIfTI/NRRD/MHA or RTSTRUCT.", **loc)
+        return problems
+    diffs = geometry_differences(labels, image)
+    if diffs:
+        problems.add("geometry_mismatch",
+                     f"mask {row.mask_rel} and image {row.image_rel} differ: {'; '.join(diffs)}.",
+                     "resample the mask onto the image grid (nearest neighbour) or fix the header.", **loc)
+        return problems
+    array = sitk.GetArrayViewFromImage(labels)
+    if not (array == row.label).any():
+        present = [int(v) for v in np.unique(array) if v != 0][:10]
+        problems.add("empty_roi", f"ROI '{row.roi}' (label {row.label}) is absent from the mask; labels present: "
+                     f"{present or 'none'}.", "fix the label column or the mask.", **loc)
+    return problems
+
+
+def problems_frame(report: ValidationReport) -> pd.DataFrame:
+    """The report's problems as a table (one row per problem)."""
+    return pd.DataFrame([p.to_dict() for p in report.problems],
+                        columns=["severity", "code", "patient_id", "file", "row", "column", "message", "fix"])

@@ -1,0 +1,64 @@
+"""Column names of the fused feature table.
+
+Every column is ``<namespace>.<...>``: the namespace says where a value comes from, the rest is dot-free
+components. Radiomic columns keep pyradiomics' own key (``ct.gtv.original_firstorder_Mean``), so a user
+can look the feature up in the pyradiomics documentation.
+"""
+
+from __future__ import annotations
+
+import re
+
+PATIENT_ID = "patient_id"
+AVAILABLE = "available"
+DEEP = "deep"
+GENOMIC = "genomic"
+DOSE = "dose"
+CLINICAL = "clinical"
+
+_SLUG = re.compile(r"[^0-9a-z]+")
+
+
+def slug(text: str) -> str:
+    """Lower-case, dot-free token: ``"PET_FMISO" -> "pet_fmiso"``, ``"Parotid L" -> "parotid_l"``."""
+    token = _SLUG.sub("_", str(text).strip().lower()).strip("_")
+    if not token:
+        raise ValueError(f"cannot build a column name component from {text!r}")
+    return token
+
+
+def radiomics_column(modality: str, roi: str, pyradiomics_key: str) -> str:
+    """``("CT", "GTV", "original_firstorder_Mean") -> "ct.gtv.original_firstorder_Mean"``."""
+    if "." in pyradiomics_key:
+        raise ValueError(f"pyradiomics key {pyradiomics_key!r} contains a dot")
+    return f"{slug(modality)}.{slug(roi)}.{pyradiomics_key}"
+
+
+def deep_column(modality: str, roi: str, index: int) -> str:
+    """``("CT", "GTV", 0) -> "deep.ct.gtv.0"``."""
+    return f"{DEEP}.{slug(modality)}.{slug(roi)}.{int(index)}"
+
+
+def genomic_column(name: str) -> str:
+    """``"rsi" -> "genomic.rsi"``."""
+    return f"{GENOMIC}.{slug(name)}"
+
+
+def dose_column(structure: str, metric: str) -> str:
+    """``("parotid_l", "mean_gy") -> "dose.parotid_l.mean_gy"``."""
+    return f"{DOSE}.{slug(structure)}.{slug(metric)}"
+
+
+def clinical_column(name: str) -> str:
+    """``"age_years" -> "clinical.age_years"``."""
+    return f"{CLINICAL}.{slug(name)}"
+
+
+def availability_column(source: str) -> str:
+    """``"PET_FMISO" -> "available.pet_fmiso"``: 1 when that source produced at least one feature."""
+    return f"{AVAILABLE}.{slug(source)}"
+
+
+def namespace(column: str) -> str:
+    """The source of a column: ``"ct"``, ``"deep"``, ``"genomic"``, ``"dose"``, ``"clinical"``, ``"available"``."""
+    return column.split(".", 1)[0]

@@ -1,0 +1,27 @@
+"""Shared fixtures: small synthetic cohorts generated once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+IBSI_DIR = SHARED_DIR / "data" / "ibsi"
+
+
+@pytest.fixture(scope="session")
+def synth_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 12-patient synthetic cohort on a 32^3 grid (seed 7), written once per session. Treat as read-only."""
+    from radiogenomics.synthetic import generate_cohort
+
+    out = tmp_path_factory.mktemp("synth") / "cohort"
+    generate_cohort(out, n_patients=12, seed=7, grid_size=32)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ibsi_dir() -> Path:
+    if not IBSI_DIR.is_dir():
+        pytest.fail(f"IBSI phantom not found at {IBSI_DIR}: CI must check out ../shared beside the repo")
+    return IBSI_DIR
