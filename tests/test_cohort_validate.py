@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -120,18 +119,11 @@ def test_corrupt_image_reported(good: Path) -> None:
     assert len(bad) == 1 and bad[0].patient_id == "HN-001"
 
 
-def test_cli_validate_exit_codes_and_json(good: Path, broken_copy: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["validate", str(good)]) == 0
+def test_cli_validate_exit_codes_and_json(broken: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["validate", str(write_good_cohort(tmp_path / "fresh"))]) == 0
     capsys.readouterr()
-    assert main(["validate", str(broken_copy), "--json"]) == 2
+    assert main(["validate", str(broken), "--json"]) == 2
     captured = capsys.readouterr()
     payload = json.loads(captured.out)
     assert payload["ok"] is False and payload["n_errors"] >= len(EXPECTED)
     assert captured.err.strip().count("\n") == 0 and "invalid" in captured.err
-
-
-@pytest.fixture()
-def broken_copy(broken: Path, tmp_path: Path) -> Path:
-    dest = tmp_path / "broken_copy"
-    shutil.copytree(broken, dest)
-    return dest

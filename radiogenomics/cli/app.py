@@ -58,7 +58,8 @@ app.command("demo")(demo_cmd.demo)
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; maps exceptions to the contract's exit codes."""
     try:
-        app(args=argv, standalone_mode=False)
+        # In non-standalone mode click returns the exit code of typer.Exit instead of raising it.
+        result = app(args=argv, standalone_mode=False)
     except InputError as exc:
         typer.echo(f"error: {exc}".replace("\n", " "), err=True)
         return 2
@@ -67,19 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
         return 1
-    except Exception as exc:  # click usage errors and internal errors
-        import click
-
-        if isinstance(exc, click.exceptions.UsageError):
+    except Exception as exc:
+        # Typer vendors click; its usage errors (exit_code 2) and other CLI errors carry `show`/`exit_code`.
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
-            return 2
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return 1
+            return int(exc.exit_code)
         logging.getLogger("radiogenomics").exception("internal error")
         typer.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
         return 1
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":
