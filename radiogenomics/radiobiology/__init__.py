@@ -5,6 +5,14 @@ Every formula is numpy-vectorised, validates its input (bad input raises
 docstring. See ``docs/radiobiology.md`` for the formulas, conventions and which defaults are unverified.
 """
 
+from radiogenomics.radiobiology.dvh import DVH, compute_dvh, compute_dvhs, dvh_from_table
+from radiogenomics.radiobiology.export import (
+    image_from_array,
+    read_rtdose_gy,
+    write_dose_nifti,
+    write_prescription,
+    write_rtdose,
+)
 from radiogenomics.radiobiology.gard import (
     DEFAULT_BETA_PER_GY2,
     PatientLQ,
@@ -17,6 +25,12 @@ from radiogenomics.radiobiology.gard import (
     gard_lq,
     max_valid_rsi,
     patient_lq,
+)
+from radiogenomics.radiobiology.imaging_maps import (
+    clonogen_density_from_suv,
+    clonogens_from_density,
+    fmiso_uptake_from_po2,
+    po2_from_fmiso,
 )
 from radiogenomics.radiobiology.lq import bed, eqd2, isoeffective_total_dose, surviving_fraction
 from radiogenomics.radiobiology.ntcp import (
@@ -37,6 +51,24 @@ from radiogenomics.radiobiology.oxygen import (
     oer_from_po2,
     omf_from_po2,
 )
+from radiogenomics.radiobiology.painting import (
+    PaintingResult,
+    brahme_agren_dose,
+    brahme_agren_dose_for_tcp,
+    linear_dose_painting,
+    tcp_optimal_painting,
+)
+from radiogenomics.radiobiology.rails import (
+    OARLimit,
+    Rails,
+    RailsDecision,
+    SiteRails,
+    apply_rails,
+    clip_voxel_doses,
+    load_rails,
+    oar_max_prescriptions,
+    parse_rails,
+)
 from radiogenomics.radiobiology.rsi import (
     RSI_COEFFICIENTS,
     RSI_GENES,
@@ -49,13 +81,18 @@ from radiogenomics.radiobiology.rsi import (
     score_rsi,
     theoretical_rsi_range,
 )
+from radiogenomics.radiobiology.targets import DoseTargets, dose_targets, toxicity_at_dose
 from radiogenomics.radiobiology.tcp import dose_for_tcp, effective_lq, log_survivors, tcp_poisson
 
 __all__ = [
     "DEFAULT_BETA_PER_GY2",
     "DEFAULT_K_MMHG",
     "DEFAULT_OER_MAX",
+    "DVH",
+    "DoseTargets",
     "NTCPParameters",
+    "OARLimit",
+    "PaintingResult",
     "PatientLQ",
     "RSIScores",
     "RSI_COEFFICIENTS",
@@ -63,36 +100,62 @@ __all__ = [
     "RSI_SLOT_NAMES",
     "RSI_THRESHOLD_2009",
     "RSI_THRESHOLD_LATER",
+    "Rails",
+    "RailsDecision",
+    "SiteRails",
     "alpha_from_rsi",
+    "apply_rails",
     "bed",
+    "brahme_agren_dose",
+    "brahme_agren_dose_for_tcp",
     "check_rsi",
+    "clip_voxel_doses",
+    "clonogen_density_from_suv",
+    "clonogens_from_density",
+    "compute_dvh",
+    "compute_dvhs",
     "dose_for_gard",
     "dose_for_gard_fixed_n",
     "dose_for_gard_lq",
     "dose_for_tcp",
+    "dose_targets",
+    "dvh_from_table",
     "effective_lq",
     "eqd2",
+    "fmiso_uptake_from_po2",
     "gard",
     "gard_lq",
     "geud",
     "geud_for_ntcp",
     "hypoxic_lq",
+    "image_from_array",
     "isoeffective_total_dose",
+    "linear_dose_painting",
     "lkb_ntcp",
     "load_ntcp_parameters",
+    "load_rails",
     "log_survivors",
     "max_prescription_for_ntcp",
     "max_valid_rsi",
     "ntcp_for_endpoint",
     "ntcp_from_dvh",
     "ntcp_parameters",
+    "oar_max_prescriptions",
     "oer_from_po2",
     "omf_from_po2",
+    "parse_rails",
     "patient_lq",
+    "po2_from_fmiso",
+    "read_rtdose_gy",
     "rsi_is_radioresistant",
     "rsi_score",
     "score_rsi",
     "surviving_fraction",
+    "tcp_optimal_painting",
     "tcp_poisson",
     "theoretical_rsi_range",
+    "toxicity_at_dose",
+    "write_dose_nifti",
+    "write_prescription",
+    "write_rtdose",
 ]

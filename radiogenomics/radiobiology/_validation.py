@@ -7,7 +7,7 @@ instead of propagating a silent NaN into a prescription.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -15,8 +15,9 @@ import numpy.typing as npt
 from radiogenomics.errors import InputError
 
 FloatArray = npt.NDArray[np.float64]
-#: What the vectorised formulas return: a Python float for scalar input, an array otherwise.
-FloatOrArray = float | FloatArray
+#: What the vectorised formulas return: a Python ``float`` for scalar input, a float64 ndarray otherwise.
+#: Typed as ``Any`` so callers can index array results or use scalar results without casts.
+FloatOrArray: TypeAlias = Any
 
 
 def as_float_array(value: Any, name: str) -> FloatArray:

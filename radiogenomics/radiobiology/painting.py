@@ -157,79 +157,75 @@ class _Problem:
         return -dose * (self.a + self.q * dose)
 
     def doses(self, t: float, warm: FloatArray | None) -> tuple[FloatArray, np.ndarray]:
-        """Per-voxel minimiser of ``D + exp(t) N S(D)`` on [lo, hi]; also the mask of interior voxels."""
+        """Per-voxel minimiser of ``D + exp(t) N S(D)`` on [lo, hi]; also the mask of interior voxels.
+
+        Projected Newton on the whole vector: phi is concave and decreasing on the convex branch
+        [l0, hi], so from the right of the root the iterates decrease monotonically to it, and a step
+        from the left lands right of the root (or on hi). Voxels on a bound stay there after one step.
+        """
         at_low = t + self.c_l0 <= 0
         at_high = t + self.c_hi >= 0
-        dose = np.where(at_high, self.hi, self.l0)
         interior = ~(at_low | at_high)
-        idx = np.flatnonzero(interior)
-        if idx.size:
-            dose[idx] = self._newton(t, idx, warm)
-        if self.shoulder.size:
-            self._shoulder_check(t, dose, interior)
-        return dose, interior
-
-    def _newton(self, t: float, idx: np.ndarray, warm: FloatArray | None) -> FloatArray:
-        a, q, lnn = self.a[idx], self.q[idx], self.ln_n[idx]
-        bl, bh = self.l0[idx].copy(), self.hi[idx].copy()
-        if warm is not None:
-            x = warm[idx].copy()
-        else:  # pure-alpha stationary point, a good start when beta is small
-            x = (t + lnn + np.log(a)) / a
-        bad = ~((x > bl) & (x < bh))
-        x[bad] = 0.5 * (bl[bad] + bh[bad])
-        result = np.empty_like(x)
-        active = np.arange(idx.size)
+        a, q, l0, hi = self.a, self.q, self.l0, self.hi
+        tn = t + self.ln_n
+        x = (tn + np.log(a)) / a if warm is None else warm.copy()
+        np.clip(x, l0, hi, out=x)
+        x = np.where(at_high, hi, np.where(at_low, l0, x))
         for _ in range(100):
             self.inner_iterations += 1
-            xa, aa, qa = x[active], a[active], q[active]
-            u = aa + 2.0 * qa * xa
-            phi = t + lnn[active] - xa * (aa + qa * xa) + np.log(u)
-            pos = phi > 0
-            bl_a = np.where(pos, xa, bl[active])
-            bh_a = np.where(pos, bh[active], xa)
-            dphi = -u + 2.0 * qa / u
-            with np.errstate(divide="ignore", invalid="ignore"):
-                xn = xa - phi / dphi
-            out = ~((xn > bl_a) & (xn < bh_a))
-            xn = np.where(out, 0.5 * (bl_a + bh_a), xn)
-            done = (np.abs(xn - xa) <= 1e-12 * (1.0 + xa)) | (np.abs(phi) <= 1e-14) \
-                | (bh_a - bl_a <= 1e-12 * (1.0 + xa))
-            x[active] = xn
-            bl[active], bh[active] = bl_a, bh_a
-            fin = active[done]
-            result[fin] = xn[done]
-            active = active[~done]
-            if not active.size:
+            u = q * x
+            u *= 2.0
+            u += a
+            phi = q * x
+            phi += a
+            phi *= x
+            np.subtract(tn, phi, out=phi)
+            phi += np.log(u)
+            dphi = np.divide(2.0 * q, u)
+            dphi -= u
+            np.minimum(dphi, -1e-300, out=dphi)  # phi' < 0 on the convex branch; 0 only at D* (rounding)
+            with np.errstate(over="ignore"):
+                phi /= dphi  # Newton step
+            xn = np.subtract(x, phi)
+            np.clip(xn, l0, hi, out=xn)
+            xn = np.where(interior & ~np.isnan(xn), xn, x)  # voxels on a bound stay there
+            delta = float(np.max(np.abs(xn - x))) if x.size else 0.0
+            x = xn
+            if delta <= 1e-11:
                 break
-        else:
-            result[active] = x[active]
-        return result
+        if self.shoulder.size:
+            self._shoulder_check(t, x, interior)
+        return x, interior
 
     def _shoulder_check(self, t: float, dose: FloatArray, interior: np.ndarray) -> None:
         """Voxels with a concave survival shoulder: keep the better of ``lo`` and the convex-branch optimum."""
         s = self.shoulder
-        lam = math.exp(min(t, 700.0))
-        with np.errstate(over="ignore"):
-            d_s = dose[s]
-            obj_branch = d_s + lam * np.exp(self.ln_n[s] - d_s * (self.a[s] + self.q[s] * d_s))
-            lo = self.lo[s]
-            obj_lo = lo + lam * np.exp(self.ln_n[s] - lo * (self.a[s] + self.q[s] * lo))
-        use_lo = obj_lo < obj_branch
+        d_s, lo = dose[s], self.lo[s]
+        a, q, lnn = self.a[s], self.q[s], self.ln_n[s]
+        x_lo = t + lnn - lo * (a + q * lo)
+        x_d = t + lnn - d_s * (a + q * d_s)
+        # objective at lo minus at the branch optimum: (lo - d) + exp(x_lo) - exp(x_d), in overflow-safe form
+        with np.errstate(over="ignore", invalid="ignore"):
+            gain = np.exp(x_lo) * -np.expm1(x_d - x_lo)
+        use_lo = (gain < d_s - lo) & (d_s > lo)
         if use_lo.any():
             dose[s[use_lo]] = lo[use_lo]
             interior[s[use_lo]] = False
 
     def slope_terms(self, dose: FloatArray, interior: np.ndarray) -> tuple[FloatArray, FloatArray]:
-        """For interior voxels: ``dD/dt = u/(u^2 - 2q)`` and ``u``."""
-        a, q = self.a[interior], self.q[interior]
-        u = a + 2.0 * q * dose[interior]
-        return u / (u * u - 2.0 * q), u
+        """``dD/dt = u/(u^2 - 2q)`` (0 for voxels on a bound) and ``u = a + 2 q D``, full-length arrays."""
+        u = self.a + 2.0 * self.q * dose
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = np.where(interior, u / (u * u - 2.0 * self.q), 0.0)
+        return slope, u
 
 
-def _broadcast(value: Any, name: str, shape: tuple[int, ...], sel: np.ndarray, *,
-               check: Any = non_negative) -> FloatArray:
+def _select(value: Any, name: str, shape: tuple[int, ...], sel: np.ndarray, n_sel: int, *,
+            check: Any = non_negative) -> FloatArray:
+    """``value`` (scalar or map broadcastable to the grid) validated and restricted to the selected voxels."""
     arr = check(value, name)
+    if arr.ndim == 0:
+        return np.full(n_sel, float(arr))
     try:
         full = np.broadcast_to(arr, shape)
     except ValueError as exc:
@@ -264,15 +260,17 @@ def tcp_optimal_painting(clonogens: Any, alpha_per_gy: Any, beta_per_gy2: Any, n
     if (target_tcp is None) == (mean_dose_gy is None):
         raise InputError("give exactly one of target_tcp or mean_dose_gy.",
                          fix="pass target_tcp=None to optimise at a fixed mean dose.")
-    a_full, b_full = effective_lq(positive(alpha_per_gy, "alpha_per_gy"), beta_per_gy2, po2_mmhg,
-                                  oer_max=oer_max, k_mmhg=k_mmhg)
-    a = _broadcast(a_full, "alpha_per_gy", shape, sel)
-    q = _broadcast(b_full, "beta_per_gy2", shape, sel) / n
-    lo = _broadcast(min_dose_gy, "min_dose_gy", shape, sel)
-    hi = _broadcast(max_dose_gy, "max_dose_gy", shape, sel)
+    n_sel = n_clon[sel]
+    m = n_sel.size
+    po2_sel = None if po2_mmhg is None else _select(po2_mmhg, "po2_mmhg", shape, sel, m)
+    a, b = effective_lq(_select(alpha_per_gy, "alpha_per_gy", shape, sel, m, check=positive),
+                        _select(beta_per_gy2, "beta_per_gy2", shape, sel, m), po2_sel,
+                        oer_max=oer_max, k_mmhg=k_mmhg)
+    q = b / n
+    lo = _select(min_dose_gy, "min_dose_gy", shape, sel, m)
+    hi = _select(max_dose_gy, "max_dose_gy", shape, sel, m)
     if (hi < lo).any():
         raise InputError("max_dose_gy is below min_dose_gy in some voxel.", fix="check the dose bounds.")
-    n_sel = n_clon[sel]
     has = n_sel > 0
     # voxels without clonogens get the minimum dose; they do not enter the optimisation
     dose_sel = lo.copy()
@@ -301,6 +299,22 @@ def tcp_optimal_painting(clonogens: Any, alpha_per_gy: Any, beta_per_gy2: Any, n
         log_multiplier=t, outer_iterations=outer, inner_iterations=prob.inner_iterations)
 
 
+def _next_t(t: float, newton: float, t_a: float, t_b: float, slow: bool) -> float:
+    """Safeguarded step on t: inside a finite bracket the Newton iterate unless it leaves the bracket or the
+    last step made poor progress (then bisection); with a one-sided bracket the Newton iterate if it moves
+    outward, else an expanding step."""
+    ok = math.isfinite(newton) and t_a < newton < t_b
+    if math.isfinite(t_a) and math.isfinite(t_b):
+        return newton if ok and not slow else 0.5 * (t_a + t_b)
+    if ok:
+        return newton
+    if math.isfinite(t_a):
+        return t_a + max(1.0, abs(t_a), 2.0 * abs(t - t_a))
+    if math.isfinite(t_b):
+        return t_b - max(1.0, abs(t_b), 2.0 * abs(t - t_b))
+    return t + 1.0
+
+
 def _initial_t(prob: _Problem) -> float:
     # pure alpha, all voxels interior: F = M/(lambda <a>) roughly -> start there
     return float(np.log(np.mean(1.0 / prob.a)) + np.log(max(prob.a.size, 1)))
@@ -323,6 +337,7 @@ def _solve_target_tcp(prob: _Problem, ln_target: float, tol: float,
     t = _initial_t(prob) - ln_target
     t_a, t_b = -math.inf, math.inf  # g > aim at t_a (infeasible), g <= aim at t_b
     best_t, best_d = math.inf, prob.hi.copy()
+    g_prev = math.inf
     warm: FloatArray | None = None
     for it in range(1, max_iter + 1):
         dose, interior = prob.doses(t, warm)
@@ -330,27 +345,25 @@ def _solve_target_tcp(prob: _Problem, ln_target: float, tol: float,
         log_surv = prob.ln_n + prob.log_sf(dose)
         ln_f = float(logsumexp(log_surv))
         g = ln_f - aim
+        if ln_f <= ln_target:
+            best_t, best_d = t, dose
+            if abs(g) <= 0.5 * tol:
+                return t, dose, it
         if g <= 0:
             t_b = t
-            best_t, best_d = t, dose
-            if g >= -tol:
-                return t, dose, it
         else:
             t_a = t
         slope, u = prob.slope_terms(dose, interior)
         # d ln F / dt = -(sum_interior N S u dD/dt) / F
-        w = np.exp(log_surv[interior] - ln_f)
+        w = np.exp(log_surv - ln_f)
         dg = -float(np.sum(w * u * slope))
-        t_new = t - g / dg if dg < 0 else math.nan
-        if not (t_a < t_new < t_b) or not math.isfinite(t_new):
-            if math.isfinite(t_a) and math.isfinite(t_b):
-                t_new = 0.5 * (t_a + t_b)
-            elif math.isfinite(t_a):
-                t_new = t_a + max(1.0, 2.0 * abs(t_a - t))
-            else:
-                t_new = t_b - max(1.0, 2.0 * abs(t_b - t))
+        t_new = _next_t(t, t - g / dg if dg < 0 else math.nan, t_a, t_b, abs(g) > 0.5 * abs(g_prev))
+        g_prev = g
         if math.isfinite(t_a) and math.isfinite(t_b) and t_b - t_a <= 1e-13 * (1.0 + abs(t_b)):
-            break  # discontinuity (shoulder voxel switching): take the feasible side
+            # a jump of F(t) (a voxel with a survival shoulder switching to its minimum dose): no t gives
+            # the target exactly; the feasible side is optimal up to that voxel's jump
+            logger.info("TCP-optimal painting: F(t) jumps at t = %.6g; returning the feasible side", t_b)
+            return best_t, best_d, it
         t = t_new
     if not math.isfinite(best_t):
         raise InputError("TCP-optimal painting did not converge to a feasible dose map.",
@@ -375,6 +388,8 @@ def _solve_mean_dose(prob: _Problem, mean_target: float, lo_all: FloatArray, has
     inv_a = 1.0 / prob.a
     t = float((mean_target * m_all - fixed_sum - np.sum((prob.ln_n + np.log(prob.a)) * inv_a)) / inv_a.sum())
     t_a, t_b = -math.inf, math.inf  # G < 0 at t_a, G > 0 at t_b
+    g_prev = math.inf
+    dose_below, g_below = prob.lo, math.nan
     warm: FloatArray | None = None
     dose = prob.lo
     for it in range(1, max_iter + 1):
@@ -384,21 +399,17 @@ def _solve_mean_dose(prob: _Problem, mean_target: float, lo_all: FloatArray, has
         if abs(g) <= tol * max(1.0, mean_target):
             return t, dose, it
         if g < 0:
-            t_a = t
+            t_a, dose_below, g_below = t, dose, g
         else:
             t_b = t
         slope, _ = prob.slope_terms(dose, interior)
         dg = float(slope.sum()) / m_all
-        t_new = t - g / dg if dg > 0 else math.nan
-        if not (t_a < t_new < t_b) or not math.isfinite(t_new):
-            if math.isfinite(t_a) and math.isfinite(t_b):
-                t_new = 0.5 * (t_a + t_b)
-            elif math.isfinite(t_a):
-                t_new = t_a + max(1.0, 2.0 * abs(t_a - t))
-            else:
-                t_new = t_b - max(1.0, 2.0 * abs(t_b - t))
+        t_new = _next_t(t, t - g / dg if dg > 0 else math.nan, t_a, t_b, abs(g) > 0.5 * abs(g_prev))
+        g_prev = g
         if math.isfinite(t_a) and math.isfinite(t_b) and t_b - t_a <= 1e-13 * (1.0 + abs(t_b)):
-            break
+            logger.info("mean-dose painting: mean dose jumps at t = %.6g; returning the side below the "
+                        "requested mean (off by %.3g Gy)", t_a, g_below)
+            return t_a, dose_below, it
         t = t_new
     logger.warning("mean-dose painting: mean dose off by %.3g Gy at the end of the search", g)
     return t, dose, max_iter

@@ -88,9 +88,8 @@ def _expression_table(expression: pd.DataFrame) -> pd.DataFrame:
     if not isinstance(expression, pd.DataFrame):
         raise InputError(f"expression must be a pandas DataFrame, got {type(expression).__name__}.",
                          fix="pass patients as rows and genes as columns.")
-    table = expression
-    if "patient_id" in table.columns:
-        table = table.set_index("patient_id")
+    table = expression.set_index("patient_id") if "patient_id" in expression.columns \
+        else expression.copy(deep=False)  # never modify the caller's frame
     table.index = table.index.map(str)
     table.index.name = "patient_id"
     if table.index.has_duplicates:
@@ -149,7 +148,7 @@ def score_rsi(expression: pd.DataFrame, *, gene_map: Mapping[str, str] | None = 
                              fix=f"add a {col} column, map the slot with gene_map, or choose "
                                  "missing='values' with impute_values.")
     values_df = pd.DataFrame(columns, index=table.index)
-    arr = values_df.to_numpy(dtype=np.float64)
+    arr = values_df.to_numpy(dtype=np.float64, copy=True)
     if np.isinf(arr).any():
         r, c = np.argwhere(np.isinf(arr))[0]
         raise InputError(f"expression of RSI gene {RSI_GENES[c]} is infinite.",

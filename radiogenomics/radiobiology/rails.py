@@ -1,0 +1,303 @@
+"""Safety rails: dose limits as validated data, applied by one function.
+
+``data/rails.yaml`` holds per-site limits (min/max total dose, min/max dose per fraction, max voxel dose
+for dose painting; *unverified institutional defaults*) and OAR limits (NTCP and mean/max dose, QUANTEC:
+Marks et al. IJROBP 2010;76:S10 and the organ papers cited per row). :func:`apply_rails` turns a requested
+total dose into the recommended one and the contract flags ``clipped_max`` / ``clipped_min``; it never
+returns a dose outside the rails.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from radiogenomics.errors import InputError
+from radiogenomics.radiobiology._validation import FloatArray, finite, non_negative, positive
+from radiogenomics.radiobiology.dvh import DVH
+from radiogenomics.radiobiology.ntcp import max_prescription_for_ntcp, ntcp_parameters
+
+logger = logging.getLogger(__name__)
+
+FLAG_CLIPPED_MAX = "clipped_max"
+FLAG_CLIPPED_MIN = "clipped_min"
+
+_SITE_KEYS = ("min_total_dose_gy", "max_total_dose_gy", "min_dose_per_fraction_gy", "max_dose_per_fraction_gy",
+              "max_voxel_dose_gy")
+_OAR_KEYS = ("max_ntcp", "max_mean_dose_gy", "max_dose_gy")
+
+
+@dataclass(frozen=True)
+class SiteRails:
+    """Dose limits for one treatment site (Gy)."""
+
+    site: str
+    min_total_dose_gy: float
+    max_total_dose_gy: float
+    min_dose_per_fraction_gy: float
+    max_dose_per_fraction_gy: float
+    max_voxel_dose_gy: float
+    source: str
+
+
+@dataclass(frozen=True)
+class OARLimit:
+    """Limits for one organ at risk: NTCP of ``endpoint``, mean dose and/or maximum dose."""
+
+    organ: str
+    source: str
+    endpoint: str | None = None
+    max_ntcp: float | None = None
+    max_mean_dose_gy: float | None = None
+    max_dose_gy: float | None = None
+
+
+@dataclass(frozen=True)
+class Rails:
+    """The validated rails table."""
+
+    sites: dict[str, SiteRails]
+    oars: dict[str, OARLimit]
+
+    def site(self, site: str) -> SiteRails:
+        if site not in self.sites:
+            raise InputError(f"no rails for site {site!r}.", fix=f"use one of {sorted(self.sites)}.")
+        return self.sites[site]
+
+    def oar(self, structure: str) -> OARLimit | None:
+        """Limit for a structure name: exact organ, or the organ before a side suffix (``parotid_l``)."""
+        if structure in self.oars:
+            return self.oars[structure]
+        base = structure.lower()
+        for suffix in ("_left", "_right", "_l", "_r"):
+            if base.endswith(suffix) and base[: -len(suffix)] in self.oars:
+                return self.oars[base[: -len(suffix)]]
+        return self.oars.get(base)
+
+
+def _number(row: Mapping[str, Any], key: str, where: str, what: str, *, prob: bool = False) -> float:
+    value = row.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise InputError(f"rails {what}.{key} must be a positive number, got {value!r}.", file=where)
+    if prob and value >= 1:
+        raise InputError(f"rails {what}.{key} must be a probability < 1, got {value!r}.", file=where)
+    return float(value)
+
+
+def _source(row: Mapping[str, Any], where: str, what: str) -> str:
+    src = row.get("source")
+    if not isinstance(src, str) or not src.strip():
+        raise InputError(f"rails {what} has no source.", file=where, fix="every row needs a source.")
+    return src
+
+
+def parse_rails(doc: Any, where: str = "rails.yaml") -> Rails:
+    """Validate a rails document (the parsed YAML) and build :class:`Rails`. Unknown keys are errors."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("sites"), dict) or not doc["sites"]:
+        raise InputError("rails need a non-empty 'sites' mapping.", file=where)
+    sites: dict[str, SiteRails] = {}
+    for name, row in doc["sites"].items():
+        what = f"sites.{name}"
+        if not isinstance(row, dict):
+            raise InputError(f"rails {what} must be a mapping.", file=where)
+        unknown = set(row) - set(_SITE_KEYS) - {"source"}
+        if unknown:
+            raise InputError(f"rails {what} has unknown keys {sorted(unknown)}.", file=where)
+        vals = {k: _number(row, k, where, what) for k in _SITE_KEYS}
+        if vals["min_total_dose_gy"] > vals["max_total_dose_gy"]:
+            raise InputError(f"rails {what}: min_total_dose_gy > max_total_dose_gy.", file=where)
+        if vals["min_dose_per_fraction_gy"] > vals["max_dose_per_fraction_gy"]:
+            raise InputError(f"rails {what}: min_dose_per_fraction_gy > max_dose_per_fraction_gy.", file=where)
+        if vals["max_voxel_dose_gy"] < vals["max_total_dose_gy"]:
+            raise InputError(f"rails {what}: max_voxel_dose_gy < max_total_dose_gy.", file=where)
+        sites[str(name)] = SiteRails(site=str(name), source=_source(row, where, what), **vals)
+    oars: dict[str, OARLimit] = {}
+    for name, row in (doc.get("oars") or {}).items():
+        what = f"oars.{name}"
+        if not isinstance(row, dict):
+            raise InputError(f"rails {what} must be a mapping.", file=where)
+        unknown = set(row) - set(_OAR_KEYS) - {"source", "endpoint"}
+        if unknown:
+            raise InputError(f"rails {what} has unknown keys {sorted(unknown)}.", file=where)
+        limits = {k: (_number(row, k, where, what, prob=k == "max_ntcp") if k in row else None) for k in _OAR_KEYS}
+        if all(v is None for v in limits.values()):
+            raise InputError(f"rails {what} sets no limit.", file=where)
+        endpoint = row.get("endpoint")
+        if limits["max_ntcp"] is not None:
+            if not isinstance(endpoint, str):
+                raise InputError(f"rails {what}.max_ntcp needs an NTCP endpoint.", file=where)
+            ntcp_parameters(endpoint)  # must exist in the NTCP table
+        oars[str(name)] = OARLimit(organ=str(name), source=_source(row, where, what),
+                                   endpoint=endpoint if isinstance(endpoint, str) else None, **limits)
+    return Rails(sites=sites, oars=oars)
+
+
+def load_rails(path: str | Path | None = None) -> Rails:
+    """Load and validate the rails (default: the packaged ``data/rails.yaml``)."""
+    if path is None:
+        text = resources.files("radiogenomics.radiobiology").joinpath("data/rails.yaml").read_text()
+        where = "rails.yaml"
+    else:
+        where = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise InputError(f"cannot read rails file: {exc}.", file=where) from exc
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"rails file is not valid YAML: {exc}.", file=where) from exc
+    return parse_rails(doc, where)
+
+
+@dataclass(frozen=True)
+class RailsDecision:
+    """Outcome of :func:`apply_rails`.
+
+    ``recommended_total_dose_gy`` lies in [``lower_limit_gy``, ``upper_limit_gy``]; when those conflict
+    (an OAR limit below the site minimum) there is no safe dose: ``feasible`` is False, the recommendation
+    is NaN and both clip flags are set. ``flags`` uses the contract vocabulary; ``reasons`` explains them;
+    ``oar_max_prescription_gy`` gives the highest prescription each OAR limit allows.
+    """
+
+    requested_total_dose_gy: float
+    recommended_total_dose_gy: float
+    lower_limit_gy: float
+    upper_limit_gy: float
+    feasible: bool
+    flags: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    oar_max_prescription_gy: dict[str, float] = field(default_factory=dict)
+
+
+def _dvh_arrays(value: DVH | tuple[Any, Any], name: str) -> tuple[FloatArray, FloatArray, float, float]:
+    if isinstance(value, DVH):
+        return value.dose_gy, value.volume_cc, value.mean_dose_gy, value.max_dose_gy
+    try:
+        dose_in, vol_in = value
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"OAR DVH {name} must be a DVH or a (dose_gy, volume) pair.") from exc
+    dose = non_negative(dose_in, f"{name} dose_gy")
+    vol = non_negative(vol_in, f"{name} volume")
+    if dose.shape != vol.shape or vol.sum() <= 0:
+        raise InputError(f"OAR DVH {name}: dose and volume must have one shape and a positive total volume.")
+    occupied = vol > 0
+    return dose, vol, float((dose * vol).sum() / vol.sum()), float(dose[occupied].max())
+
+
+def oar_max_prescriptions(oar_dvhs: Mapping[str, DVH | tuple[Any, Any]], reference_prescription_gy: float, *,
+                          rails: Rails, n_fractions: float | None = None,
+                          eqd2_alpha_beta_gy: float | None = None) -> tuple[dict[str, float], list[str]]:
+    """Highest prescription (Gy) each OAR limit allows, the OAR DVHs scaling with the prescription.
+
+    NTCP limits use LKB (:func:`max_prescription_for_ntcp`); mean and max dose limits scale linearly.
+    With ``n_fractions`` and ``eqd2_alpha_beta_gy`` the NTCP is computed on EQD2 bins (Fowler 1989).
+    Returns (structure-limit -> Gy, notes on structures without a limit).
+    """
+    ref = float(positive(reference_prescription_gy, "reference_prescription_gy"))
+    limits: dict[str, float] = {}
+    notes: list[str] = []
+    eqd2 = eqd2_alpha_beta_gy is not None
+    if eqd2 and n_fractions is None:
+        raise InputError("eqd2_alpha_beta_gy needs n_fractions.")
+    for name, value in oar_dvhs.items():
+        dose, vol, mean, dmax = _dvh_arrays(value, name)
+        lim = rails.oar(name)
+        if lim is None:
+            notes.append(f"no rails for structure {name}")
+            logger.warning("rails: no OAR limit for structure %s; it does not constrain the dose", name)
+            continue
+        if lim.max_ntcp is not None and lim.endpoint is not None:
+            p = ntcp_parameters(lim.endpoint)
+            limits[f"{name}:ntcp"] = max_prescription_for_ntcp(
+                dose, vol, ref, lim.max_ntcp, td50_gy=p.td50_gy, m=p.m, n=p.n,
+                n_fractions=n_fractions if eqd2 else None, alpha_beta_gy=eqd2_alpha_beta_gy)
+        if lim.max_mean_dose_gy is not None:
+            limits[f"{name}:mean_dose"] = ref * lim.max_mean_dose_gy / mean if mean > 0 else math.inf
+        if lim.max_dose_gy is not None:
+            limits[f"{name}:max_dose"] = ref * lim.max_dose_gy / dmax if dmax > 0 else math.inf
+    return limits, notes
+
+
+def apply_rails(total_dose_gy: float, *, site: str, n_fractions: float | None = None,
+                dose_per_fraction_gy: float | None = None,
+                oar_dvhs: Mapping[str, DVH | tuple[Any, Any]] | None = None,
+                reference_prescription_gy: float | None = None, eqd2_alpha_beta_gy: float | None = None,
+                rails: Rails | None = None) -> RailsDecision:
+    """Clip a requested total dose (Gy) into the rails; return it with the contract flags.
+
+    Limits: the site's min/max total dose; with ``n_fractions``, ``n * [min, max] dose per fraction``;
+    ``dose_per_fraction_gy`` outside the site's range is an error (the regimen itself is unsafe); OAR
+    limits from ``oar_dvhs`` (structure -> DVH planned at ``reference_prescription_gy``) lower the maximum.
+    Above the maximum -> the maximum and ``clipped_max``; below the minimum -> the minimum and
+    ``clipped_min``.
+    """
+    rails = rails or load_rails()
+    sr = rails.site(site)
+    requested = float(finite(total_dose_gy, "total_dose_gy"))
+    if requested < 0:
+        raise InputError(f"total_dose_gy must be >= 0, got {requested}.")
+    lower, upper = sr.min_total_dose_gy, sr.max_total_dose_gy
+    reasons: list[str] = []
+    if n_fractions is not None and dose_per_fraction_gy is not None:
+        raise InputError("give at most one of n_fractions or dose_per_fraction_gy.")
+    if n_fractions is not None:
+        n = float(positive(n_fractions, "n_fractions"))
+        if n * sr.max_dose_per_fraction_gy < upper:
+            upper = n * sr.max_dose_per_fraction_gy
+            reasons.append(f"max dose per fraction {sr.max_dose_per_fraction_gy} Gy x {n:g} fractions")
+        if n * sr.min_dose_per_fraction_gy > lower:
+            lower = n * sr.min_dose_per_fraction_gy
+            reasons.append(f"min dose per fraction {sr.min_dose_per_fraction_gy} Gy x {n:g} fractions")
+    if dose_per_fraction_gy is not None:
+        d = float(positive(dose_per_fraction_gy, "dose_per_fraction_gy"))
+        if not sr.min_dose_per_fraction_gy <= d <= sr.max_dose_per_fraction_gy:
+            raise InputError(f"dose_per_fraction_gy = {d} is outside the {site} rails "
+                             f"[{sr.min_dose_per_fraction_gy}, {sr.max_dose_per_fraction_gy}] Gy.",
+                             fix="choose a regimen within the rails.")
+    oar_limits: dict[str, float] = {}
+    if oar_dvhs:
+        if reference_prescription_gy is None:
+            raise InputError("oar_dvhs need reference_prescription_gy (the prescription they were planned at).")
+        oar_limits, notes = oar_max_prescriptions(oar_dvhs, reference_prescription_gy, rails=rails,
+                                                  n_fractions=n_fractions, eqd2_alpha_beta_gy=eqd2_alpha_beta_gy)
+        reasons.extend(notes)
+        if oar_limits:
+            which = min(oar_limits, key=lambda k: oar_limits[k])
+            if oar_limits[which] < upper:
+                upper = oar_limits[which]
+                reasons.append(f"OAR limit {which}: max prescription {upper:.2f} Gy")
+    if upper < lower:
+        reasons.append(f"no safe dose: upper limit {upper:.2f} Gy < lower limit {lower:.2f} Gy")
+        logger.warning("rails (%s): %s", site, reasons[-1])
+        return RailsDecision(requested, math.nan, lower, upper, False, [FLAG_CLIPPED_MAX, FLAG_CLIPPED_MIN],
+                             reasons, oar_limits)
+    flags: list[str] = []
+    recommended = requested
+    if requested > upper:
+        recommended = upper
+        flags.append(FLAG_CLIPPED_MAX)
+        reasons.append(f"requested {requested:.2f} Gy > max {upper:.2f} Gy")
+    elif requested < lower:
+        recommended = lower
+        flags.append(FLAG_CLIPPED_MIN)
+        reasons.append(f"requested {requested:.2f} Gy < min {lower:.2f} Gy")
+    return RailsDecision(requested, recommended, lower, upper, True, flags, reasons, oar_limits)
+
+
+def clip_voxel_doses(dose_gy: Any, *, site: str, rails: Rails | None = None) -> tuple[FloatArray, list[str]]:
+    """Clip a voxel dose map to [0, max_voxel_dose_gy] of ``site``; flags ``clipped_max`` if anything moved."""
+    rails = rails or load_rails()
+    sr = rails.site(site)
+    dose = non_negative(dose_gy, "dose_gy")
+    clipped = np.minimum(dose, sr.max_voxel_dose_gy)
+    flags = [FLAG_CLIPPED_MAX] if (dose > sr.max_voxel_dose_gy).any() else []
+    return clipped, flags
