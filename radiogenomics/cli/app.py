@@ -70,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as exc:
         # Typer vendors click; its usage errors (exit_code 2) and other CLI errors carry `show`/`exit_code`.
-        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
+        exit_code = getattr(exc, "exit_code", None)
+        if hasattr(exc, "show") and isinstance(exit_code, int):
             exc.show()
-            return int(exc.exit_code)
+            return exit_code
         logging.getLogger("radiogenomics").exception("internal error")
         typer.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
         return 1

@@ -96,7 +96,8 @@ class Anatomy:
     zyx: tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def _ellipse_q(x: np.ndarray, y: np.ndarray, cx: float, cy: float, ax: float, ay: float) -> np.ndarray:
+def _ellipse_q(x: np.ndarray, y: np.ndarray, cx: float, cy: float, ax: float | np.ndarray,
+               ay: float | np.ndarray) -> np.ndarray:
     return ((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2
 
 
@@ -121,7 +122,7 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
 
 
 def build_anatomy(rng: np.random.Generator, geometry: Geometry, patient: PatientLatent,
-                  *, p_unilateral_neck: float = 0.25) -> Anatomy:
+                  *, p_unilateral_neck: float = 0.5) -> Anatomy:
     """Draw one patient's neck anatomy and tumour on ``geometry``."""
     zc, yc, xc = geometry.axes()
     Z, Y, X = zc[:, None, None], yc[None, :, None], xc[None, None, :]
@@ -175,6 +176,12 @@ def build_anatomy(rng: np.random.Generator, geometry: Geometry, patient: Patient
     q_in = _ellipse_q(X, Y, 0.0, yb - 5.0, a0 - 15.0, b0 - 15.0)
     mandible = (q_out <= 1.0) & (q_in > 1.0) & (Y < ya - 4.0) & (Z > z_mand) & (Z < z_mand + 30.0)
     tissue[np.broadcast_to(mandible, shape)] = BONE
+    # the tumour keeps >= 3 mm of soft tissue from air and bone (no air/bone partial volume inside the GTV)
+    near_air = (_ellipse_q(X, Y, 0.0, ya, ax_air + 3.0, ay_air + 3.0) <= 1.0) & (Z > -63.0) & (Z < 48.0)
+    near_mandible = (_ellipse_q(X, Y, 0.0, yb - 5.0, a0 - 5.0, b0 - 5.0) <= 1.0) \
+        & (_ellipse_q(X, Y, 0.0, yb - 5.0, a0 - 18.0, b0 - 18.0) > 1.0) & (Y < ya - 1.0) \
+        & (Z > z_mand - 3.0) & (Z < z_mand + 33.0)
+    keep_out = np.broadcast_to(near_air | near_mandible, shape)
 
     # --- parotids ------------------------------------------------------------------------------------
     parotid_masks: dict[str, np.ndarray] = {}
@@ -193,7 +200,9 @@ def build_anatomy(rng: np.random.Generator, geometry: Geometry, patient: Patient
     # --- tumour ------------------------------------------------------------------------------------------
     side = 1 if rng.random() < 0.5 else -1
     radius = patient.gtv_radius_mm
-    centre = np.array([side * rng.uniform(3.0, 15.0), ya + rng.uniform(-4.0, 8.0), rng.uniform(-20.0, 30.0)])
+    # lateral pharyngeal wall / tonsillar fossa: beside the airway, the tumour's bulk lateral to it
+    x_gtv = side * (float(np.max(ax_air)) + 3.0 + 0.45 * radius + rng.uniform(0.0, 6.0))
+    centre = np.array([x_gtv, ya + rng.uniform(-4.0, 6.0), rng.uniform(-12.0, 38.0)])
     scales = np.exp(rng.normal(0.0, 0.15, 3))
     scales /= np.prod(scales) ** (1.0 / 3.0)
     rot = _random_rotation(rng)
@@ -208,7 +217,7 @@ def build_anatomy(rng: np.random.Generator, geometry: Geometry, patient: Patient
     bumps = smooth_field(rng, rho.shape, 0.35 * radius, geometry.spacing_zyx)
     rho_eff = rho * (1.0 + 0.18 * bumps)
     allowed = (q_body[box] <= 0.80) & (np.broadcast_to(r_vert, shape)[box] > rv + 3.0) \
-        & (np.broadcast_to(r_canal, shape)[box] > 12.0) & (by < yv - rv - 2.0)
+        & (np.broadcast_to(r_canal, shape)[box] > 12.0) & (by < yv - rv - 2.0) & ~keep_out[box]
     score = np.where(allowed, rho_eff, np.inf)
     gtv_box_mask = _at_least(score, (rho_eff <= 1.0) & allowed, 8)
     gtv = np.zeros(shape, dtype=bool)
@@ -225,8 +234,8 @@ def build_anatomy(rng: np.random.Generator, geometry: Geometry, patient: Patient
     # --- elective nodal volumes (levels II-IV), for the plan ----------------------------------------------
     nodal = np.full(shape, np.inf)
     early_lateral = patient.t_stage in ("T1", "T2") and abs(centre[0]) > 8.0
-    unilateral = early_lateral and rng.random() < p_unilateral_neck * 2.0
-    z_top = {s: float(48.0 - rng.uniform(0.0, 24.0)) for s in (1, -1)}
+    unilateral = early_lateral and rng.random() < p_unilateral_neck
+    z_top = {s: float(rng.uniform(26.0, 64.0)) for s in (1, -1)}
     r_node = 11.0
     for s in (1, -1):
         if unilateral and s != side:
@@ -235,6 +244,12 @@ def build_anatomy(rng: np.random.Generator, geometry: Geometry, patient: Patient
         dr = np.maximum(np.sqrt((X - xn) ** 2 + (Y - yb) ** 2) - r_node, 0.0)
         dz = np.maximum(Z - z_top[s], 0.0)
         nodal = np.minimum(nodal, np.sqrt(dr**2 + dz**2))
+
+    # high-risk CTV along the pharyngeal axis (primary extension, retropharyngeal nodes) around the tumour
+    r_ph = float(np.max(ax_air)) + 6.0
+    dr = np.maximum(np.sqrt(X**2 + (Y - ya) ** 2) - r_ph, 0.0)
+    dz = np.maximum(np.maximum((centre[2] - 35.0) - Z, Z - (centre[2] + 25.0)), 0.0)
+    nodal = np.minimum(nodal, np.sqrt(dr**2 + dz**2))
 
     depth = np.where(gtv_box_mask, np.clip(rho_eff, 0.0, 1.0), 1.0)
     return Anatomy(

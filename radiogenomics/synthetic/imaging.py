@@ -46,6 +46,11 @@ TISSUE_FMISO = {AIR: 0.0, FAT: 0.45, SOFT: 1.0, PAROTID: 1.15, BONE: 0.55, MARRO
                 TUMOUR: 0.0, DISC: 0.6}
 
 
+def quantise(values: np.ndarray, step: float) -> np.ndarray:
+    """float32 rounded to a power-of-two ``step`` (exact in binary: far smaller .nii.gz, no visible change)."""
+    return (np.rint(values / step) * step).astype(np.float32)
+
+
 def _lookup(tissue: np.ndarray, table: dict[int, float]) -> np.ndarray:
     lut = np.zeros(max(table) + 1, dtype=np.float64)
     for k, v in table.items():
@@ -85,6 +90,7 @@ def tumour_fields(rng: np.random.Generator, anatomy: Anatomy, patient: PatientLa
     # CT texture: amplitude and grain follow radioresistance (logit RSI z-score) with extra noise
     amp = params.texture_amp_hu * math.exp(params.texture_rsi_coupling * patient.rsi_logit_z
                                            + params.texture_amp_noise * rng.standard_normal())
+    amp = min(max(amp, params.texture_amp_range_hu[0]), params.texture_amp_range_hu[1])
     corr = params.texture_correlation_mm * math.exp(params.texture_corr_rsi_coupling * patient.rsi_logit_z
                                                     + 0.15 * rng.standard_normal())
     texture = smooth_field(rng, depth.shape, corr, geo.spacing_zyx)
@@ -120,7 +126,7 @@ def _pet(rng: np.random.Generator, anatomy: Anatomy, activity: np.ndarray, fwhm_
     img = ndimage.gaussian_filter(activity, sigma=sigma, mode="constant", truncate=3.0)
     white = rng.standard_normal(geo.shape)
     img = img + noise * np.sqrt(np.maximum(img, 0.0)) * ndimage.gaussian_filter(white, sigma=0.6)
-    return np.clip(img * scale, 0.0, None).astype(np.float32)
+    return quantise(np.clip(img * scale, 0.0, None), 1.0 / 1024.0)
 
 
 def fdg_pet(rng: np.random.Generator, anatomy: Anatomy, fields: TumourFields, patient: PatientLatent,
@@ -171,17 +177,25 @@ def plan_dose(rng: np.random.Generator, anatomy: Anatomy, patient: PatientLatent
     d_gtv = ndimage.distance_transform_edt(~gtv, sampling=geo.spacing_zyx)
     margin = float(rng.uniform(*params.ptv_margin_mm))
     falloff = float(rng.uniform(*params.falloff_mm))
-    ptv = d_gtv <= margin
-    high = rx * np.exp(-np.maximum(d_gtv - margin, 0.0) / falloff)
-    elective = params.elective_fraction * rx * np.exp(-anatomy.nodal_distance_mm / (0.8 * falloff))
+    ptv = (d_gtv <= margin) & (anatomy.cord_distance_mm > 5.0)  # PTV cropped from the cord PRV
+    scatter = float(rng.uniform(*params.scatter_fraction))
+    scatter_len = float(rng.uniform(*params.scatter_length_mm))
+
+    def falloff_profile(distance: np.ndarray) -> np.ndarray:
+        d = np.maximum(distance, 0.0)
+        return (1.0 - scatter) * np.exp(-d / falloff) + scatter * np.exp(-d / scatter_len)
+
+    high = rx * falloff_profile(d_gtv - margin)
+    elective = params.elective_fraction * rx * falloff_profile(anatomy.nodal_distance_mm)
     dose = np.maximum(high, elective)
     bath = float(rng.uniform(*params.low_dose_bath_gy))
-    dose = np.maximum(dose, bath * np.exp(-d_gtv / 80.0))
+    dose = np.maximum(dose, bath)
+    sparing = float(rng.uniform(*params.parotid_cap_gy))  # the plan's parotid objective (both glands)
     for name, dist in anatomy.parotid_distance_mm.items():
         ipsilateral = (name == "parotid_l") == (anatomy.gtv_side > 0)
+        cap = sparing + 3.0 * float(rng.standard_normal())
         if ipsilateral and rng.random() > params.p_ipsilateral_parotid_spared:
             continue
-        cap = float(rng.uniform(*params.parotid_cap_gy))
         dose = np.minimum(dose, cap + 2.5 * dist)
     dose = np.minimum(dose, params.cord_cap_gy + 3.0 * anatomy.cord_distance_mm)
     sigma = [3.0 / s for s in geo.spacing_zyx]
@@ -189,4 +203,4 @@ def plan_dose(rng: np.random.Generator, anatomy: Anatomy, patient: PatientLatent
     hetero = 1.0 + 0.012 * smooth_field(rng, geo.shape, 6.0, geo.spacing_zyx)
     dose = np.where(ptv, rx * np.clip(hetero, 0.965, 1.05), dose)
     dose = np.where(anatomy.body, dose, 0.0)
-    return np.clip(dose, 0.0, None).astype(np.float32)
+    return quantise(np.clip(dose, 0.0, None), 1.0 / 256.0)

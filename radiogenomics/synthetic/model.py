@@ -16,9 +16,9 @@ import numpy as np
 
 from radiogenomics.radiobiology import alpha_from_rsi
 
-#: (total dose Gy, fractions, weight): conventional and moderately accelerated H&N regimens
-#: (70 Gy/35 fx is the RTOG/DAHANCA standard; 66 Gy/33, 69.96 Gy/33 (2.12 Gy, RTOG 0522 SIB),
-#: 66 Gy/30 (2.2 Gy, early glottic/T1-2) and 68 Gy/34 appear in H&N practice). Weights: assumption.
+#: (total dose Gy, fractions, weight): definitive H&N regimens of 66-70 Gy in 30-35 fractions (70 Gy/35 fx
+#: is the conventional standard; 69.96 Gy/33 fx = 2.12 Gy is a common simultaneous-integrated-boost
+#: schedule; 66 Gy/30 fx = 2.2 Gy; 66 Gy/33 and 68 Gy/34 fx). Weights: assumption of this generator.
 DEFAULT_REGIMENS: tuple[tuple[float, int, float], ...] = (
     (70.0, 35, 0.45),
     (66.0, 33, 0.15),
@@ -35,9 +35,9 @@ class SynthParameters:
     # --- centres (batch effects) -------------------------------------------------------------
     n_centres: int = 4
     centre_weights: tuple[float, ...] = (0.35, 0.30, 0.20, 0.15)
-    ct_hu_offset_sd: float = 12.0          # HU calibration differences between scanners (assumption, ~AAPM TG-66 tolerance)
+    ct_hu_offset_sd: float = 12.0          # HU calibration differences between scanners (assumption)
     ct_noise_sd_range: tuple[float, float] = (8.0, 22.0)   # HU, image noise in soft tissue (typical CT)
-    ct_kernel_sigma_mm_range: tuple[float, float] = (0.6, 1.6)  # reconstruction-kernel blur (assumption)
+    ct_kernel_sigma_mm_range: tuple[float, float] = (0.3, 0.9)  # reconstruction-kernel blur (assumption)
     pet_scale_sd: float = 0.08             # SUV calibration differences (log-normal sd; assumption, ~EARL range)
     pet_fwhm_mm_range: tuple[float, float] = (5.0, 8.0)    # PET resolution (clinical PET/CT)
     origin_offset_mm: float = 15.0         # per-centre couch/origin offset (assumption)
@@ -58,9 +58,9 @@ class SynthParameters:
     # --- radiosensitivity: logit(RSI) ~ Normal; RSI -> alpha via GARD (Scott 2017) ------------
     rsi_logit_mean: float = -0.30          # median RSI ~0.43 (Eschrich 2009 / Scott 2017 cohorts: ~0.1-0.8)
     rsi_logit_sd: float = 0.55
-    rsi_logit_hpv_shift: float = -0.35     # HPV+ tumours are more radiosensitive (assumption, direction per literature)
+    rsi_logit_hpv_shift: float = -0.35     # HPV+ more radiosensitive (HPV- gets -0.5 x this; assumption)
     rsi_min: float = 0.08
-    rsi_max: float = 0.78                  # < exp(-4 beta) = 0.819 so that alpha > 0
+    rsi_max: float = 0.75                  # < exp(-4 beta) = 0.819 so that alpha > 0
     beta_per_gy2: float = 0.05             # Scott et al. 2017
 
     # --- hypoxia: GTV pO2 (Nordsmark et al. 2005: median tumour pO2 ~ 5-15 mmHg) -----------------
@@ -74,7 +74,7 @@ class SynthParameters:
     hypoxia_threshold_mmhg: float = 10.0
 
     # --- clonogens: effective density (per cm^3), calibrated to 60-80 % local control ----------
-    log10_density_mean: float = 4.3
+    log10_density_mean: float = 5.9
     log10_density_sd: float = 0.45
     log10_density_within_sd: float = 0.25
     density_correlation_mm: float = 4.0
@@ -85,6 +85,7 @@ class SynthParameters:
     texture_amp_hu: float = 16.0           # heterogeneity amplitude at the population-mean RSI
     texture_rsi_coupling: float = 0.45     # ln amplitude per sd of logit(RSI): resistant = coarser, more heterogeneous
     texture_amp_noise: float = 0.35        # ln-scale noise not explained by RSI (imperfect signal)
+    texture_amp_range_hu: tuple[float, float] = (3.0, 60.0)
     texture_correlation_mm: float = 2.5
     texture_corr_rsi_coupling: float = 0.25
     fdg_suv_at_mean: float = 7.0           # tumour SUV at the population-mean clonogen density
@@ -97,13 +98,15 @@ class SynthParameters:
 
     # --- plan ------------------------------------------------------------------------------------
     ptv_margin_mm: tuple[float, float] = (7.0, 11.0)   # GTV -> CTV (5 mm) + CTV -> PTV (3-5 mm)
-    falloff_mm: tuple[float, float] = (10.0, 20.0)      # dose fall-off length outside the PTV
+    falloff_mm: tuple[float, float] = (6.0, 12.0)       # steep dose fall-off length outside the PTV
+    scatter_fraction: tuple[float, float] = (0.25, 0.40)  # share of the slow (scatter/leakage) component
+    scatter_length_mm: tuple[float, float] = (35.0, 60.0)
     elective_fraction: float = 0.77        # elective nodal dose / prescription (54/70 Gy SIB)
-    p_unilateral_neck: float = 0.25        # unilateral elective neck for lateralised T1-2
-    parotid_cap_gy: tuple[float, float] = (12.0, 34.0)  # optimiser's parotid mean-dose objective
-    p_ipsilateral_parotid_spared: float = 0.6
+    p_unilateral_neck: float = 0.5         # unilateral elective neck, for a lateralised T1-2 tumour
+    parotid_cap_gy: tuple[float, float] = (8.0, 50.0)  # optimiser's parotid objective (per plan)
+    p_ipsilateral_parotid_spared: float = 0.5
     cord_cap_gy: float = 42.0
-    low_dose_bath_gy: tuple[float, float] = (2.0, 7.0)
+    low_dose_bath_gy: tuple[float, float] = (2.0, 7.0)  # minimum dose in the irradiated neck
 
     # --- toxicity ----------------------------------------------------------------------------
     tox_log_sd: float = 0.22               # ln dose-modifying susceptibility (assumption)
@@ -139,6 +142,11 @@ class Centre:
     expr_gene_shift_seed: int
 
 
+def _offset(rng: np.random.Generator, half_range: float) -> tuple[float, float, float]:
+    x, y, z = (float(v) for v in rng.uniform(-half_range, half_range, 3))
+    return (x, y, z)
+
+
 def draw_centres(rng: np.random.Generator, params: SynthParameters) -> tuple[Centre, ...]:
     """The cohort's centres (drawn once per cohort from the cohort stream)."""
     centres = []
@@ -151,8 +159,7 @@ def draw_centres(rng: np.random.Generator, params: SynthParameters) -> tuple[Cen
             pet_fdg_scale=float(math.exp(rng.normal(0.0, params.pet_scale_sd))),
             pet_fmiso_scale=float(math.exp(rng.normal(0.0, params.pet_scale_sd))),
             pet_fwhm_mm=float(rng.uniform(*params.pet_fwhm_mm_range)),
-            origin_offset_mm=tuple(float(v) for v in rng.uniform(-params.origin_offset_mm,
-                                                                 params.origin_offset_mm, 3)),  # type: ignore[misc]
+            origin_offset_mm=_offset(rng, params.origin_offset_mm),
             expr_shift=float(rng.normal(0.0, params.expr_centre_shift_sd)),
             expr_gene_shift_seed=int(rng.integers(0, 2**31 - 1)),
         ))

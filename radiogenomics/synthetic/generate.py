@@ -1,0 +1,273 @@
+"""`generate_cohort`: simulate patients (in parallel) and write the cohort folder (format v1 + truth.csv)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import shutil
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from radiogenomics import __version__
+from radiogenomics.errors import InputError
+from radiogenomics.synthetic import anatomy as anat
+from radiogenomics.synthetic import genomics, imaging, outcomes
+from radiogenomics.synthetic.model import Centre, SynthParameters, draw_centres, draw_patient
+from radiogenomics.synthetic.writer import write_csv, write_nifti, write_yaml
+
+log = logging.getLogger(__name__)
+
+MIN_GRID_SIZE = 16
+MAX_GRID_SIZE = 256
+MAX_PATIENTS = 100_000
+IMAGES_DIR = "images"
+#: files the generator owns in the cohort folder (removed first by ``overwrite=True``)
+OUTPUT_FILES = ("cohort.yaml", "patients.csv", "images.csv", "expression.csv", "truth.csv", "dvh.csv")
+#: (modality, file name) of the per-patient images
+MODALITY_FILES: tuple[tuple[str, str], ...] = (
+    ("CT", "ct.nii.gz"), ("PET_FDG", "pet_fdg.nii.gz"), ("PET_FMISO", "pet_fmiso.nii.gz"),
+)
+DOSE_FILE = "dose.nii.gz"
+LABELS_FILE = "labels.nii.gz"
+DVH_BIN_GY = 0.5
+
+PATIENT_COLUMNS = ("patient_id", "site", "center", "age_years", "sex", "hpv", "t_stage", "total_dose_gy",
+                   "n_fractions", "lc_months", "lc_event", "tox_xerostomia", "tox_dysphagia")
+TRUTH_COLUMNS = ("patient_id", "alpha_per_gy", "beta_per_gy2", "alpha_beta_gy", "rsi_true", "hypoxic_fraction",
+                 "median_po2_mmhg", "clonogens_total", "log10_clonogen_density", "tox_susceptibility", "tcp_true",
+                 "ntcp_xerostomia", "ntcp_dysphagia", "center", "gtv_volume_cc", "parotid_mean_dose_gy",
+                 "pcm_mean_dose_gy", "ct_texture_amp_hu", "local_failure")
+
+
+@dataclass(frozen=True)
+class PatientTask:
+    """Everything a worker needs to simulate and write one patient (picklable)."""
+
+    index: int
+    n_patients: int
+    entropy: int
+    spawn_key: tuple[int, ...]
+    centres: tuple[Centre, ...]
+    params: SynthParameters
+    grid_size: int
+    out_dir: str
+
+
+def _sig(x: float, digits: int = 6) -> float:
+    """Round to ``digits`` significant digits (stable, compact CSV text)."""
+    if x == 0 or not math.isfinite(x):
+        return float(x)
+    return float(f"{x:.{digits}g}")
+
+
+def simulate_patient(task: PatientTask) -> dict[str, Any]:
+    """Simulate one patient, write its images, and return its table rows."""
+    seq = np.random.SeedSequence(task.entropy, spawn_key=task.spawn_key)
+    r_latent, r_anat, r_fields, r_img, r_dose, r_expr, r_out = (np.random.default_rng(s) for s in seq.spawn(7))
+    params = task.params
+    patient = draw_patient(r_latent, task.index, task.n_patients, task.centres, params)
+    shift = r_anat.uniform(-5.0, 5.0, 3)
+    offset = tuple(float(o + s) for o, s in zip(patient.centre.origin_offset_mm, shift, strict=True))
+    geometry = anat.make_geometry(task.grid_size, offset)  # type: ignore[arg-type]
+    anatomy = anat.build_anatomy(r_anat, geometry, patient, p_unilateral_neck=params.p_unilateral_neck)
+    fields = imaging.tumour_fields(r_fields, anatomy, patient, params)
+    ct = imaging.ct_image(r_img, anatomy, fields, patient, params)
+    fdg = imaging.fdg_pet(r_img, anatomy, fields, patient, params)
+    fmiso = imaging.fmiso_pet(r_img, anatomy, fields, patient, params)
+    dose = imaging.plan_dose(r_dose, anatomy, patient, params)
+
+    # --- truth and outcomes ------------------------------------------------------------------------
+    labels = anatomy.labels
+    vcc = geometry.voxel_volume_cc
+    gtv = labels[anatomy.gtv_box] == anat.LABEL_GTV
+    gtv_dose = dose[anatomy.gtv_box][gtv].astype(np.float64)
+    po2 = fields.po2_mmhg
+    hypoxic_fraction = float(np.mean(po2 < params.hypoxia_threshold_mmhg))
+    tcp = outcomes.tumour_control(gtv_dose, fields.clonogens, po2, patient)
+    lc = outcomes.local_control(r_out, tcp, params)
+    parotid_dose = dose[(labels == anat.LABEL_PAROTID_L) | (labels == anat.LABEL_PAROTID_R)]
+    pcm_dose = dose[labels == anat.LABEL_PCM]
+    td50_x, m_x, n_x = outcomes.xerostomia_parameters()
+    geud_x = outcomes.organ_geud(parotid_dose, vcc, n_x)
+    geud_d = outcomes.organ_geud(pcm_dose, vcc, params.dysphagia_n)
+    s = patient.tox_susceptibility
+    ntcp_x = outcomes.ntcp(geud_x, s, td50_x, m_x)
+    ntcp_d = outcomes.ntcp(geud_d, s, params.dysphagia_td50_gy, params.dysphagia_m)
+    grade_x = outcomes.toxicity_grade(r_out, geud_x, s, td50_x, m_x, "xerostomia", params)
+    grade_d = outcomes.toxicity_grade(r_out, geud_d, s, params.dysphagia_td50_gy, params.dysphagia_m,
+                                      "dysphagia", params)
+    expression = genomics.expression_profile(r_expr, patient, hypoxic_fraction, params)
+
+    # --- files ----------------------------------------------------------------------------------------
+    pid = patient.patient_id
+    rel = f"{IMAGES_DIR}/{pid}"
+    folder = Path(task.out_dir) / IMAGES_DIR / pid
+    folder.mkdir(parents=True, exist_ok=True)
+    write_nifti(labels, geometry, folder / LABELS_FILE)
+    for (_, name), array in zip(MODALITY_FILES, (ct, fdg, fmiso), strict=True):
+        write_nifti(array, geometry, folder / name)
+    write_nifti(dose, geometry, folder / DOSE_FILE)
+    image_rows: list[dict[str, Any]] = []
+    for modality, name in MODALITY_FILES:
+        for roi, label in anat.ROIS:
+            image_rows.append({"patient_id": pid, "modality": modality, "image": f"{rel}/{name}",
+                               "mask": f"{rel}/{LABELS_FILE}", "roi": roi, "label": label})
+    image_rows.append({"patient_id": pid, "modality": "DOSE", "image": f"{rel}/{DOSE_FILE}", "mask": "",
+                       "roi": "", "label": None})
+
+    dvh_rows: list[tuple[str, str, float, float]] = []
+    for structure, label in (*anat.ROIS, (anat.PCM_NAME, anat.LABEL_PCM)):
+        d = dose[labels == label]
+        if d.size == 0:
+            continue
+        counts = np.bincount(np.floor(d / DVH_BIN_GY).astype(np.int64))
+        for b in np.flatnonzero(counts):
+            dvh_rows.append((pid, structure, round((b + 0.5) * DVH_BIN_GY, 4), round(counts[b] * vcc, 6)))
+
+    patient_row = {
+        "patient_id": pid, "site": "head_neck", "center": patient.centre.name, "age_years": patient.age_years,
+        "sex": patient.sex, "hpv": patient.hpv, "t_stage": patient.t_stage,
+        "total_dose_gy": patient.total_dose_gy, "n_fractions": patient.n_fractions,
+        "lc_months": lc.lc_months, "lc_event": lc.lc_event, "tox_xerostomia": grade_x, "tox_dysphagia": grade_d,
+    }
+    truth_row = {
+        "patient_id": pid, "alpha_per_gy": _sig(patient.alpha_per_gy), "beta_per_gy2": patient.beta_per_gy2,
+        "alpha_beta_gy": _sig(patient.alpha_per_gy / patient.beta_per_gy2), "rsi_true": _sig(patient.rsi_true),
+        "hypoxic_fraction": _sig(hypoxic_fraction), "median_po2_mmhg": _sig(float(np.median(po2))),
+        "clonogens_total": _sig(float(fields.clonogens.sum())),
+        "log10_clonogen_density": _sig(patient.log10_clonogen_density),
+        "tox_susceptibility": _sig(s), "tcp_true": _sig(tcp), "ntcp_xerostomia": _sig(ntcp_x),
+        "ntcp_dysphagia": _sig(ntcp_d), "center": patient.centre.name,
+        "gtv_volume_cc": _sig(float(gtv.sum()) * vcc), "parotid_mean_dose_gy": _sig(geud_x),
+        "pcm_mean_dose_gy": _sig(geud_d), "ct_texture_amp_hu": _sig(fields.texture_amp_hu),
+        "local_failure": int(lc.failure),
+    }
+    return {"index": task.index, "patient": patient_row, "truth": truth_row,
+            "expression": {"patient_id": pid, **expression}, "images": image_rows, "dvh": dvh_rows}
+
+
+def _check_args(n_patients: int, seed: int, grid_size: int, workers: int) -> None:
+    for name, value in (("n_patients", n_patients), ("seed", seed), ("grid_size", grid_size),
+                        ("workers", workers)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise InputError(f"{name} must be an integer, got {value!r}.")
+    if not 1 <= n_patients <= MAX_PATIENTS:
+        raise InputError(f"n_patients must be between 1 and {MAX_PATIENTS}, got {n_patients}.",
+                         fix="ask for at least one patient.")
+    if seed < 0:
+        raise InputError(f"seed must be >= 0, got {seed}.", fix="use a non-negative integer seed.")
+    if not MIN_GRID_SIZE <= grid_size <= MAX_GRID_SIZE:
+        raise InputError(f"grid_size must be between {MIN_GRID_SIZE} and {MAX_GRID_SIZE}, got {grid_size}.",
+                         fix="use e.g. 64 (2 x 2 x 2.5 mm voxels).")
+    if workers < 1:
+        raise InputError(f"workers must be >= 1, got {workers}.")
+
+
+def _prepare_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError("the output path exists and is not a folder.", file=str(out),
+                         fix="choose a new folder for the cohort.")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise InputError("the output folder exists and is not empty.", file=str(out),
+                             fix="choose a new folder, or pass --overwrite to replace the cohort in it.")
+        log.info("overwrite: removing the generator's previous outputs in %s", out)
+        for name in OUTPUT_FILES:
+            (out / name).unlink(missing_ok=True)
+        if (out / IMAGES_DIR).exists():
+            shutil.rmtree(out / IMAGES_DIR)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _run(tasks: list[PatientTask], workers: int,
+         progress: Callable[[int, int], None] | None) -> list[dict[str, Any]]:
+    total = len(tasks)
+    results: list[dict[str, Any] | None] = [None] * total
+    if progress:
+        progress(0, total)
+    if workers == 1 or total == 1:
+        for done, task in enumerate(tasks, start=1):
+            results[task.index] = simulate_patient(task)
+            if progress:
+                progress(done, total)
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, total), mp_context=ctx) as pool:
+            pending: set[Future[dict[str, Any]]] = {pool.submit(simulate_patient, t) for t in tasks}
+            done_count = 0
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for fut in finished:
+                    exc = fut.exception()
+                    if exc is not None:
+                        for other in pending:
+                            other.cancel()
+                        raise exc
+                    record = fut.result()
+                    results[record["index"]] = record
+                    done_count += 1
+                if progress:
+                    progress(done_count, total)
+    return [r for r in results if r is not None]
+
+
+def _tables(records: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
+    patients = pd.DataFrame([r["patient"] for r in records], columns=list(PATIENT_COLUMNS))
+    truth = pd.DataFrame([r["truth"] for r in records], columns=list(TRUTH_COLUMNS))
+    expression = pd.DataFrame([r["expression"] for r in records], columns=["patient_id", *genomics.all_genes()])
+    images = pd.DataFrame([row for r in records for row in r["images"]],
+                          columns=["patient_id", "modality", "image", "mask", "roi", "label"])
+    images["label"] = images["label"].astype("Int64")
+    dvh = pd.DataFrame([row for r in records for row in r["dvh"]],
+                       columns=["patient_id", "structure", "dose_gy", "volume_cc"])
+    return {"patients.csv": patients, "images.csv": images, "expression.csv": expression,
+            "truth.csv": truth, "dvh.csv": dvh}
+
+
+def generate_cohort(out_dir: str | Path, n_patients: int, seed: int, grid_size: int = 64, workers: int = 1,
+                    progress: Callable[[int, int], None] | None = None, *, overwrite: bool = False,
+                    params: SynthParameters | None = None) -> Path:
+    """Write a synthetic head-and-neck cohort (format v1 + ``truth.csv``) into ``out_dir`` and return it.
+
+    Deterministic by ``seed``: the tables are byte-identical whatever ``workers`` is (each patient draws
+    from its own child of ``numpy.random.SeedSequence(seed)``, so patient *i* is also the same in a larger
+    cohort). ``grid_size`` voxels per axis cover a fixed 128 x 128 x 160 mm field of view (2 x 2 x 2.5 mm at
+    64). ``progress(done, total)`` is called as patients finish. ``overwrite`` replaces the generator's
+    outputs in a non-empty ``out_dir`` (otherwise that is an :class:`InputError`). The model is documented
+    in ``docs/synthetic-cohort.md``.
+    """
+    _check_args(n_patients, seed, grid_size, workers)
+    params = params or SynthParameters()
+    out = Path(out_dir)
+    _prepare_out_dir(out, overwrite)
+    root = np.random.SeedSequence(int(seed))
+    cohort_seq, patient_seq = root.spawn(2)
+    centres = draw_centres(np.random.default_rng(cohort_seq), params)
+    tasks = [PatientTask(index=i, n_patients=n_patients, entropy=int(seed), spawn_key=(*patient_seq.spawn_key, i),
+                         centres=centres, params=params, grid_size=grid_size, out_dir=str(out))
+             for i in range(n_patients)]
+    log.info("synthesising %d patients (seed %d, %d^3 voxels, %d worker(s)) into %s", n_patients, seed,
+             grid_size, workers, out)
+    records = _run(tasks, workers, progress)
+    for name, frame in _tables(records).items():
+        write_csv(frame, out / name)
+    meta = {
+        "name": f"synthetic-head-neck-seed{seed}",
+        "description": "Synthetic head-and-neck cohort from the mechanistic model of docs/synthetic-cohort.md. "
+                       "truth.csv holds the latent ground truth, for evaluation only.",
+        "format_version": 1,
+        "generator": {"package": "radiogenomics", "version": __version__, "module": "radiogenomics.synthetic",
+                      "seed": int(seed), "n_patients": int(n_patients), "grid_size": int(grid_size),
+                      "spacing_mm": list(anat.make_geometry(grid_size, (0.0, 0.0, 0.0)).spacing),
+                      "truth": "truth.csv"},
+    }
+    write_yaml(meta, out / "cohort.yaml")
+    log.info("cohort written to %s", out)
+    return out
