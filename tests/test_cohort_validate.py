@@ -127,3 +127,31 @@ def test_cli_validate_exit_codes_and_json(broken: Path, tmp_path: Path, capsys: 
     payload = json.loads(captured.out)
     assert payload["ok"] is False and payload["n_errors"] >= len(EXPECTED)
     assert captured.err.strip().count("\n") == 0 and "invalid" in captured.err
+
+
+def test_lenient_where_the_contract_is(good: Path) -> None:
+    """A CT row without a mask is a warning; PAK2 in the CDK1 slot is a warning with the gene_map fix."""
+    with open(good / "images.csv", "a") as fh:
+        fh.write("HN-002,PET_FDG,images/HN-002/ct.nrrd,,,\n")
+    expr = pd.read_csv(good / "expression.csv", dtype=str).rename(columns={"CDK1": "PAK2"})
+    expr.to_csv(good / "expression.csv", index=False)
+    report = validate_cohort(good)
+    assert report.ok, [p.one_line() for p in report.errors]
+    codes = {p.code for p in report.warnings}
+    assert codes == {"missing_mask_path", "rsi_slot_substitute"}
+    assert "gene_map" in next(p for p in report.warnings if p.code == "rsi_slot_substitute").fix
+
+
+def test_header_only_patients_table(tmp_path: Path) -> None:
+    (tmp_path / "patients.csv").write_text("patient_id,site\n")
+    codes = [p.code for p in validate_cohort(tmp_path).problems]
+    assert codes == ["no_patients"]
+
+
+def test_blank_rsi_value_is_a_warning(good: Path) -> None:
+    expr = pd.read_csv(good / "expression.csv", dtype=str)
+    expr.loc[0, "STAT1"] = ""
+    expr.to_csv(good / "expression.csv", index=False)
+    report = validate_cohort(good)
+    assert report.ok
+    assert [(p.code, p.patient_id, p.column) for p in report.warnings] == [("missing_rsi_value", "HN-001", "STAT1")]

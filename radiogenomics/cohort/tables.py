@@ -215,12 +215,13 @@ def parse_images(path: Path, root: Path, patient_ids: set[str] | None,
                          "leave mask blank on DOSE rows.", column="mask", **loc)
         if not is_dose and modality in schema.MODALITIES:
             if mask is None:
-                problems.add("missing_mask_path", f"{modality} row has no mask.",
-                             "give the ROI mask (label map, binary mask or RTSTRUCT).", column="mask", **loc)
+                problems.add("missing_mask_path", f"{modality} row has no mask: no ROI features can be computed.",
+                             "give the ROI mask (label map, binary mask or RTSTRUCT).", column="mask",
+                             severity="warning", **loc)
             elif not mask.exists():
                 problems.add("missing_file", f"mask file '{rec['mask']}' does not exist.",
                              "fix the path (relative to the cohort folder) or add the file.", column="mask", **loc)
-            if roi == "":
+            if roi == "" and mask is not None:
                 problems.add("missing_roi", f"{modality} row has no roi name.",
                              "name the ROI (e.g. GTV, parotid_l).", column="roi", **loc)
         label = 1
@@ -250,6 +251,10 @@ def _resolve(root: Path, text: str) -> Path:
     return path if path.is_absolute() else (root / path)
 
 
+#: Documented alternative columns for an RSI slot (radiobiology brief: CDK1 slot = PAK2 probe).
+RSI_SLOT_SUBSTITUTES = {"CDK1": "PAK2"}
+
+
 def parse_expression(path: Path, patient_ids: set[str] | None, required_genes: tuple[str, ...] = (),
                      file: str = schema.EXPRESSION_FILE) -> tuple[pd.DataFrame, ProblemList]:
     """Parse expression.csv into a float frame indexed by patient_id (genes as columns, NaN = missing).
@@ -270,7 +275,15 @@ def parse_expression(path: Path, patient_ids: set[str] | None, required_genes: t
             problems.add("blank_gene_name", "a gene column has no name.", "name every column by its HGNC symbol.",
                          file=file, column=gene)
     for gene in required_genes:
-        if gene not in genes:
+        if gene in genes:
+            continue
+        substitute = RSI_SLOT_SUBSTITUTES.get(gene)
+        if substitute in genes:
+            # Eschrich's array code fills the CDK1 slot with probe 205962_at (annotated PAK2).
+            problems.add("rsi_slot_substitute", f"RSI gene '{gene}' is absent but '{substitute}' is present.",
+                         f"compute the RSI with gene_map={{'{gene}': '{substitute}'}} (see docs/radiobiology.md).",
+                         file=file, column=gene, severity="warning")
+        else:
             problems.add("missing_rsi_gene", f"RSI gene '{gene}' is not a column of expression.csv.",
                          f"add the '{gene}' column, or map its RSI slot to another column "
                          "(e.g. CDK1 -> PAK2) when computing the RSI.", file=file, column=gene)
