@@ -8,10 +8,14 @@ from __future__ import annotations
 
 
 class InputError(ValueError):
-    """Bad user input. The message names the patient, the file or field, and the fix."""
+    """Bad user input. The message names the patient, the file or field, and the fix.
+
+    `reason` is the bare message; `str(exc)` prefixes the location and appends the fix.
+    """
 
     def __init__(self, message: str, *, patient_id: str | None = None, file: str | None = None,
                  fix: str | None = None) -> None:
+        self.reason = message
         self.patient_id = patient_id
         self.file = file
         self.fix = fix

@@ -17,6 +17,7 @@ from radiogenomics.cli import extract as extract_cmd
 from radiogenomics.cli import pending as pending_cmd
 from radiogenomics.cli import synth as synth_cmd
 from radiogenomics.cli import validate as validate_cmd
+from radiogenomics.cli.console import fail_line
 from radiogenomics.errors import InputError
 
 app = typer.Typer(
@@ -61,21 +62,21 @@ def main(argv: list[str] | None = None) -> int:
         # In non-standalone mode click returns the exit code of typer.Exit instead of raising it.
         result = app(args=argv, standalone_mode=False)
     except InputError as exc:
-        typer.echo(f"error: {exc}".replace("\n", " "), err=True)
+        fail_line(str(exc))
         return 2
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except (typer.Abort, KeyboardInterrupt):
-        typer.echo("aborted", err=True)
+        fail_line("aborted")
         return 1
     except Exception as exc:
         # Typer vendors click; its usage errors (exit_code 2) and other CLI errors carry `show`/`exit_code`.
         exit_code = getattr(exc, "exit_code", None)
-        if hasattr(exc, "show") and isinstance(exit_code, int):
-            exc.show()
+        if isinstance(exit_code, int) and hasattr(exc, "format_message"):
+            fail_line(f"{exc.format_message()} (see --help)")
             return exit_code
         logging.getLogger("radiogenomics").exception("internal error")
-        typer.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
+        fail_line(f"internal error: {type(exc).__name__}: {exc}")
         return 1
     return result if isinstance(result, int) else 0
 

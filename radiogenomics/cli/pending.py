@@ -10,12 +10,11 @@ from pathlib import Path
 
 import typer
 
-from radiogenomics.cli.console import err
+from radiogenomics.cli.console import fail_line
 
 
 def _unavailable(command: str, capability: str) -> None:
-    err.print(f"error: `radiogenomics {command}` needs the {capability}, which is not in this release yet.",
-              highlight=False, markup=False)
+    fail_line(f"`radiogenomics {command}` needs the {capability}, which is not in this release yet.")
     raise typer.Exit(1)
 
 

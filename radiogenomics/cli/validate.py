@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from radiogenomics.cli.console import err, out, progress_bar
+from radiogenomics.cli.console import fail_line, out, progress_bar
 
 
 def validate(
@@ -41,6 +41,6 @@ def validate(
                   f"{', '.join(report.tables) or 'none'}; {len(report.errors)} error(s), "
                   f"{len(report.warnings)} warning(s).")
     if not report.ok:
-        err.print(f"error: cohort {report.root} is invalid: {len(report.errors)} error(s) "
-                  f"(first: {report.errors[0].one_line()})", soft_wrap=True, highlight=False, markup=False)
+        fail_line(f"cohort {report.root} is invalid: {len(report.errors)} error(s) "
+                  f"(first: {report.errors[0].one_line()})")
         raise typer.Exit(2)

@@ -123,7 +123,10 @@ def read_rtdose(path: Path) -> sitk.Image:
     if frames.ndim == 2:
         frames = frames[np.newaxis]
     dose = frames * float(getattr(ds, "DoseGridScaling", 1.0))
+    # PS3.3 C.8.8.3.2: offsets are relative (first = 0) or absolute z (first = IPP z); both are
+    # positions along the normal relative to the first frame once the first element is subtracted.
     offsets = np.asarray(getattr(ds, "GridFrameOffsetVector", [0.0]), dtype=float)
+    offsets = offsets - offsets[0]
     if len(offsets) != dose.shape[0]:
         raise InputError(f"GridFrameOffsetVector has {len(offsets)} entries for {dose.shape[0]} frames.",
                          file=str(path), fix="re-export the RTDOSE.")

@@ -73,7 +73,7 @@ def read_cohort_meta(root: Path, problems: ProblemList) -> dict[str, object]:
                      "write key: value lines.", file=schema.COHORT_META_FILE)
         return {}
     version = meta.get("format_version", schema.FORMAT_VERSION)
-    if version != schema.FORMAT_VERSION:
+    if str(version).strip() != str(schema.FORMAT_VERSION):
         problems.add("unsupported_format_version", f"format_version {version!r} is not supported.",
                      f"this release reads format_version {schema.FORMAT_VERSION}.", file=schema.COHORT_META_FILE)
     return meta

@@ -1,6 +1,6 @@
 """DICOM RTSTRUCT: list structures, rasterise one onto a reference image, write masks as RTSTRUCT.
 
-Both directions are our own (pydicom + SimpleITK geometry + OpenCV contours), not rt-utils: rt-utils
+Both directions are our own (pydicom + SimpleITK geometry; OpenCV only to trace contours), not rt-utils: rt-utils
 1.2.7 swaps the row and column pixel spacings (wrong contours whenever in-plane pixels are not square),
 allocates masks as (columns, rows), and reads only contours that reference a slice SOPInstanceUID.
 Mapping points through the image's index <-> physical transform works for any grid.
@@ -24,8 +24,6 @@ from radiogenomics.cohort.geometry import geometry_differences, physical_to_inde
 from radiogenomics.errors import InputError
 
 log = logging.getLogger(__name__)
-
-_SUBPIXEL_BITS = 4  # cv2.fillPoly fixed-point precision: 1/16 voxel
 
 
 def _read(path: Path) -> pydicom.Dataset:
@@ -59,38 +57,62 @@ def _roi_number(ds: pydicom.Dataset, roi_name: str, path: Path) -> int:
 def rasterise_rtstruct(path: Path, reference: sitk.Image, roi_name: str) -> sitk.Image:
     """Rasterise structure `roi_name` onto the grid of `reference` (UInt8 0/1, same geometry).
 
-    Closed planar contours are filled slice by slice with the even-odd rule (XOR), so inner contours
-    make holes, as DICOM PS3.3 C.8.8.6 intends. Points are mapped through the reference geometry.
+    A voxel is inside when its centre lies inside the closed planar contours under the even-odd rule
+    (inner contours make holes, DICOM PS3.3 C.8.8.6), the usual convention of planning systems.
+    Points are mapped through the reference geometry, so any grid works.
     """
     ds = _read(path)
     number = _roi_number(ds, roi_name, path)
     size_x, size_y, size_z = reference.GetSize()
-    mask = np.zeros((size_z, size_y, size_x), dtype=np.uint8)
-    contours = []
-    for roi_contour in getattr(ds, "ROIContourSequence", []):
-        if int(roi_contour.ReferencedROINumber) == number:
-            contours = list(getattr(roi_contour, "ContourSequence", []))
+    per_slice: dict[int, list[np.ndarray]] = {}
     outside = 0
-    for contour in contours:
-        if str(getattr(contour, "ContourGeometricType", "CLOSED_PLANAR")) != "CLOSED_PLANAR":
+    for roi_contour in getattr(ds, "ROIContourSequence", []):
+        if int(roi_contour.ReferencedROINumber) != number:
             continue
-        points = np.asarray(contour.ContourData, dtype=float).reshape(-1, 3)
-        index = physical_to_index(reference, points)
-        k = int(np.round(np.median(index[:, 2])))
-        if k < 0 or k >= size_z:
-            outside += 1
-            continue
-        scale = 1 << _SUBPIXEL_BITS
-        polygon = np.round(index[:, :2] * scale).astype(np.int32)
-        layer = np.zeros((size_y, size_x), dtype=np.uint8)
-        cv2.fillPoly(layer, [polygon], 1, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
-        mask[k] ^= layer
+        for contour in getattr(roi_contour, "ContourSequence", []):
+            if str(getattr(contour, "ContourGeometricType", "CLOSED_PLANAR")) != "CLOSED_PLANAR":
+                continue
+            points = np.asarray(contour.ContourData, dtype=float).reshape(-1, 3)
+            index = physical_to_index(reference, points)
+            k = int(np.round(np.median(index[:, 2])))
+            if 0 <= k < size_z and len(index) >= 3:
+                per_slice.setdefault(k, []).append(index[:, :2])
+            else:
+                outside += 1
+    mask = np.zeros((size_z, size_y, size_x), dtype=np.uint8)
+    for k, polygons in per_slice.items():
+        mask[k] = even_odd_fill(polygons, size_y, size_x)
     if outside:
         log.warning("%s: %d contour(s) of '%s' lie outside the reference image and were ignored",
                     path, outside, roi_name)
     image = sitk.GetImageFromArray(mask)
     image.CopyInformation(reference)
     return image
+
+
+def even_odd_fill(polygons: list[np.ndarray], n_rows: int, n_cols: int) -> np.ndarray:
+    """Voxel centres (row y, column x) inside `polygons` (each (N, 2) in continuous x, y index) by even-odd.
+
+    Scanline parity, vectorised: every edge crossing of the horizontal line through a row of centres
+    flips the parity of all centres to its right (half-open rule, so shared vertices count once).
+    Written here because cv2.fillPoly also fills boundary pixels whose centres lie outside the polygon.
+    """
+    toggles = np.zeros((n_rows, n_cols + 1), dtype=np.int32)
+    for polygon in polygons:
+        x0, y0 = polygon[:, 0], polygon[:, 1]
+        x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+        lo = max(int(np.ceil(y0.min())), 0)
+        hi = min(int(np.floor(y0.max())), n_rows - 1)
+        if hi < lo:
+            continue
+        rows = np.arange(lo, hi + 1, dtype=float)[:, None]
+        crosses = ((y0 <= rows) & (y1 > rows)) | ((y1 <= rows) & (y0 > rows))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x_cross = x0 + (rows - y0) * (x1 - x0) / (y1 - y0)
+        r_idx, e_idx = np.nonzero(crosses)
+        first_col = np.clip(np.ceil(x_cross[r_idx, e_idx]), 0, n_cols).astype(np.int64)
+        np.add.at(toggles, (r_idx + lo, first_col), 1)
+    return (np.cumsum(toggles, axis=1)[:, :n_cols] % 2).astype(np.uint8)
 
 
 def write_rtstruct(masks: dict[str, sitk.Image], series_folder: Path, out_path: Path) -> Path:
@@ -123,9 +145,12 @@ def write_rtstruct(masks: dict[str, sitk.Image], series_folder: Path, out_path: 
             ROIGenerationAlgorithm="AUTOMATIC"))
         contour_items = []
         for k in np.flatnonzero(array.reshape(array.shape[0], -1).any(axis=1)):
-            found, _ = cv2.findContours(array[k], cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+            # Traced on a 2x nearest-neighbour upsampling, contours run a quarter voxel outside the
+            # boundary voxel centres (inside for holes), so centre-in-polygon gives the mask back exactly.
+            fine = np.repeat(np.repeat(array[k], 2, axis=0), 2, axis=1)
+            found, _ = cv2.findContours(fine, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
             for contour in found:
-                xy = contour.reshape(-1, 2).astype(float)
+                xy = contour.reshape(-1, 2).astype(float) / 2.0 - 0.25
                 index = np.column_stack([xy, np.full(len(xy), float(k))])
                 points = _index_to_physical(reference, index)
                 contour_items.append(_dataset(

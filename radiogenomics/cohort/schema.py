@@ -34,7 +34,7 @@ IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".dcm")
 # Plausibility bounds. Doses outside are not impossible, but almost always a unit or typing error
 # (cGy for Gy, total for per-fraction); the validator rejects them with that hint.
 MAX_PLAUSIBLE_TOTAL_DOSE_GY = 150.0
-MAX_PLAUSIBLE_N_FRACTIONS = 60
+MAX_PLAUSIBLE_N_FRACTIONS = 100  # hyperfractionation reaches 68-70 fx (RTOG 90-03, EORTC 22791)
 MAX_PLAUSIBLE_DOSE_PER_FRACTION_GY = 35.0
 MAX_PLAUSIBLE_AGE_YEARS = 120.0
 # pandas' default missing-value markers, minus "NA"/"N/A" would be wrong for gene names; we keep

@@ -7,6 +7,7 @@ raises on problems; the validator reports them.
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 
@@ -19,9 +20,14 @@ from radiogenomics.cohort.problems import ProblemList
 
 def read_csv_text(path: Path) -> pd.DataFrame:
     """Read a CSV with every cell as a stripped string; blank cells become ``""``."""
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True,
+                        encoding="utf-8-sig")
     frame.columns = [str(c).strip() for c in frame.columns]
-    return frame.apply(lambda col: col.str.strip())
+    frame = frame.apply(lambda col: col.str.strip())
+    # pandas renames a repeated header ("AR", "AR.1"); keep the header as written to detect duplicates.
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        frame.attrs["header"] = [c.strip() for c in next(csv.reader(fh), [])]
+    return frame
 
 
 def _to_float(value: str) -> float | None:
@@ -39,7 +45,8 @@ def _check_columns(frame: pd.DataFrame, required: tuple[str, ...], file: str, pr
     for col in missing:
         problems.add("missing_column", f"required column '{col}' is missing.",
                      f"add a '{col}' column (see docs/cohort-format.md).", file=file, column=col)
-    dupes = frame.columns[frame.columns.duplicated()].tolist()
+    header = frame.attrs.get("header", list(frame.columns))
+    dupes = sorted({c for c in header if header.count(c) > 1})
     for col in dupes:
         problems.add("duplicate_column", f"column '{col}' appears more than once.",
                      "keep one column of that name.", file=file, column=col)
@@ -100,9 +107,9 @@ def parse_patients(path: Path, file: str = schema.PATIENTS_FILE) -> tuple[pd.Dat
     if {"lc_event", "lc_months"} <= set(out.columns):
         for i, (event, months) in enumerate(zip(out["lc_event"], out["lc_months"], strict=True), start=1):
             if not pd.isna(event) and pd.isna(months):
-                problems.add("missing_lc_months", "lc_event is given but lc_months is blank.",
-                             "give the months to local failure or last follow-up.",
-                             **where(i, "lc_months"))  # type: ignore[arg-type]
+                problems.add("missing_lc_months", "lc_event is given but lc_months is blank: the patient "
+                             "cannot enter local-control analyses.", "give the months to local failure or last "
+                             "follow-up.", severity="warning", **where(i, "lc_months"))  # type: ignore[arg-type]
     for col in ("patient_id", "site", "center", "sex", "hpv", "t_stage"):
         if col in out.columns:
             out[col] = out[col].astype(object).where(out[col] != "", None)
@@ -269,7 +276,7 @@ def parse_expression(path: Path, patient_ids: set[str] | None, required_genes: t
                      "put patient_id first, then one column per HGNC gene symbol.", file=file, column="patient_id")
         return pd.DataFrame(), problems
     _check_columns(raw, ("patient_id",), file, problems)
-    genes = [c for c in raw.columns[1:]]
+    genes = list(raw.columns[1:])
     for gene in genes:
         if gene == "" or gene.startswith("Unnamed"):
             problems.add("blank_gene_name", "a gene column has no name.", "name every column by its HGNC symbol.",
@@ -339,6 +346,10 @@ def parse_dvh(path: Path, patient_ids: set[str] | None,
     out["dose_gy"] = _numeric_column(raw["dose_gy"], "dose_gy", (0.0, schema.MAX_PLAUSIBLE_TOTAL_DOSE_GY),
                                      where, problems, integer=False)
     out["volume_cc"] = _numeric_column(raw["volume_cc"], "volume_cc", (0.0, 1e6), where, problems, integer=False)
+    for col in ("dose_gy", "volume_cc"):
+        for blank_row in np.flatnonzero(raw[col].to_numpy() == "") + 1:
+            problems.add("missing_value", f"{col} is blank.", f"every DVH bin needs {col}.",
+                         **where(int(blank_row), col))  # type: ignore[arg-type]
     for i, (pid, structure) in enumerate(zip(raw["patient_id"], raw["structure"], strict=True), start=1):
         if patient_ids is not None and pid not in patient_ids:
             problems.add("unknown_patient_id", f"patient '{pid}' is not in patients.csv.",

@@ -100,7 +100,8 @@ def _check_image_rows(cohort: Cohort, progress: Callable[[int, int], None] | Non
         image = cache.get(image_path)
         if isinstance(image, InputError):
             if image_path not in checked_images:
-                problems.add("unreadable_image", str(image), "re-export the image in a supported format.", **loc)
+                problems.add("unreadable_image", image.reason, image.fix or "re-export the image in a supported "
+                             "format.", **loc)
                 checked_images.add(image_path)
             continue
         if image_path not in checked_images:
@@ -137,7 +138,8 @@ def _check_mask(cache: _ImageCache, mask_path: Path, image: sitk.Image, row) -> 
         try:
             mask = rasterise_rtstruct(mask_path, image, str(row.roi))
         except InputError as exc:
-            problems.add("missing_structure", str(exc), "set roi to a structure name of the RTSTRUCT.", **loc)
+            problems.add("missing_structure", exc.reason, exc.fix or "set roi to a structure name of the RTSTRUCT.",
+                         **loc)
             return problems
         if not sitk.GetArrayViewFromImage(mask).any():
             problems.add("empty_roi", f"structure '{row.roi}' covers no voxel of image {row.image_rel}.",
@@ -145,7 +147,8 @@ def _check_mask(cache: _ImageCache, mask_path: Path, image: sitk.Image, row) -> 
         return problems
     labels = cache.get(mask_path)
     if isinstance(labels, InputError):
-        problems.add("unreadable_mask", str(labels), "re-export the mask as NIfTI/NRRD/MHA or RTSTRUCT.", **loc)
+        problems.add("unreadable_mask", labels.reason, labels.fix or "re-export the mask as NIfTI/NRRD/MHA or "
+                     "RTSTRUCT.", **loc)
         return problems
     diffs = geometry_differences(labels, image)
     if diffs:
