@@ -165,11 +165,15 @@ def test_gard_vectorised():
     np.testing.assert_allclose(got, -np.array([35, 30, 25]) * np.log(rsi), rtol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason="gard() raises InputError for 0.8187 < RSI < 1 (alpha <= 0 domain guard in "
-                   "gard.py) although the brief's formula gives a finite positive GARD = -n ln RSI at d = 2 Gy "
-                   "'whatever beta is' (RSI 0.9, 35 x 2 Gy -> 3.688)")
-def test_gard_at_2gy_for_radioresistant_rsi_below_1():
-    assert rb.gard(0.9, 70.0, 35) == pytest.approx(-35 * math.log(0.9), rel=1e-12)
+def test_gard_flags_rsi_that_implies_negative_alpha():
+    """Issue 3 domain rule: RSI > exp(-0.2) (alpha < 0 at beta 0.05) is flagged, never silently a number,
+    even though -n ln RSI would be finite at 2 Gy. The explicit opt-out returns NaN, not a value."""
+    with pytest.raises(ValueError, match="rsi"):
+        rb.gard(0.9, 70.0, 35)
+    with pytest.raises(ValueError, match="rsi"):
+        rb.dose_for_gard(0.9, 33.0)
+    assert math.isnan(rb.gard(0.9, 70.0, 35, invalid="nan"))
+    assert rb.check_rsi(0.9, 0.05)  # the reason is reported
 
 
 @pytest.mark.parametrize("rsi,target", [(0.3, 33.0), (0.2, 42.0), (0.5, 20.0)])
