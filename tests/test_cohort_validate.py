@@ -155,3 +155,12 @@ def test_blank_rsi_value_is_a_warning(good: Path) -> None:
     report = validate_cohort(good)
     assert report.ok
     assert [(p.code, p.patient_id, p.column) for p in report.warnings] == [("missing_rsi_value", "HN-001", "STAT1")]
+
+
+def test_truncated_gzip_image_is_reported(good: Path) -> None:
+    """ITK zero-fills a truncated .nii.gz; the validator must not call it readable."""
+    path = good / "images/HN-001/ct.nii.gz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    bad = [p for p in validate_cohort(good).problems if p.code == "unreadable_image"]
+    assert len(bad) == 1 and bad[0].patient_id == "HN-001" and "truncated" in bad[0].message

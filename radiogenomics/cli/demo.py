@@ -15,7 +15,7 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     grid_size: int = typer.Option(64, "--grid-size", help="Voxels per axis of the synthetic images."),
 ) -> None:
-    """Generate a synthetic head-and-neck cohort, validate it, and extract its features.
+    """Generate a synthetic head-and-neck cohort, validate it, and extract its fused feature table.
 
     Example: radiogenomics demo --out demo --patients 20
     """
@@ -40,11 +40,10 @@ def demo(
     steps.append(f"validated: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
     if not report.ok:
         raise InputError(f"the demo cohort failed validation: {report.errors[0].one_line()}")
-    features = out_dir / "features.parquet"
-    from radiogenomics.cli.extract import extract
+    from radiogenomics.features.pipeline import ExtractOptions, extract
 
-    extract(cohort=cohort, out=features)
-    steps.append(f"extracted fused features into {features}")
+    summary = extract(cohort, out_dir / "features.parquet", ExtractOptions(workers=2))
+    steps.append(f"extracted features: {summary.one_line()}")
     out.print("[bold]demo done:[/bold]")
     for i, step in enumerate(steps, start=1):
         out.print(f"  {i}. {step}")

@@ -13,6 +13,7 @@ import SimpleITK as sitk
 
 from radiogenomics.cohort.dicom import dicom_modality, is_dicom_file, read_dicom_series, read_rtdose
 from radiogenomics.cohort.geometry import geometry_differences
+from radiogenomics.cohort.integrity import check_gzip_complete
 from radiogenomics.cohort.rtstruct import rasterise_rtstruct
 from radiogenomics.errors import InputError
 
@@ -31,6 +32,7 @@ def read_image(path: str | Path) -> sitk.Image:
         if modality == "RTSTRUCT":
             raise InputError("an RTSTRUCT is a mask, not an image.", file=str(path),
                              fix="put the RTSTRUCT in the mask column and the CT series folder in image.")
+    check_gzip_complete(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:

@@ -10,7 +10,8 @@ The reference table (IBSI 1, via the Z-Rad CSV; see ../shared/data/ibsi/README.m
 * ``2.5D_merged``: in-plane, merged over slices and directions.
 
 Per-slice (IBSI "2D") aggregation does not exist in pyradiomics. Every reference row gets one status:
-``match`` (within tolerance), ``deviation`` (a known, documented difference), ``not_implemented`` (no
+``match`` (within tolerance), ``deviation`` (outside tolerance for a known, documented reason, with the
+correction that reconciles it), ``mismatch`` (outside tolerance, unexplained: a bug), ``not_implemented`` (no
 pyradiomics equivalent) or ``no_reference`` (IBSI gives no consensus value).
 """
 
@@ -256,24 +257,24 @@ def compare(ibsi_dir: Path) -> pd.DataFrame:
                                "config": config, "pyradiomics": key, "reference": ref, "tolerance": tol,
                                "allowed": np.nan, "value": np.nan, "difference": np.nan,
                                "corrected": np.nan, "status": "", "note": reason or ""}
-        if key is None or config is None:
-            row["status"] = "not_implemented"
-        elif not math.isfinite(ref):
+        if not math.isfinite(ref):
             row["status"] = "no_reference"
+            row["note"] = "IBSI gives no consensus value"
+        elif key is None or config is None:
+            row["status"] = "not_implemented"
         else:
             value = values[config][key]
             allowed = allowed_difference(ref, tol)
             row.update(value=value, allowed=allowed, difference=value - ref)
+            within = abs(value - ref) <= allowed
             deviation = DEVIATIONS.get(stem)
             if deviation is not None:
                 row["corrected"] = deviation.correct(value, n_voxels)
-                row["status"] = "deviation"
+                row["status"] = "match" if within else "deviation"
                 row["note"] = f"{deviation.reason}; IBSI value = {deviation.correction}"
             else:
-                row["status"] = "match" if abs(value - ref) <= allowed else "mismatch"
-                alias = ALIASES.get(stem)
-                if alias:
-                    row["note"] = alias
+                row["status"] = "match" if within else "mismatch"
+                row["note"] = ALIASES.get(stem, "")
         rows.append(row)
     return pd.DataFrame(rows)
 

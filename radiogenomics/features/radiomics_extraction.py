@@ -57,8 +57,12 @@ def shipped_params_path(name: str) -> Path:
     return path
 
 
-def load_params(path: Path | str) -> dict[str, Any]:
-    """Read and validate a pyradiomics YAML (or JSON) parameter file; bad files raise InputError."""
+def load_params(path: Path | str, validate: bool = True) -> dict[str, Any]:
+    """Read and (unless ``validate`` is false) validate a pyradiomics YAML or JSON parameter file.
+
+    Bad files raise InputError. The shipped files are validated by the test suite, so they are loaded
+    without validation (which would import pyradiomics in the main process for nothing).
+    """
     path = Path(path)
     try:
         params = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -68,6 +72,8 @@ def load_params(path: Path | str) -> dict[str, Any]:
         params = {}
     if not isinstance(params, dict):
         raise InputError("a pyradiomics parameter file must be a mapping", file=str(path))
+    if not validate:
+        return params
     try:
         validate_params(params)
     except InputError as exc:
@@ -84,7 +90,7 @@ def params_for_modality(modality: str) -> dict[str, Any] | None:
     """Shipped parameters for an images.csv modality, or None for modalities without radiomics (DOSE)."""
     if modality.upper() not in MODALITY_PARAMS:
         return None
-    return load_params(shipped_params_path(modality))
+    return load_params(shipped_params_path(modality), validate=False)
 
 
 def with_filters(params: Mapping[str, Any], filters: Sequence[str]) -> dict[str, Any]:
@@ -118,13 +124,20 @@ def _extractor(params_json: str) -> Any:
     import radiomics
     from radiomics import featureextractor
 
-    radiomics.setVerbosity(logging.ERROR)  # pyradiomics' own stderr handler; our logging is unaffected
+    # pyradiomics sets its logger to DEBUG and adds a stderr handler on import: quieten both, so that its
+    # per-feature chatter neither prints nor propagates to the application's handlers.
+    radiomics.setVerbosity(logging.ERROR)
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
     params = json.loads(params_json)
     try:
-        return featureextractor.RadiomicsFeatureExtractor(params)
+        extractor = featureextractor.RadiomicsFeatureExtractor(params)
     except Exception as exc:  # pykwalify.errors.SchemaError and friends
         msg = str(exc).replace("\n", " ").strip()
         raise InputError(f"invalid pyradiomics parameters: {msg[:400]}") from exc
+    # diagnostics (image/mask hashes, connected components, ...) are discarded anyway: skip computing them.
+    # This changes no feature value.
+    extractor.settings["additionalInfo"] = False
+    return extractor
 
 
 def to_real(value: Any, name: str = "feature") -> float:

@@ -1,0 +1,218 @@
+"""Run work items: in-process, on a local process pool (default) or on a Dask distributed cluster.
+
+All three backends call :func:`radiogenomics.features.tasks.run_item`, which never raises, so a failing
+item cannot stop the run. Results arrive as they finish; a rich progress bar with ETA is shown on
+stderr when ``progress`` is true.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+
+from radiogenomics.errors import InputError
+from radiogenomics.features.tasks import ItemResult, WorkItem, lookup, run_item
+
+log = logging.getLogger(__name__)
+
+#: Modules the forkserver imports once, so that each worker forks with them already loaded.
+_PRELOAD = ["radiogenomics.features.tasks", "radiogenomics.features.radiomics_extraction",
+            "radiogenomics.features.dosimetric", "radiogenomics.cohort", "radiogenomics.radiobiology",
+            "radiomics.featureextractor", "radiomics.glcm", "radiomics.glrlm", "radiomics.glszm", "radiomics.gldm",
+            "radiomics.ngtdm", "radiomics.shape", "radiomics.firstorder", "pywt"]
+
+
+def default_workers() -> int:
+    """CPU cores available to this process."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _worker_init() -> None:
+    """Pin numeric libraries to one thread per worker process: parallelism comes from the processes."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    try:
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    except Exception:  # pragma: no cover - SimpleITK is a hard dependency
+        pass
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except Exception:  # torch is only needed for deep features
+        pass
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(_PRELOAD)
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+Job = tuple[WorkItem, str]  # an item and its cache key ("" = no cache)
+
+#: Times a broken process pool (a worker killed by a crash or the OOM killer) is replaced before the
+#: items still pending are reported as failed.
+POOL_RESTARTS = 2
+
+
+def warm_up_pool() -> None:
+    """Start the forkserver now, so that it imports pyradiomics and the readers in its own process while this
+    one loads the cohort and hashes the inputs (no effect where forkserver is unavailable)."""
+    ctx = _pool_context()
+    if ctx.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+def _expected_cost(job: Job) -> tuple[int, int, str]:
+    """Sort key putting expensive items first (longest-processing-time-first balances the workers' tails)."""
+    item = job[0]
+    rank = {"deep": 0, "radiomics": 1, "dose": 2}.get(item.kind, 1)
+    try:
+        size = os.path.getsize(item.image)
+    except OSError:
+        size = 0
+    return rank, -size, item.image
+
+
+def _iter_local(jobs: Sequence[Job], cache_dir: str | None, workers: int) -> Iterator[ItemResult]:
+    if workers <= 1:
+        for item, key in jobs:
+            yield run_item(item, cache_dir, key)
+        return
+    pending = list(jobs)
+    for attempt in range(POOL_RESTARTS + 1):
+        done: set[str] = set()
+        try:
+            with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=_pool_context(),
+                                     initializer=_worker_init) as pool:
+                futures = [pool.submit(run_item, item, cache_dir, key) for item, key in pending]
+                for future in as_completed(futures):
+                    result = future.result()
+                    done.add(result.item.item_id)
+                    yield result
+            return
+        except BrokenProcessPool:
+            pending = [(item, key) for item, key in pending if item.item_id not in done]
+            log.warning("a worker process died; %d item(s) pending (restart %d of %d)", len(pending),
+                        attempt + 1, POOL_RESTARTS)
+    for item, _key in pending:
+        yield ItemResult(item=item, status="failed", error_type="WorkerDied",
+                         reason="the worker process died while computing (crash or out of memory)")
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast (InputError) when nothing listens at a tcp:// scheduler address."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme not in ("tcp", "tls") or not parts.hostname or not parts.port:
+        return  # other protocols (inproc, ucx): let distributed handle them
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=5):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot connect to the Dask scheduler at {address}: {exc}",
+                         fix="start one with `dask scheduler` / `dask worker`, or drop --dask") from exc
+
+
+def _iter_dask(jobs: Sequence[Job], cache_dir: str | None, address: str) -> Iterator[ItemResult]:
+    try:
+        from distributed import Client
+        from distributed import as_completed as dask_as_completed
+    except ImportError as exc:  # pragma: no cover - optional extra
+        raise InputError("--dask needs the 'distributed' package",
+                         fix="pip install 'radiogenomics[distributed]'") from exc
+    _check_reachable(address)
+    try:
+        client = Client(address, timeout="20s")
+    except (OSError, TimeoutError) as exc:
+        raise InputError(f"cannot connect to the Dask scheduler at {address}: {exc}",
+                         fix="start one with `dask scheduler` / `dask worker`, or drop --dask") from exc
+    try:
+        futures = [client.submit(run_item, item, cache_dir, key, pure=False, key=f"rg-{i}-{item.item_id}")
+                   for i, (item, key) in enumerate(jobs)]
+        for future in dask_as_completed(futures):
+            yield future.result()
+    finally:
+        client.close()
+
+
+@contextmanager
+def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[ItemResult], None]]:
+    if not enabled:
+        yield lambda _result: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        task = progress.add_task("extract", total=total, note="")
+        counts = {"computed": 0, "cached": 0, "failed": 0}
+
+        def advance(result: ItemResult) -> None:
+            counts[result.status] = counts.get(result.status, 0) + 1
+            note = f"{counts['computed']} new, {counts['cached']} cached, {counts['failed']} failed"
+            progress.update(task, advance=1, note=note)
+
+        yield advance
+
+
+def run_items(items: Sequence[WorkItem], cache_dir: str | None, *, workers: int = 0,
+              dask_address: str | None = None, progress: bool = False) -> list[ItemResult]:
+    """Run every item and return the results in the order of ``items``.
+
+    ``workers``: local processes (0 = all cores, 1 = in this process). ``dask_address``: run on that Dask
+    scheduler instead (the cache folder must be reachable from its workers).
+    """
+    if workers < 0:
+        raise InputError(f"--workers must be >= 0, got {workers}")
+    order = {item.item_id: i for i, item in enumerate(items)}
+    if len(order) != len(items):
+        raise ValueError("work items must have unique ids")
+    results: list[ItemResult | None] = [None] * len(items)
+    with _progress_bar(len(items), progress) as advance:
+        jobs: list[Job] = []
+        for item in items:  # cache hits are answered here, without starting any worker
+            key, hit = lookup(item, cache_dir)
+            if hit is not None:
+                results[order[item.item_id]] = hit
+                advance(hit)
+            else:
+                jobs.append((item, key))
+        n = max(1, min(workers or default_workers(), len(jobs)))
+        if n > 1 and not dask_address:
+            jobs.sort(key=_expected_cost)
+        source = (_iter_dask(jobs, cache_dir, dask_address) if dask_address and jobs
+                  else _iter_local(jobs, cache_dir, n))
+        for result in source:
+            results[order[result.item.item_id]] = result
+            advance(result)
+            if result.status == "failed":
+                log.warning("%s failed: %s", result.item.item_id, result.reason)
+    return [r for r in results if r is not None]

@@ -1,0 +1,208 @@
+"""Work items of an extraction run and the worker function that computes one (or reads it from the cache).
+
+An item is one unit of imaging work: radiomics or a deep embedding of one (patient, modality, ROI) row of
+images.csv, or the dose features of one structure of a patient (its DOSE grid and that ROI's mask). Items are
+plain picklable dataclasses, so the same :func:`run_item` runs in-process, in a process pool or on a Dask
+worker. Failures are returned, never raised: one bad patient must not stop the run.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import resource
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from radiogenomics.errors import InputError
+from radiogenomics.features.cache import FeatureCache, item_key
+
+log = logging.getLogger(__name__)
+
+RADIOMICS = "radiomics"
+DEEP = "deep"
+DOSE = "dose"
+
+#: Libraries whose version is part of each item kind's cache key.
+PACKAGES: dict[str, tuple[str, ...]] = {
+    RADIOMICS: ("radiogenomics", "pyradiomics-bhklab", "SimpleITK", "numpy", "PyWavelets", "scipy"),
+    DEEP: ("radiogenomics", "monai", "torch", "SimpleITK", "numpy"),
+    DOSE: ("radiogenomics", "SimpleITK", "numpy"),
+}
+
+
+@dataclass(frozen=True)
+class RoiRef:
+    """One ROI mask: the label map / RTSTRUCT, the ROI name and label, and the image whose grid it uses."""
+
+    mask: str
+    roi: str
+    label: int
+    reference_image: str
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One unit of work. ``params`` is kind-specific (pyradiomics parameters / deep config).
+
+    Dose items have ``image`` = the DOSE grid, ``roi`` = the structure and ``rois`` = candidate masks of it.
+    """
+
+    kind: str
+    patient_id: str
+    modality: str
+    roi: str
+    image: str
+    mask: str | None = None
+    label: int = 1
+    params: dict[str, Any] = field(default_factory=dict)
+    rois: tuple[RoiRef, ...] = ()
+
+    @property
+    def item_id(self) -> str:
+        return f"{self.kind}:{self.patient_id}:{self.modality}:{self.roi}"
+
+    def input_files(self) -> list[str | None]:
+        files: list[str | None] = [self.image, self.mask]
+        for ref in self.rois:
+            files += [ref.mask, ref.reference_image]
+        checkpoint = self.params.get("checkpoint") if self.kind == DEEP else None
+        if checkpoint:
+            files.append(str(checkpoint))
+        return files
+
+    def key_params(self) -> dict[str, Any]:
+        """Everything besides file bytes that the result depends on."""
+        return {"modality": self.modality, "roi": self.roi, "label": self.label, "params": self.params,
+                "rois": [(r.roi, r.label) for r in self.rois]}
+
+
+@dataclass
+class ItemResult:
+    """Outcome of one item: ``status`` is ``computed``, ``cached`` or ``failed``."""
+
+    item: WorkItem
+    status: str
+    features: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+    error_type: str = ""
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    worker: str = ""
+    peak_rss_mb: float = 0.0
+
+
+def _peak_rss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
+
+
+def read_image(path: str) -> Any:
+    """:func:`radiogenomics.cohort.read_image`, memoised per worker on (path, size, mtime): the items of
+    one image (its ROIs) usually land on the same worker, which then decodes the file once."""
+    st = os.stat(path) if os.path.isfile(path) else None
+    if st is None:  # folders (DICOM series) and missing files: no memo
+        from radiogenomics.cohort import read_image as _read
+
+        return _read(path)
+    return _read_image_memo(path, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=3)
+def _read_image_memo(path: str, size: int, mtime_ns: int) -> Any:
+    from radiogenomics.cohort import read_image as _read
+
+    return _read(path)
+
+
+def compute_item(item: WorkItem) -> dict[str, float]:
+    """The features of one item (no cache). Raises InputError for bad input."""
+    from radiogenomics.cohort import read_mask
+
+    if item.kind == RADIOMICS:
+        from radiogenomics.features.radiomics_extraction import extract_radiomics
+
+        image = read_image(item.image)
+        if item.mask is None:
+            raise InputError("radiomics needs a mask", patient_id=item.patient_id)
+        mask = read_mask(item.mask, image, item.roi, item.label, reference_path=item.image,
+                         patient_id=item.patient_id)
+        return extract_radiomics(image, mask, item.params)
+    if item.kind == DEEP:
+        from radiogenomics.features.deep import embed_item
+
+        return embed_item(item)
+    if item.kind == DOSE:
+        from radiogenomics.features.dosimetric import structure_dose_features
+
+        dose = read_image(item.image)
+        first_error: InputError | None = None
+        for ref in item.rois:  # candidate (mask, label, image) rows naming this ROI, in images.csv order
+            try:
+                mask = read_mask(ref.mask, read_image(ref.reference_image), ref.roi, ref.label,
+                                 reference_path=ref.reference_image, patient_id=item.patient_id)
+            except InputError as exc:
+                first_error = first_error or exc
+                continue
+            return structure_dose_features(dose, {item.roi: mask})
+        if first_error is not None:
+            raise first_error
+        raise InputError(f"no mask for ROI {item.roi!r} to compute its DVH", patient_id=item.patient_id)
+    raise ValueError(f"unknown work item kind {item.kind!r}")
+
+
+def cache_key(item: WorkItem) -> str:
+    """Content address of an item: file bytes + parameters + library versions (see cache.item_key)."""
+    return item_key(item.kind, item.input_files(), item.key_params(), PACKAGES[item.kind])
+
+
+def lookup(item: WorkItem, cache_dir: str | None) -> tuple[str, ItemResult | None]:
+    """(cache key, cached result or None). Hashing a missing or unreadable file gives no key and no hit."""
+    if cache_dir is None:
+        return "", None
+    try:
+        key = cache_key(item)
+    except OSError:
+        return "", None  # the worker reports the unreadable file as this item's failure
+    features = FeatureCache(cache_dir).get(key)
+    if features is None:
+        return key, None
+    return key, ItemResult(item=item, status="cached", features=features)
+
+
+def run_item(item: WorkItem, cache_dir: str | None, key: str = "") -> ItemResult:
+    """Compute one item and store it under ``key`` in the cache; every exception becomes a ``failed`` result.
+
+    ``key`` is normally computed by the caller (:func:`lookup`); when empty and a cache is given it is
+    computed here, and an entry already in the cache is returned without computing.
+    """
+    start, cpu_start = time.perf_counter(), time.process_time()
+    worker = f"{os.uname().nodename}:{os.getpid()}"
+    result = ItemResult(item=item, status="failed", worker=worker)
+    try:
+        cache = FeatureCache(cache_dir) if cache_dir is not None else None
+        cached = None
+        if cache is not None and not key:
+            key = cache_key(item)
+            cached = cache.get(key)
+        if cached is not None:
+            result.status, result.features = "cached", cached
+        else:
+            features = compute_item(item)
+            if cache is not None and key:
+                cache.put(key, features, {"item": item.item_id})
+            result.status, result.features = "computed", features
+    except InputError as exc:
+        result.reason, result.error_type = str(exc), "InputError"
+    except Exception as exc:  # a corrupt file can raise anything from deep inside a library
+        result.reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500]
+        result.error_type = type(exc).__name__
+        log.debug("item %s failed:\n%s", item.item_id, traceback.format_exc())
+    result.seconds = time.perf_counter() - start
+    result.cpu_seconds = time.process_time() - cpu_start
+    result.peak_rss_mb = _peak_rss_mb()
+    return result
