@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 from radiogenomics.errors import InputError
 from radiogenomics.features.tasks import ItemResult, WorkItem, lookup, run_item
+from radiogenomics.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -156,29 +157,14 @@ def _iter_dask(jobs: Sequence[Job], cache_dir: str | None, address: str) -> Iter
 
 @contextmanager
 def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[ItemResult], None]]:
-    if not enabled:
-        yield lambda _result: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
-        task = progress.add_task("extract", total=total, note="")
-        counts = {"computed": 0, "cached": 0, "failed": 0}
+    counts = {"done": 0, "computed": 0, "cached": 0, "failed": 0}
+    with progress_bar("extract", enabled=enabled) as update:
 
         def advance(result: ItemResult) -> None:
+            counts["done"] += 1
             counts[result.status] = counts.get(result.status, 0) + 1
-            note = f"{counts['computed']} new, {counts['cached']} cached, {counts['failed']} failed"
-            progress.update(task, advance=1, note=note)
+            update(counts["done"], total,
+                   f"{counts['computed']} new, {counts['cached']} cached, {counts['failed']} failed")
 
         yield advance
 
