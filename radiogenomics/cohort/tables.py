@@ -18,16 +18,18 @@ from radiogenomics.cohort import schema
 from radiogenomics.cohort.problems import ProblemList
 
 
-def read_csv_text(path: Path) -> pd.DataFrame:
-    """Read a CSV with every cell as a stripped string; blank cells become ``""``."""
+def read_csv_text(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Read a CSV with every cell as a stripped string (blank cells become ``""``), and its header as written.
+
+    pandas renames a repeated header ("AR", "AR.1"), so the raw header is returned to detect duplicates.
+    """
     frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, skipinitialspace=True,
                         encoding="utf-8-sig")
     frame.columns = [str(c).strip() for c in frame.columns]
     frame = frame.apply(lambda col: col.str.strip())
-    # pandas renames a repeated header ("AR", "AR.1"); keep the header as written to detect duplicates.
     with open(path, encoding="utf-8-sig", newline="") as fh:
-        frame.attrs["header"] = [c.strip() for c in next(csv.reader(fh), [])]
-    return frame
+        header = [c.strip() for c in next(csv.reader(fh), [])]
+    return frame, header
 
 
 def _to_float(value: str) -> float | None:
@@ -40,12 +42,12 @@ def _to_float(value: str) -> float | None:
         return None
 
 
-def _check_columns(frame: pd.DataFrame, required: tuple[str, ...], file: str, problems: ProblemList) -> bool:
+def _check_columns(frame: pd.DataFrame, header: list[str], required: tuple[str, ...], file: str,
+                   problems: ProblemList) -> bool:
     missing = [c for c in required if c not in frame.columns]
     for col in missing:
         problems.add("missing_column", f"required column '{col}' is missing.",
                      f"add a '{col}' column (see docs/cohort-format.md).", file=file, column=col)
-    header = frame.attrs.get("header", list(frame.columns))
     dupes = sorted({c for c in header if header.count(c) > 1})
     for col in dupes:
         problems.add("duplicate_column", f"column '{col}' appears more than once.",
@@ -56,8 +58,8 @@ def _check_columns(frame: pd.DataFrame, required: tuple[str, ...], file: str, pr
 def parse_patients(path: Path, file: str = schema.PATIENTS_FILE) -> tuple[pd.DataFrame, ProblemList]:
     """Parse patients.csv into a typed frame (one row per patient, in file order)."""
     problems = ProblemList()
-    raw = read_csv_text(path)
-    if not _check_columns(raw, schema.PATIENT_REQUIRED, file, problems):
+    raw, header = read_csv_text(path)
+    if not _check_columns(raw, header, schema.PATIENT_REQUIRED, file, problems):
         return pd.DataFrame(columns=list(schema.PATIENT_REQUIRED)), problems
     if raw.empty:
         problems.add("no_patients", "patients.csv has no rows.", "add one row per patient.", file=file)
@@ -188,9 +190,9 @@ def parse_images(path: Path, root: Path, patient_ids: set[str] | None,
                  file: str = schema.IMAGES_FILE) -> tuple[pd.DataFrame, ProblemList]:
     """Parse images.csv; paths become absolute. File existence is checked here, contents are not."""
     problems = ProblemList()
-    raw = read_csv_text(path)
+    raw, header = read_csv_text(path)
     columns = list(schema.IMAGES_COLUMNS)
-    if not _check_columns(raw, schema.IMAGES_REQUIRED, file, problems):
+    if not _check_columns(raw, header, schema.IMAGES_REQUIRED, file, problems):
         return pd.DataFrame(columns=columns), problems
     for col in ("mask", "roi", "label"):
         if col not in raw.columns:
@@ -270,12 +272,12 @@ def parse_expression(path: Path, patient_ids: set[str] | None, required_genes: t
     is a warning (that patient's score needs an explicit imputation policy).
     """
     problems = ProblemList()
-    raw = read_csv_text(path)
+    raw, header = read_csv_text(path)
     if raw.shape[1] == 0 or raw.columns[0] != "patient_id":
         problems.add("missing_column", "the first column of expression.csv must be 'patient_id'.",
                      "put patient_id first, then one column per HGNC gene symbol.", file=file, column="patient_id")
         return pd.DataFrame(), problems
-    _check_columns(raw, ("patient_id",), file, problems)
+    _check_columns(raw, header, ("patient_id",), file, problems)
     genes = list(raw.columns[1:])
     for gene in genes:
         if gene == "" or gene.startswith("Unnamed"):
@@ -309,23 +311,27 @@ def parse_expression(path: Path, patient_ids: set[str] | None, required_genes: t
                 problems.add("unknown_patient_id", f"patient '{pid}' is not in patients.csv.",
                              "add the patient to patients.csv or remove the row.", **loc)
     gene_cells = raw[genes].to_numpy(dtype=object) if genes else np.empty((len(raw), 0), dtype=object)
+    ids = raw["patient_id"].tolist()
+    required = set(required_genes)
     for j, gene in enumerate(genes):
-        for i in range(len(raw)):
-            text = gene_cells[i, j]
+        column = pd.to_numeric(pd.Series(gene_cells[:, j]).replace("", np.nan), errors="coerce").to_numpy(float)
+        blank = gene_cells[:, j] == ""
+        suspect = (~np.isfinite(column) & ~blank) | (blank & (gene in required))
+        values[:, j] = np.where(np.isfinite(column), column, np.nan)
+        for cell in np.flatnonzero(suspect):  # only the few problem cells are looked at one by one
+            text = str(gene_cells[cell, j])
+            loc = {"file": file, "row": int(cell) + 1, "patient_id": ids[cell] or None, "column": gene}
             number = _to_float(text)
-            loc = {"file": file, "row": i + 1, "patient_id": raw["patient_id"].iat[i] or None, "column": gene}
             if number is None:
                 problems.add("non_numeric_expression", f"gene {gene} value '{text}' is not a number.",
                              "write normalised log2 expression as a number (blank = missing).", **loc)
-            elif text != "" and not math.isfinite(number):
+            elif text != "":
                 problems.add("non_finite_expression", f"gene {gene} value is '{text}'.",
                              "give a finite log2 expression value or leave the cell blank.", **loc)
-            elif text == "" and gene in required_genes:
+            else:
                 problems.add("missing_rsi_value", f"RSI gene {gene} is blank for this patient.",
                              "measure the gene, or choose an explicit imputation policy for the RSI "
                              "(the patient is then flagged).", severity="warning", **loc)
-            else:
-                values[i, j] = number
     frame = pd.DataFrame(values, columns=genes, index=pd.Index(raw["patient_id"].tolist(), name="patient_id"))
     frame = frame[~frame.index.duplicated(keep="first")]
     return frame, problems
@@ -335,8 +341,8 @@ def parse_dvh(path: Path, patient_ids: set[str] | None,
               file: str = schema.DVH_FILE) -> tuple[pd.DataFrame, ProblemList]:
     """Parse dvh.csv (long format, differential bins)."""
     problems = ProblemList()
-    raw = read_csv_text(path)
-    if not _check_columns(raw, schema.DVH_COLUMNS, file, problems):
+    raw, header = read_csv_text(path)
+    if not _check_columns(raw, header, schema.DVH_COLUMNS, file, problems):
         return pd.DataFrame(columns=list(schema.DVH_COLUMNS)), problems
     out = raw[list(schema.DVH_COLUMNS)].copy()
 
