@@ -21,7 +21,7 @@ demo: install
 	$(BIN)/radiogenomics demo --out demo
 
 lint: install
-	$(BIN)/ruff check radiogenomics tests benchmarks
+	$(BIN)/ruff check radiogenomics tests benchmarks notebooks
 
 typecheck: install
 	$(BIN)/mypy radiogenomics
