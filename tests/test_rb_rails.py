@@ -108,7 +108,7 @@ def test_oar_limits_lower_the_maximum() -> None:
     d2 = apply_rails(85.0, site="prostate", oar_dvhs={"parotid": (dose2, vol)}, reference_prescription_gy=70.0)
     assert d2.flags == ["clipped_max"]
     assert d2.recommended_total_dose_gy == pytest.approx(70.0 * 25.0 / 22.0)
-    assert d2.oar_max_prescription_gy["parotid:ntcp"] > d2.recommended_total_dose_gy
+    assert d2.oar_max_prescription_gy["parotid:paired"] == pytest.approx(d2.recommended_total_dose_gy)
     # NTCP limit binding: rectum (no mean limit)
     rect = np.array([30.0, 60.0, 78.0])
     d3 = apply_rails(80.0, site="prostate", oar_dvhs={"rectum": (rect, vol)}, reference_prescription_gy=78.0)
@@ -119,6 +119,29 @@ def test_oar_limits_lower_the_maximum() -> None:
     assert at == pytest.approx(0.15, abs=1e-9)
     with pytest.raises(InputError, match="reference_prescription_gy"):
         apply_rails(70.0, site="head_neck", oar_dvhs={"parotid": (dose, vol)})
+
+
+def test_parotids_follow_the_quantec_either_or_rule() -> None:
+    """Deasy 2010 (QUANTEC): both glands mean < 25 Gy, or one gland mean < 20 Gy."""
+    vol = np.ones(3)
+    high = np.array([20.0, 35.0, 50.0])          # mean 35 Gy at 70 Gy
+    spared = np.array([10.0, 15.0, 20.0])        # mean 15 Gy at 70 Gy
+    d = apply_rails(70.0, site="head_neck", oar_dvhs={"parotid_l": (high, vol), "parotid_r": (spared, vol)},
+                    reference_prescription_gy=70.0)
+    # one gland spared: right stays < 20 Gy mean up to 70 * 20 / 15 = 93.3 Gy, so the site max (80) binds
+    assert d.feasible and d.flags == [] and d.recommended_total_dose_gy == 70.0
+    assert d.oar_max_prescription_gy["parotid:paired"] == pytest.approx(70.0 * 20.0 / 15.0)
+    # both glands at 30 Gy mean: both < 25 Gy needs <= 58.3 Gy, one < 20 Gy needs <= 46.7 Gy -> below 60
+    both = high * 30.0 / 35.0
+    d2 = apply_rails(70.0, site="head_neck", oar_dvhs={"parotid_l": (both, vol), "parotid_r": (both, vol)},
+                     reference_prescription_gy=70.0)
+    assert not d2.feasible
+    assert d2.oar_max_prescription_gy["parotid:paired"] == pytest.approx(70.0 * 25.0 / 30.0)
+    # both glands at 22 Gy: "both < 25" allows 79.5 Gy; a prescription of 85 is clipped there
+    mid = high * 22.0 / 35.0
+    d3 = apply_rails(85.0, site="prostate", oar_dvhs={"parotid_l": (mid, vol), "parotid_r": (mid, vol)},
+                     reference_prescription_gy=70.0)
+    assert d3.flags == ["clipped_max"] and d3.recommended_total_dose_gy == pytest.approx(70.0 * 25.0 / 22.0)
 
 
 def test_spinal_cord_max_dose_and_unknown_oar() -> None:

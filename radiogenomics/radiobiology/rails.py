@@ -32,7 +32,7 @@ FLAG_CLIPPED_MIN = "clipped_min"
 
 _SITE_KEYS = ("min_total_dose_gy", "max_total_dose_gy", "min_dose_per_fraction_gy", "max_dose_per_fraction_gy",
               "max_voxel_dose_gy")
-_OAR_KEYS = ("max_ntcp", "max_mean_dose_gy", "max_dose_gy")
+_OAR_KEYS = ("max_ntcp", "max_mean_dose_gy", "max_dose_gy", "spared_one_max_mean_dose_gy")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,9 @@ class OARLimit:
     max_ntcp: float | None = None
     max_mean_dose_gy: float | None = None
     max_dose_gy: float | None = None
+    #: Paired organ (e.g. parotids): the limits are also met when *one* gland keeps its NTCP/max limits and a
+    #: mean dose <= this, whatever the other receives (QUANTEC parotid: both < 25 Gy or one < 20 Gy).
+    spared_one_max_mean_dose_gy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,8 @@ def oar_max_prescriptions(oar_dvhs: Mapping[str, DVH | tuple[Any, Any]], referen
 
     NTCP limits use LKB (:func:`max_prescription_for_ntcp`); mean and max dose limits scale linearly.
     With ``n_fractions`` and ``eqd2_alpha_beta_gy`` the NTCP is computed on EQD2 bins (Fowler 1989).
-    Returns (structure-limit -> Gy, notes on structures without a limit).
+    Paired organs with ``spared_one_max_mean_dose_gy`` give one ``<organ>:paired`` entry
+    (:func:`paired_organ_max_prescription`). Returns (structure-limit -> Gy, notes on unlimited structures).
     """
     ref = float(positive(reference_prescription_gy, "reference_prescription_gy"))
     limits: dict[str, float] = {}
@@ -208,6 +212,7 @@ def oar_max_prescriptions(oar_dvhs: Mapping[str, DVH | tuple[Any, Any]], referen
     eqd2 = eqd2_alpha_beta_gy is not None
     if eqd2 and n_fractions is None:
         raise InputError("eqd2_alpha_beta_gy needs n_fractions.")
+    paired: dict[str, list[tuple[str, dict[str, float], float]]] = {}
     for name, value in oar_dvhs.items():
         dose, vol, mean, dmax = _dvh_arrays(value, name)
         lim = rails.oar(name)
@@ -215,16 +220,38 @@ def oar_max_prescriptions(oar_dvhs: Mapping[str, DVH | tuple[Any, Any]], referen
             notes.append(f"no rails for structure {name}")
             logger.warning("rails: no OAR limit for structure %s; it does not constrain the dose", name)
             continue
+        own: dict[str, float] = {}
         if lim.max_ntcp is not None and lim.endpoint is not None:
             p = ntcp_parameters(lim.endpoint)
-            limits[f"{name}:ntcp"] = max_prescription_for_ntcp(
+            own[f"{name}:ntcp"] = max_prescription_for_ntcp(
                 dose, vol, ref, lim.max_ntcp, td50_gy=p.td50_gy, m=p.m, n=p.n,
                 n_fractions=n_fractions if eqd2 else None, alpha_beta_gy=eqd2_alpha_beta_gy)
         if lim.max_mean_dose_gy is not None:
-            limits[f"{name}:mean_dose"] = ref * lim.max_mean_dose_gy / mean if mean > 0 else math.inf
+            own[f"{name}:mean_dose"] = ref * lim.max_mean_dose_gy / mean if mean > 0 else math.inf
         if lim.max_dose_gy is not None:
-            limits[f"{name}:max_dose"] = ref * lim.max_dose_gy / dmax if dmax > 0 else math.inf
+            own[f"{name}:max_dose"] = ref * lim.max_dose_gy / dmax if dmax > 0 else math.inf
+        if lim.spared_one_max_mean_dose_gy is not None:
+            spared = ref * lim.spared_one_max_mean_dose_gy / mean if mean > 0 else math.inf
+            paired.setdefault(lim.organ, []).append((name, own, spared))
+        else:
+            limits.update(own)
+    for organ, glands in paired.items():
+        limits[f"{organ}:paired"] = paired_organ_max_prescription(glands)
     return limits, notes
+
+
+def paired_organ_max_prescription(glands: list[tuple[str, dict[str, float], float]]) -> float:
+    """Highest prescription (Gy) a paired organ allows under the QUANTEC either/or rule.
+
+    Either every gland meets its own limits, or at least one gland meets its NTCP/max limits and the
+    stricter 'spared' mean dose (Deasy et al., IJROBP 2010;76:S58: severe xerostomia is usually avoided
+    when one parotid gets a mean < 20 Gy or both get < 25 Gy). ``glands``: (name, own limits, spared
+    mean-dose limit), all in Gy of prescription.
+    """
+    all_meet = min((min(own.values(), default=math.inf) for _, own, _ in glands), default=math.inf)
+    one_spared = max(min([v for k, v in own.items() if not k.endswith(":mean_dose")] + [spared])
+                     for _, own, spared in glands)
+    return max(all_meet, one_spared)
 
 
 def apply_rails(total_dose_gy: float, *, site: str, n_fractions: float | None = None,
