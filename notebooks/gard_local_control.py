@@ -47,11 +47,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import matplotlib
 
@@ -61,10 +58,10 @@ import _survival as sv  # notebooks/_survival.py: Kaplan-Meier, log-rank, Cox (n
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from _common import cohort_and_output, notebook_parser, parse_notebook_args  # notebooks/_common.py
 
 from radiogenomics import radiobiology as rb
 from radiogenomics.cohort import load_cohort
-from radiogenomics.synthetic import generate_cohort
 
 #: pooled published HR per unit GARD for recurrence (Scott et al. 2021; 11 cohorts, 1615 patients)
 PUBLISHED_HR_PER_GARD = 0.982
@@ -88,31 +85,14 @@ LITERATURE_GARD_THRESHOLD = 33.0
 
 # %%
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Does GARD stratify local control?", allow_abbrev=False)
-    parser.add_argument("--cohort", default=os.environ.get("RADIOGENOMICS_COHORT") or None)
-    parser.add_argument("--out", default=os.environ.get("RADIOGENOMICS_NOTEBOOK_OUT") or None)
+    parser = notebook_parser("Does GARD stratify local control?")
     parser.add_argument("--thresholds", default=f"median,{LITERATURE_GARD_THRESHOLD:g}")
     parser.add_argument("--horizon-months", type=float, default=36.0)
-    parser.add_argument("--rsi-missing", choices=("raise", "median", "mean"), default="median")
-    parser.add_argument("--synthetic-patients", type=int, default=120)
-    parser.add_argument("--synthetic-grid", type=int, default=24)
-    parser.add_argument("--seed", type=int, default=0)
-    args, _ignored = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    return args
+    return parse_notebook_args(parser, argv)
 
 
 args = parse_args()
-
-if args.cohort:
-    cohort_dir = Path(args.cohort)
-else:
-    cohort_dir = Path(tempfile.mkdtemp(prefix="radiogenomics_synth_")) / "cohort"
-    print(f"no cohort given: generating a synthetic cohort ({args.synthetic_patients} patients, "
-          f"{args.synthetic_grid}^3 voxels, seed {args.seed}) in {cohort_dir}")
-    generate_cohort(cohort_dir, n_patients=args.synthetic_patients, seed=args.seed, grid_size=args.synthetic_grid)
-out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="gard_local_control_"))
-out_dir.mkdir(parents=True, exist_ok=True)
-print(f"cohort: {cohort_dir}\noutput: {out_dir}")
+cohort_dir, out_dir = cohort_and_output(args, "gard_local_control")
 
 # %% [markdown]
 # ## Load the cohort and compute RSI and GARD

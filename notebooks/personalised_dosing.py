@@ -51,9 +51,7 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,12 +63,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import yaml
+from _common import cohort_and_output, notebook_parser, parse_notebook_args  # notebooks/_common.py
 from scipy.optimize import brentq
 
 from radiogenomics import radiobiology as rb
 from radiogenomics.cohort import load_cohort
 from radiogenomics.errors import InputError
-from radiogenomics.synthetic import generate_cohort
 
 #: the often-quoted GARD target -- *unverified* here; published thresholds differ by site and cohort
 LITERATURE_TARGET_GARD = 33.0
@@ -93,32 +91,16 @@ logging.getLogger("radiogenomics.radiobiology.rails").setLevel(logging.ERROR)
 
 # %%
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="What would personalised dosing have changed?", allow_abbrev=False)
-    parser.add_argument("--cohort", default=os.environ.get("RADIOGENOMICS_COHORT") or None)
-    parser.add_argument("--out", default=os.environ.get("RADIOGENOMICS_NOTEBOOK_OUT") or None)
+    parser = notebook_parser("What would personalised dosing have changed?")
     parser.add_argument("--targets", default=f"{LITERATURE_TARGET_GARD:g},median")
     parser.add_argument("--rails", default=None)
     parser.add_argument("--unchanged-tolerance-gy", type=float, default=0.5)
-    parser.add_argument("--rsi-missing", choices=("raise", "median", "mean"), default="median")
     parser.add_argument("--tcp-model", choices=("auto", "exact", "approx"), default="auto")
-    parser.add_argument("--synthetic-patients", type=int, default=120)
-    parser.add_argument("--synthetic-grid", type=int, default=24)
-    parser.add_argument("--seed", type=int, default=0)
-    args, _ignored = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    return args
+    return parse_notebook_args(parser, argv)
 
 
 args = parse_args()
-if args.cohort:
-    cohort_dir = Path(args.cohort)
-else:
-    cohort_dir = Path(tempfile.mkdtemp(prefix="radiogenomics_synth_")) / "cohort"
-    print(f"no cohort given: generating a synthetic cohort ({args.synthetic_patients} patients, "
-          f"{args.synthetic_grid}^3 voxels, seed {args.seed}) in {cohort_dir}")
-    generate_cohort(cohort_dir, n_patients=args.synthetic_patients, seed=args.seed, grid_size=args.synthetic_grid)
-out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="personalised_dosing_"))
-out_dir.mkdir(parents=True, exist_ok=True)
-print(f"cohort: {cohort_dir}\noutput: {out_dir}")
+cohort_dir, out_dir = cohort_and_output(args, "personalised_dosing")
 
 # %% [markdown]
 # ## Cohort, RSI, patient LQ parameters

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from test_features_helpers import subset_cohort, write_fast_params
 
 from radiogenomics.features.cache import FeatureCache
@@ -90,7 +89,7 @@ def test_killed_run_resumes_without_losing_work(synth_cohort: Path, tmp_path: Pa
 
 
 def test_dask_local_cluster_over_tcp(synth_cohort: Path, tmp_path: Path) -> None:
-    distributed = pytest.importorskip("distributed")
+    import distributed
     cohort = tmp_path / "cohort"
     subset_cohort(synth_cohort, cohort, 2)
     params = write_fast_params(tmp_path / "p.yaml")
