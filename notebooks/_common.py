@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from radiogenomics.cohort import Cohort, load_cohort
 from radiogenomics.synthetic import generate_cohort
 
 
@@ -43,3 +44,11 @@ def cohort_and_output(args: argparse.Namespace, out_prefix: str) -> tuple[Path, 
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"cohort: {cohort_dir}\noutput: {out_dir}")
     return cohort_dir, out_dir
+
+
+def load_cohort_with_expression(cohort_dir: Path) -> Cohort:
+    """The cohort, which must have expression.csv (RSI and GARD need it)."""
+    cohort = load_cohort(cohort_dir)
+    if cohort.expression is None:
+        raise SystemExit(f"{cohort_dir} has no expression.csv: RSI and GARD cannot be computed.")
+    return cohort

@@ -58,10 +58,14 @@ import _survival as sv  # notebooks/_survival.py: Kaplan-Meier, log-rank, Cox (n
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from _common import cohort_and_output, notebook_parser, parse_notebook_args  # notebooks/_common.py
+from _common import (  # notebooks/_common.py
+    cohort_and_output,
+    load_cohort_with_expression,
+    notebook_parser,
+    parse_notebook_args,
+)
 
 from radiogenomics import radiobiology as rb
-from radiogenomics.cohort import load_cohort
 
 #: pooled published HR per unit GARD for recurrence (Scott et al. 2021; 11 cohorts, 1615 patients)
 PUBLISHED_HR_PER_GARD = 0.982
@@ -103,9 +107,7 @@ cohort_dir, out_dir = cohort_and_output(args, "gard_local_control")
 # left out of the survival analysis (counted below), never silently turned into a number.
 
 # %%
-cohort = load_cohort(cohort_dir)
-if cohort.expression is None:
-    raise SystemExit(f"{cohort_dir} has no expression.csv: RSI and GARD cannot be computed.")
+cohort = load_cohort_with_expression(cohort_dir)
 patients = cohort.patients.set_index("patient_id")
 scores = rb.score_rsi(cohort.expression, missing=args.rsi_missing)
 table = pd.DataFrame({

@@ -63,11 +63,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import yaml
-from _common import cohort_and_output, notebook_parser, parse_notebook_args  # notebooks/_common.py
+from _common import (  # notebooks/_common.py
+    cohort_and_output,
+    load_cohort_with_expression,
+    notebook_parser,
+    parse_notebook_args,
+)
 from scipy.optimize import brentq
 
 from radiogenomics import radiobiology as rb
-from radiogenomics.cohort import load_cohort
 from radiogenomics.errors import InputError
 
 #: the often-quoted GARD target -- *unverified* here; published thresholds differ by site and cohort
@@ -109,9 +113,7 @@ cohort_dir, out_dir = cohort_and_output(args, "personalised_dosing")
 # what-if (the number of fractions follows the dose, and is not rounded to whole fractions).
 
 # %%
-cohort = load_cohort(cohort_dir)
-if cohort.expression is None:
-    raise SystemExit(f"{cohort_dir} has no expression.csv: RSI and GARD cannot be computed.")
+cohort = load_cohort_with_expression(cohort_dir)
 rails = rb.load_rails(args.rails)
 patients = cohort.patients.set_index("patient_id")
 base = pd.DataFrame({

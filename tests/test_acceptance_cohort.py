@@ -729,18 +729,13 @@ def test_empty_roi_binary_mask_all_zero(base, capfd):
     assert_rejected(base, capfd, patient="P02", file="P02_gtv.nii.gz")
 
 
-def test_non_numeric_gene_value(base, capfd):
+@pytest.mark.parametrize("row,patient,gene,value", [(1, "P02", "STAT1", "high"), (0, "P01", "TP53", "n.d.")],
+                         ids=["rsi_gene", "other_gene"])
+def test_non_numeric_gene_value(base, capfd, row, patient, gene, value):
     frame = pd.read_csv(base / "expression.csv", dtype=str)
-    frame.loc[1, "STAT1"] = "high"
+    frame.loc[row, gene] = value
     frame.to_csv(base / "expression.csv", index=False)
-    assert_rejected(base, capfd, patient="P02", file="expression.csv", words=("STAT1",))
-
-
-def test_non_numeric_non_rsi_gene_value(base, capfd):
-    frame = pd.read_csv(base / "expression.csv", dtype=str)
-    frame.loc[0, "TP53"] = "n.d."
-    frame.to_csv(base / "expression.csv", index=False)
-    assert_rejected(base, capfd, patient="P01", file="expression.csv", words=("TP53",))
+    assert_rejected(base, capfd, patient=patient, file="expression.csv", words=(gene,))
 
 
 @pytest.mark.parametrize("value", ["inf", "-Infinity", "1e999"])
