@@ -145,7 +145,7 @@ def test_alpha_from_rsi_other_beta_and_vector():
 
 
 @pytest.mark.parametrize("rsi,beta", [(r, b) for r in (0.1, 0.3, 0.46, 0.7) for b in (0.05, 0.02, 0.1)
-                                      if -math.log(r) / 2 - 2 * b > 0])  # (alpha > 0; see the xfail below)
+                                      if -math.log(r) / 2 - 2 * b > 0])  # (alpha > 0; see the domain-rule test below)
 def test_gard_at_2gy_is_minus_n_ln_rsi_whatever_beta(rsi, beta):
     assert rb.gard(rsi, 70.0, 35, beta_per_gy2=beta) == pytest.approx(-35 * math.log(rsi), rel=1e-12)
 
