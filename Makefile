@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: the CPU wheel on these machines (a bare `torch` pulls a CUDA build).
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[dev,distributed]"
+	# Test-only: rt-utils 1.2.7 writes third-party RTSTRUCTs for the round-trip tests. --no-deps because it
+	# requires the GUI opencv-python, which would shadow opencv-python-headless (cv2 is already installed).
+	$(BIN)/python -m pip install --quiet --no-deps rt-utils==1.2.7
 	touch $(STAMP)
 
 install: $(STAMP)
