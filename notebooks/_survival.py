@@ -1,21 +1,16 @@
-"""Small survival-analysis toolkit for the retrospective notebooks: Kaplan-Meier, log-rank, 1-covariate Cox.
+"""Glue between the notebooks and the survival libraries: tidy tables from scikit-survival and statsmodels.
 
-Why not lifelines: lifelines 0.30.3 (the current release) pins ``pandas<3``, while this project runs on
-pandas 3; installing it downgrades pandas. The three estimators the notebooks need are short, so they live
-here, numpy/scipy only, and are checked in ``tests/test_notebooks.py`` against published reference values
-(Freireich 6-MP leukaemia data, as analysed in R's ``survival`` package) and against lifelines 0.30.3
-output recorded there.
+No estimator is implemented here; every number comes from a library call:
 
-* Kaplan-Meier (Kaplan & Meier, JASA 1958;53:457) with Greenwood's variance and the log(-log)
-  ("exponential Greenwood") confidence interval (Kalbfleisch & Prentice 2002, section 1.4), the same
-  interval lifelines and R (``conf.type="log-log"``) report.
-* Log-rank test for k groups (Mantel, Cancer Chemother Rep 1966;50:163; Peto & Peto, JRSS A 1972;135:185):
-  chi-square with k - 1 degrees of freedom from the hypergeometric variance.
-* Cox proportional hazards with one covariate (Cox, JRSS B 1972;34:187), Efron's (JASA 1977;72:557) or
-  Breslow's handling of tied event times, fitted by Newton-Raphson with step halving; Wald CI, Wald and
-  likelihood-ratio tests.
-* Harrell's concordance index (Harrell et al., JAMA 1982;247:2543) as lifelines defines it: higher score =
-  longer survival.
+* Kaplan-Meier with the log(-log) pointwise CI (Kalbfleisch & Prentice 2002, section 1.4; R's
+  ``conf.type="log-log"``): ``sksurv.nonparametric.kaplan_meier_estimator(..., conf_type="log-log")``.
+* Log-rank test for k groups (Mantel 1966; Peto & Peto 1972): ``sksurv.compare.compare_survival``.
+* Cox proportional hazards (Cox 1972) with Efron's (1977) ties, hazard ratios with Wald CIs and the
+  likelihood-ratio test: ``statsmodels.duration.hazard_regression.PHReg``.
+* Harrell's C (Harrell et al., JAMA 1982;247:2543): ``sksurv.metrics.concordance_index_censored``.
+
+lifelines is not used: 0.30.3 requires pandas < 3. ``tests/test_survival_library.py`` checks these calls
+against the published R ``survival`` results on the Freireich 6-MP leukaemia data.
 """
 
 from __future__ import annotations
@@ -27,12 +22,20 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from scipy import stats
+from sksurv.compare import compare_survival
+from sksurv.metrics import concordance_index_censored
+from sksurv.nonparametric import kaplan_meier_estimator
+from sksurv.util import Surv
+from statsmodels.duration.hazard_regression import PHReg
 
-__all__ = ["CoxResult", "LogRankResult", "concordance_index", "cox_ph", "kaplan_meier", "logrank_test",
-           "survival_at"]
+__all__ = ["LogRankResult", "concordance_index", "cox_table", "kaplan_meier", "logrank_test", "survival_at"]
+
+#: the columns of :func:`cox_table`
+COX_COLUMNS = ("coef", "se", "hr", "ci_lower", "ci_upper", "z", "p_wald")
 
 
 def _as_arrays(time: object, event: object) -> tuple[np.ndarray, np.ndarray]:
+    """Times (finite, >= 0) and events (0/1) as float and bool arrays; ValueError otherwise."""
     t = np.asarray(time, dtype=np.float64).ravel()
     e = np.asarray(event, dtype=np.float64).ravel()
     if t.shape != e.shape:
@@ -46,36 +49,22 @@ def _as_arrays(time: object, event: object) -> tuple[np.ndarray, np.ndarray]:
     return t, e.astype(bool)
 
 
-def kaplan_meier(time: object, event: object, *, alpha: float = 0.05) -> pd.DataFrame:
-    """Kaplan-Meier estimate with a (1 - alpha) log(-log) pointwise confidence interval.
+def kaplan_meier(time: object, event: object, *, conf_level: float = 0.95) -> pd.DataFrame:
+    """Kaplan-Meier table (scikit-survival) with the log(-log) pointwise CI.
 
-    Returns one row per distinct time (plus a first row at time 0 with survival 1): ``time``,
-    ``n_at_risk`` (just before the time), ``n_events``, ``n_censored``, ``survival``, ``ci_lower``,
-    ``ci_upper``. The survival column is a right-continuous step function of ``time``.
+    One row per distinct time, plus a first row at time 0 with survival 1: ``time``, ``n_at_risk`` (just
+    before the time), ``n_events``, ``n_censored``, ``survival``, ``ci_lower``, ``ci_upper``. The survival
+    column is a right-continuous step function of ``time``.
     """
     t, e = _as_arrays(time, event)
-    times = np.unique(t)
-    # counts per distinct time
-    idx = np.searchsorted(times, t)
-    d = np.bincount(idx, weights=e.astype(np.float64), minlength=times.size)
-    c = np.bincount(idx, minlength=times.size) - d
-    n = t.size - np.concatenate(([0.0], np.cumsum(d + c)[:-1]))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        factor = np.where(n > 0, 1.0 - d / n, 1.0)
-        surv = np.cumprod(factor)
-        # Greenwood: sum d / (n (n - d)); undefined once everybody at risk has failed
-        terms = np.where((n - d) > 0, d / (n * (n - d)), np.inf * (d > 0))
-        green = np.cumsum(terms)
-        z = stats.norm.ppf(1.0 - alpha / 2.0)
-        log_surv = np.log(surv)
-        se_loglog = np.sqrt(green) / np.abs(log_surv)
-        loglog = np.log(-log_surv)
-        lower = np.exp(-np.exp(loglog + z * se_loglog))
-        upper = np.exp(-np.exp(loglog - z * se_loglog))
-    lower = np.where(surv >= 1.0, 1.0, np.where(surv <= 0.0, 0.0, lower))
-    upper = np.where(surv >= 1.0, 1.0, np.where(surv <= 0.0, 0.0, upper))
-    frame = pd.DataFrame({"time": times, "n_at_risk": n.astype(int), "n_events": d.astype(int),
-                          "n_censored": c.astype(int), "survival": surv, "ci_lower": lower, "ci_upper": upper})
+    times, surv, ci = kaplan_meier_estimator(e, t, conf_level=conf_level, conf_type="log-log")
+    # the counts behind each step, for at-risk tables (bookkeeping, not estimation)
+    step = np.searchsorted(times, t)
+    n_events = np.bincount(step, weights=e, minlength=times.size).astype(int)
+    n_censored = np.bincount(step, minlength=times.size) - n_events
+    n_at_risk = t.size - np.searchsorted(np.sort(t), times, side="left")
+    frame = pd.DataFrame({"time": times, "n_at_risk": n_at_risk, "n_events": n_events, "n_censored": n_censored,
+                          "survival": surv, "ci_lower": ci[0], "ci_upper": ci[1]})
     if times[0] > 0:
         first = pd.DataFrame({"time": [0.0], "n_at_risk": [t.size], "n_events": [0], "n_censored": [0],
                               "survival": [1.0], "ci_lower": [1.0], "ci_upper": [1.0]})
@@ -84,7 +73,7 @@ def kaplan_meier(time: object, event: object, *, alpha: float = 0.05) -> pd.Data
 
 
 def survival_at(km: pd.DataFrame, at: float, column: str = "survival") -> float:
-    """Value of a Kaplan-Meier column (``survival``, ``ci_lower``, ``ci_upper``) at time ``at``.
+    """Value of a :func:`kaplan_meier` column (``survival``, ``ci_lower``, ``ci_upper``) at time ``at``.
 
     Right-continuous step function; NaN beyond the last observed time (the curve is not defined there).
     """
@@ -99,169 +88,68 @@ def survival_at(km: pd.DataFrame, at: float, column: str = "survival") -> float:
 class LogRankResult:
     """Log-rank test: chi-square ``statistic`` on ``dof`` degrees of freedom and its ``p_value``.
 
-    ``groups``, ``observed`` and ``expected`` give the events per group and their expectation under H0.
+    ``table`` is scikit-survival's per-group table (``counts``, ``observed``, ``expected``, ``statistic``).
     """
 
     statistic: float
     dof: int
     p_value: float
-    groups: tuple[object, ...]
-    observed: tuple[float, ...]
-    expected: tuple[float, ...]
+    table: pd.DataFrame
 
 
 def logrank_test(time: object, event: object, group: object) -> LogRankResult:
-    """k-group log-rank test (Mantel 1966; Peto & Peto 1972), hypergeometric variance, k - 1 df."""
+    """k-group log-rank test (``sksurv.compare.compare_survival``), k - 1 degrees of freedom."""
     t, e = _as_arrays(time, event)
     g = np.asarray(group, dtype=object).ravel()
     if g.size != t.size:
         raise ValueError("group must have one label per observation.")
-    labels = tuple(pd.unique(g))
+    labels = pd.unique(g)
     if len(labels) < 2:
         raise ValueError("the log-rank test needs at least two groups.")
-    member = np.stack([g == lab for lab in labels], axis=1).astype(np.float64)  # (n, k)
-    event_times = np.unique(t[e])
-    obs = np.zeros(len(labels))
-    exp = np.zeros(len(labels))
-    var = np.zeros((len(labels), len(labels)))
-    for tj in event_times:
-        at_risk = t >= tj
-        n_k = member[at_risk].sum(axis=0)
-        d_k = member[(t == tj) & e].sum(axis=0)
-        n_tot, d_tot = n_k.sum(), d_k.sum()
-        obs += d_k
-        exp += d_tot * n_k / n_tot
-        if n_tot > 1:
-            frac = n_k / n_tot
-            var += d_tot * (n_tot - d_tot) / (n_tot - 1) * (np.diag(frac) - np.outer(frac, frac))
-    diff = (obs - exp)[:-1]
-    v = var[:-1, :-1]
-    stat = float(diff @ np.linalg.pinv(v) @ diff)
-    dof = len(labels) - 1
-    return LogRankResult(statistic=stat, dof=dof, p_value=float(stats.chi2.sf(stat, dof)), groups=labels,
-                         observed=tuple(float(x) for x in obs), expected=tuple(float(x) for x in exp))
+    chisq, p_value, table, _cov = compare_survival(Surv.from_arrays(e, t), g, return_stats=True)
+    return LogRankResult(statistic=float(chisq), dof=len(labels) - 1, p_value=float(p_value), table=table)
 
 
-@dataclass(frozen=True)
-class CoxResult:
-    """One-covariate Cox model. ``coef`` is log HR per unit of the covariate; CIs are Wald intervals."""
+def cox_table(time: object, event: object, covariates: pd.DataFrame | pd.Series, *,
+              ties: Literal["efron", "breslow"] = "efron", ci_level: float = 0.95) -> pd.DataFrame:
+    """Cox proportional-hazards fit (statsmodels ``PHReg``) as a tidy table, one row per covariate.
 
-    coef: float
-    se: float
-    hr: float
-    hr_lower: float
-    hr_upper: float
-    z: float
-    p_wald: float
-    loglik: float
-    loglik_null: float
-    lr_statistic: float
-    p_lr: float
-    n: int
-    n_events: int
-    ties: str
-    iterations: int
-    ci_level: float
-
-
-def _cox_terms(beta: float, x_sorted: np.ndarray, groups: list[tuple[int, np.ndarray]], efron: bool,
-               ) -> tuple[float, float, float]:
-    """Partial log-likelihood, score and information at ``beta`` (x centred, sorted by time)."""
-    w = np.exp(beta * x_sorted)
-    # risk-set sums: observations sorted by time ascending; risk set at t_j = indices >= first index of t_j
-    s0 = np.cumsum(w[::-1])[::-1]
-    s1 = np.cumsum((w * x_sorted)[::-1])[::-1]
-    s2 = np.cumsum((w * x_sorted**2)[::-1])[::-1]
-    loglik = score = info = 0.0
-    for start, dead in groups:
-        d = dead.size
-        xd = x_sorted[dead]
-        wd = w[dead]
-        e0, e1, e2 = wd.sum(), (wd * xd).sum(), (wd * xd**2).sum()
-        phi = np.arange(d) / d if efron else np.zeros(d)
-        a0 = s0[start] - phi * e0
-        a1 = s1[start] - phi * e1
-        a2 = s2[start] - phi * e2
-        loglik += beta * xd.sum() - np.log(a0).sum()
-        score += xd.sum() - (a1 / a0).sum()
-        info += (a2 / a0 - (a1 / a0) ** 2).sum()
-    return float(loglik), float(score), float(info)
-
-
-def cox_ph(time: object, event: object, covariate: object, *, ties: Literal["efron", "breslow"] = "efron",
-           ci_level: float = 0.95, max_iter: int = 50, tol: float = 1e-10) -> CoxResult:
-    """Fit a Cox proportional-hazards model with one covariate (Cox 1972; Efron 1977 ties by default).
-
-    Newton-Raphson on the partial likelihood with step halving. The covariate is centred internally
-    (the coefficient does not change). Raises ValueError without events or without covariate variation.
+    Columns :data:`COX_COLUMNS`: log hazard ratio ``coef`` and its ``se``, ``hr`` with its Wald CI at
+    ``ci_level``, ``z`` and the Wald p-value. ``attrs`` holds ``n``, ``n_events``, ``ties``, ``ci_level``,
+    ``loglik``, ``loglik_null`` and the likelihood-ratio test (``lr_statistic``, ``lr_dof``, ``p_lr``).
+    ValueError without events, or when a covariate does not vary or is not finite.
     """
-    if ties not in ("efron", "breslow"):
-        raise ValueError(f"ties must be 'efron' or 'breslow', got {ties!r}.")
     t, e = _as_arrays(time, event)
-    x = np.asarray(covariate, dtype=np.float64).ravel()
-    if x.size != t.size or not np.isfinite(x).all():
-        raise ValueError("covariate must be finite with one value per observation.")
+    x = covariates.to_frame() if isinstance(covariates, pd.Series) else covariates
+    values = x.to_numpy(dtype=np.float64)
+    if values.shape[0] != t.size or not np.isfinite(values).all():
+        raise ValueError("covariates must be finite with one row per observation.")
     if not e.any():
         raise ValueError("the Cox model needs at least one event.")
-    if np.ptp(x) == 0:
-        raise ValueError("the covariate does not vary.")
-    order = np.argsort(t, kind="stable")
-    t, e, x = t[order], e[order], x[order] - x.mean()
-    groups: list[tuple[int, np.ndarray]] = []
-    for tj in np.unique(t[e]):
-        start = int(np.searchsorted(t, tj, side="left"))
-        groups.append((start, np.flatnonzero((t == tj) & e)))
-    efron = ties == "efron"
-    beta = 0.0
-    ll0, score, info = _cox_terms(beta, x, groups, efron)
-    ll = ll0
-    iterations = 0
-    converged = False
-    while not converged:
-        iterations += 1
-        if iterations > max_iter:
-            raise ValueError(f"the Cox fit did not converge in {max_iter} iterations (monotone likelihood?).")
-        if info <= 0:
-            raise ValueError("the Cox partial likelihood is flat: no information about the coefficient.")
-        step = score / info
-        new = beta + step
-        ll_new, score_new, info_new = _cox_terms(new, x, groups, efron)
-        halvings = 0
-        while (not math.isfinite(ll_new) or ll_new < ll - 1e-12) and halvings < 30:
-            step /= 2.0
-            new = beta + step
-            ll_new, score_new, info_new = _cox_terms(new, x, groups, efron)
-            halvings += 1
-        converged = abs(new - beta) < tol * (1.0 + abs(beta)) or abs(ll_new - ll) < tol
-        beta, ll, score, info = new, ll_new, score_new, info_new
-    se = 1.0 / math.sqrt(info)
-    zq = float(stats.norm.ppf(0.5 + ci_level / 2.0))
-    z = beta / se
-    lr = max(2.0 * (ll - ll0), 0.0)
-    return CoxResult(coef=beta, se=se, hr=math.exp(beta), hr_lower=math.exp(beta - zq * se),
-                     hr_upper=math.exp(beta + zq * se), z=z, p_wald=float(2.0 * stats.norm.sf(abs(z))),
-                     loglik=ll, loglik_null=ll0, lr_statistic=lr, p_lr=float(stats.chi2.sf(lr, 1)),
-                     n=int(t.size), n_events=int(e.sum()), ties=ties, iterations=iterations, ci_level=ci_level)
+    constant = [str(c) for c, v in zip(x.columns, values.T, strict=True) if np.ptp(v) == 0]
+    if constant:
+        raise ValueError(f"covariate(s) {', '.join(constant)} do not vary.")
+    fit = PHReg(t, values, status=e.astype(np.float64), ties=ties).fit()
+    z_q = float(stats.norm.ppf(0.5 + ci_level / 2.0))
+    coef, se = np.asarray(fit.params), np.asarray(fit.bse)
+    table = pd.DataFrame({"coef": coef, "se": se, "hr": np.exp(coef), "ci_lower": np.exp(coef - z_q * se),
+                          "ci_upper": np.exp(coef + z_q * se), "z": coef / se, "p_wald": np.asarray(fit.pvalues)},
+                         index=pd.Index([str(c) for c in x.columns], name="covariate"))
+    loglik_null = float(fit.model.loglike(np.zeros(coef.size)))
+    lr = max(2.0 * (float(fit.llf) - loglik_null), 0.0)
+    table.attrs.update(n=int(t.size), n_events=int(e.sum()), ties=ties, ci_level=ci_level, loglik=float(fit.llf),
+                       loglik_null=loglik_null, lr_statistic=lr, lr_dof=int(coef.size),
+                       p_lr=float(stats.chi2.sf(lr, coef.size)))
+    return table
 
 
-def concordance_index(time: object, score: object, event: object) -> float:
-    """Harrell's C: among comparable pairs, the fraction where the higher score has the longer time.
+def concordance_index(time: object, event: object, risk_score: object) -> float:
+    """Harrell's C (``sksurv.metrics.concordance_index_censored``): a higher ``risk_score`` = an earlier event.
 
-    Comparable: the shorter time is an event (ties in time count as comparable only when exactly one of the
-    two is an event at that time, and then the event is the shorter). Ties in score count 1/2. Same
-    convention as ``lifelines.utils.concordance_index`` (higher score = longer survival).
+    Pass ``-x`` for a protective variable ``x`` (such as GARD: higher GARD, longer local control).
     """
     t, e = _as_arrays(time, event)
-    s = np.asarray(score, dtype=np.float64).ravel()
+    s = np.asarray(risk_score, dtype=np.float64).ravel()
     if s.size != t.size or not np.isfinite(s).all():
-        raise ValueError("score must be finite with one value per observation.")
-    num = 0.0
-    den = 0.0
-    for i in np.flatnonzero(e):
-        # j outlives i: longer time, or same time but censored
-        later = (t > t[i]) | ((t == t[i]) & ~e)
-        den += later.sum()
-        num += (s[later] > s[i]).sum() + 0.5 * (s[later] == s[i]).sum()
-    if den == 0:
-        raise ValueError("no comparable pairs.")
-    return float(num / den)
+        raise ValueError("risk_score must be finite with one value per observation.")
+    return float(concordance_index_censored(e, t, s)[0])

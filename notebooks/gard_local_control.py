@@ -25,7 +25,8 @@
 #   fractions (`radiogenomics.radiobiology.gard`). Higher GARD = more expected cell kill.
 # * **Local control** is `lc_months` / `lc_event` of `patients.csv` (event = local failure).
 #
-# What the notebook does: Kaplan-Meier curves and a log-rank test for GARD groups split at configurable
+# What the notebook does (survival statistics from scikit-survival and statsmodels, through the thin glue
+# in `notebooks/_survival.py`): Kaplan-Meier curves and a log-rank test for GARD groups split at configurable
 # thresholds (default: the cohort median, and **33, a literature value that could not be verified here** --
 # published GARD thresholds differ by site and cohort, e.g. >= 42 in an HPV+ oropharynx cohort), a Cox
 # proportional-hazards model with GARD as a continuous covariate (hazard ratio per unit GARD, compared with
@@ -54,7 +55,7 @@ import matplotlib
 
 if "ipykernel" not in sys.modules:  # a plain script (or a test): render off-screen
     matplotlib.use("Agg")
-import _survival as sv  # notebooks/_survival.py: Kaplan-Meier, log-rank, Cox (numpy/scipy)
+import _survival as sv  # notebooks/_survival.py: tidy tables from scikit-survival and statsmodels
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -209,15 +210,38 @@ for spec in [s.strip() for s in args.thresholds.split(",") if s.strip()]:
 # %% [markdown]
 # ## Cox proportional hazards: HR per unit GARD
 #
-# GARD as a continuous covariate (no threshold). `HR < 1` means each extra unit of GARD lowers the hazard of
-# local failure. Scott et al. (2021) pooled 11 cohorts: HR 0.982 per unit GARD for recurrence. Harrell's
-# C says how well GARD ranks the patients by time to failure (0.5 = chance). Where truth.csv exists the same
+# GARD as a continuous covariate (no threshold; statsmodels `PHReg`, Efron ties, Wald CI; Harrell's C from
+# scikit-survival). `HR < 1` means each extra unit of GARD lowers the hazard of local failure. Scott et al.
+# (2021) pooled 11 cohorts: HR 0.982 per unit GARD for recurrence. Harrell's C says how well GARD ranks the
+# patients by time to failure (0.5 = chance). Where truth.csv exists the same
 # model is fitted to the *true* GARD (the latent alpha of the generator), which shows how much of the
 # association the noise of the expression-based RSI loses.
 
 # %%
-cox = sv.cox_ph(data["lc_months"], data["lc_event"], data["gard"])
-c_index = sv.concordance_index(data["lc_months"], data["gard"], data["lc_event"])
+@dataclass(frozen=True)
+class CoxGard:
+    """HR per unit GARD from a one-covariate Cox fit (row ``gard`` of :func:`_survival.cox_table`)."""
+
+    hr: float
+    hr_lower: float
+    hr_upper: float
+    p_wald: float
+    p_lr: float
+    n: int
+    n_events: int
+
+
+def cox_gard(time: pd.Series, event: pd.Series, gard: pd.Series) -> CoxGard:
+    fit = sv.cox_table(time, event, gard.rename("gard"))
+    row = fit.loc["gard"]
+    return CoxGard(hr=float(row["hr"]), hr_lower=float(row["ci_lower"]), hr_upper=float(row["ci_upper"]),
+                   p_wald=float(row["p_wald"]), p_lr=fit.attrs["p_lr"], n=fit.attrs["n"],
+                   n_events=fit.attrs["n_events"])
+
+
+cox = cox_gard(data["lc_months"], data["lc_event"], data["gard"])
+# higher GARD = longer local control, so the risk score for Harrell's C is -GARD
+c_index = sv.concordance_index(data["lc_months"], data["lc_event"], -data["gard"])
 published_in_ci = cox.hr_lower <= PUBLISHED_HR_PER_GARD <= cox.hr_upper
 print(f"Cox: HR per unit GARD = {cox.hr:.4f} (95 % CI {cox.hr_lower:.4f}-{cox.hr_upper:.4f}), "
       f"Wald p = {cox.p_wald:.2g}, LR p = {cox.p_lr:.2g}, n = {cox.n}, events = {cox.n_events}, C = {c_index:.3f}")
@@ -231,7 +255,7 @@ if truth is not None and {"alpha_per_gy", "beta_per_gy2"} <= set(truth.columns):
     data["gard_true"] = data["total_dose_gy"].to_numpy() * (t_alpha + t_beta * d_per_fx)
     ok = data["gard_true"].notna()
     if ok.sum() >= 10:
-        cox_true = sv.cox_ph(data.loc[ok, "lc_months"], data.loc[ok, "lc_event"], data.loc[ok, "gard_true"])
+        cox_true = cox_gard(data.loc[ok, "lc_months"], data.loc[ok, "lc_event"], data.loc[ok, "gard_true"])
         print(f"Cox on the true GARD: HR {cox_true.hr:.4f} ({cox_true.hr_lower:.4f}-{cox_true.hr_upper:.4f})")
 
 # %% [markdown]

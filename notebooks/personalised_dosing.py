@@ -52,7 +52,6 @@ import json
 import logging
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -62,12 +61,13 @@ if "ipykernel" not in sys.modules:  # a plain script (or a test): render off-scr
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import yaml
 from _common import (  # notebooks/_common.py
+    VoxelTruth,
     cohort_and_output,
     load_cohort_with_expression,
     notebook_parser,
     parse_notebook_args,
+    synthetic_voxel_truth,
 )
 from scipy.optimize import brentq
 
@@ -276,53 +276,17 @@ truth = (pd.read_csv(truth_path) if has_truth else pd.DataFrame(columns=["patien
 truth.index = truth.index.map(str)
 
 
-@dataclass
-class VoxelTruth:
-    dose_gy: np.ndarray
-    clonogens: np.ndarray
-    po2_mmhg: np.ndarray
-    alpha_per_gy: float
-    beta_per_gy2: float
-    total_dose_gy: float
-
-
 def resimulate_synthetic(root: Path, truth: pd.DataFrame) -> dict[str, VoxelTruth]:
-    """Re-create each patient's GTV voxel maps from the generator's seed (see generate.simulate_patient).
-
-    Uses internal functions of radiogenomics.synthetic; any mismatch or error -> the patient is left out.
-    """
-    meta = yaml.safe_load((root / "cohort.yaml").read_text()) or {}
-    gen = meta.get("generator") or {}
-    if gen.get("module") != "radiogenomics.synthetic":
-        return {}
-    from radiogenomics.synthetic import anatomy, imaging
-    from radiogenomics.synthetic.model import SynthParameters, draw_centres, draw_patient
-
-    seed, n_patients, grid = int(gen["seed"]), int(gen["n_patients"]), int(gen["grid_size"])
-    params = SynthParameters()
-    cohort_seq, patient_seq = np.random.SeedSequence(seed).spawn(2)
-    centres = draw_centres(np.random.default_rng(cohort_seq), params)
-    maps: dict[str, VoxelTruth] = {}
-    for i in range(n_patients):
-        seq = np.random.SeedSequence(seed, spawn_key=(*patient_seq.spawn_key, i))
-        r_latent, r_anat, r_fields, _img, r_dose, _expr, _out = (np.random.default_rng(s) for s in seq.spawn(7))
-        p = draw_patient(r_latent, i, n_patients, centres, params)
-        if p.patient_id not in truth.index:
-            continue
-        shift = r_anat.uniform(-5.0, 5.0, 3)
-        offset = tuple(float(o + s) for o, s in zip(p.centre.origin_offset_mm, shift, strict=True))
-        geometry = anatomy.make_geometry(grid, offset)  # type: ignore[arg-type]
-        anat = anatomy.build_anatomy(r_anat, geometry, p, p_unilateral_neck=params.p_unilateral_neck)
-        fields = imaging.tumour_fields(r_fields, anat, p, params)
-        dose = imaging.plan_dose(r_dose, anat, p, params)
-        gtv = anat.labels[anat.gtv_box] == anatomy.LABEL_GTV
-        vt = VoxelTruth(dose[anat.gtv_box][gtv].astype(np.float64), fields.clonogens, fields.po2_mmhg,
-                        p.alpha_per_gy, p.beta_per_gy2, p.total_dose_gy)
-        tcp = float(rb.tcp_poisson(vt.dose_gy, vt.clonogens, vt.alpha_per_gy, vt.beta_per_gy2, p.n_fractions,
+    """The generator's GTV voxel maps (``_common.synthetic_voxel_truth``) of the patients whose voxel Poisson
+    TCP reproduces ``tcp_true``; any mismatch -> the patient is left out."""
+    maps = synthetic_voxel_truth(root, truth.index)
+    verified: dict[str, VoxelTruth] = {}
+    for pid, vt in maps.items():
+        tcp = float(rb.tcp_poisson(vt.dose_gy, vt.clonogens, vt.alpha_per_gy, vt.beta_per_gy2, vt.n_fractions,
                                    po2_mmhg=vt.po2_mmhg))
-        if abs(tcp - float(truth.at[p.patient_id, "tcp_true"])) <= 1e-5 + 1e-4 * tcp:
-            maps[p.patient_id] = vt
-    return maps
+        if abs(tcp - float(truth.at[pid, "tcp_true"])) <= 1e-5 + 1e-4 * tcp:
+            verified[pid] = vt
+    return verified
 
 
 def effective_omf(row: pd.Series, total_dose_gy: float, n_fractions: float) -> float:

@@ -1,12 +1,10 @@
 """The retrospective notebooks (notebooks/*.py) run as scripts on a small synthetic cohort and give sane numbers.
 
-Also checks notebooks/_survival.py (Kaplan-Meier, log-rank, Cox) against published reference values and
-against lifelines 0.30.3 output recorded here (lifelines itself is not a dependency: it pins pandas < 3).
+The survival statistics they use (notebooks/_survival.py) are checked in tests/test_survival_library.py.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -25,17 +23,6 @@ GARD_NB = NOTEBOOKS / "gard_local_control.py"
 DOSING_NB = NOTEBOOKS / "personalised_dosing.py"
 N_PATIENTS = 60
 
-
-def _load_survival():
-    spec = importlib.util.spec_from_file_location("_survival", NOTEBOOKS / "_survival.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("_survival", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-sv = _load_survival()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -233,97 +220,3 @@ def test_notebooks_are_jupytext_percent_notebooks() -> None:
         kinds = [c.cell_type for c in nb.cells]
         assert kinds.count("markdown") >= 5 and kinds.count("code") >= 5, path.name
         assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# notebooks/_survival.py
-# --------------------------------------------------------------------------------------------------------------
-
-# Freireich et al. 1963 6-MP leukaemia trial ("gehan" in R's MASS); "+" = censored
-_MP = "6 6 6 6+ 7 9+ 10 10+ 11+ 13 16 17+ 19+ 20+ 22 23 25+ 32+ 32+ 34+ 35+".split()
-_PLACEBO = "1 1 2 2 3 4 4 5 5 8 8 8 8 11 11 12 12 15 17 22 23".split()
-
-
-def _gehan() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    obs = _MP + _PLACEBO
-    t = np.array([float(s.rstrip("+")) for s in obs])
-    e = np.array([0 if s.endswith("+") else 1 for s in obs])
-    x = np.array([0] * len(_MP) + [1] * len(_PLACEBO))
-    return t, e, x
-
-
-def test_survival_gehan_reference_values() -> None:
-    """R survival: survdiff chisq 16.8; coxph coef 1.572 (se 0.412, LR 16.4) Efron, 1.509 (se 0.410) Breslow."""
-    t, e, x = _gehan()
-    lr = sv.logrank_test(t, e, x)
-    assert lr.statistic == pytest.approx(16.793, abs=1e-3) and lr.dof == 1
-    assert lr.p_value == pytest.approx(4.17e-5, rel=1e-2)
-    assert lr.observed == (9.0, 21.0) and lr.expected[0] == pytest.approx(19.25, abs=0.01)
-    efron = sv.cox_ph(t, e, x)
-    assert efron.coef == pytest.approx(1.5721, abs=1e-4) and efron.se == pytest.approx(0.4124, abs=1e-4)
-    assert efron.lr_statistic == pytest.approx(16.35, abs=0.01)
-    assert efron.hr == pytest.approx(math.exp(efron.coef))
-    assert efron.hr_lower == pytest.approx(math.exp(efron.coef - 1.959964 * efron.se), rel=1e-6)
-    breslow = sv.cox_ph(t, e, x, ties="breslow")
-    assert breslow.coef == pytest.approx(1.5092, abs=1e-4) and breslow.se == pytest.approx(0.4096, abs=1e-4)
-    km = sv.kaplan_meier(t[x == 0], e[x == 0])
-    at6 = km[km["time"] == 6].iloc[0]  # R: 0.857 (0.620, 0.952) with conf.type = "log-log"
-    assert at6["survival"] == pytest.approx(0.857143, abs=1e-6) and at6["n_at_risk"] == 21
-    assert at6["ci_lower"] == pytest.approx(0.6197, abs=1e-4) and at6["ci_upper"] == pytest.approx(0.9516, abs=1e-4)
-    assert sv.survival_at(km, 30.0) == pytest.approx(0.448179, abs=1e-6)
-    assert math.isnan(sv.survival_at(km, 36.0))
-
-
-_T = np.array([3, 5, 5, 7, 8, 8, 8, 10, 12, 12, 15, 16, 18, 20, 20, 22, 25, 30, 31, 40], float)
-_E = np.array([1, 1, 0, 1, 1, 1, 0, 1, 0, 1, 1, 0, 1, 1, 0, 0, 1, 0, 1, 0])
-_G = np.array([0, 1, 2, 0, 1, 0, 2, 1, 0, 2, 1, 2, 0, 2, 1, 0, 2, 1, 0, 2])
-_X = np.array([1.2, 0.3, -0.5, 2.0, 0.1, 1.1, -1.0, 0.4, 0.0, -0.2, 0.8, -1.3, 0.6, -0.7, 0.2, -0.1, -0.9, -0.4,
-               0.5, -1.5])
-
-
-def test_survival_matches_lifelines_with_ties() -> None:
-    """Values from lifelines 0.30.3 (KaplanMeierFitter, multivariate_logrank_test, CoxPHFitter precision 1e-14)."""
-    lr = sv.logrank_test(_T, _E, _G)
-    assert lr.dof == 2 and lr.statistic == pytest.approx(1.1809897029520275, rel=1e-10)
-    assert lr.p_value == pytest.approx(0.5540530429195412, rel=1e-10)
-    cox = sv.cox_ph(_T, _E, _X)
-    assert cox.coef == pytest.approx(1.2619159326635725, abs=1e-6)
-    assert cox.se == pytest.approx(0.4473164182800173, abs=1e-6)
-    assert cox.loglik == pytest.approx(-22.93222788035842, abs=1e-9)
-    km = sv.kaplan_meier(_T, _E).set_index("time")
-    expected = {3.0: 0.95, 5.0: 0.9, 7.0: 0.8470588235294115, 8.0: 0.741176470588235, 12.0: 0.6271493212669682,
-                20.0: 0.4233257918552036, 31.0: 0.15874717194570134, 40.0: 0.15874717194570134}
-    for time, s in expected.items():
-        assert km.at[time, "survival"] == pytest.approx(s, abs=1e-12)
-    assert km.at[8.0, "ci_lower"] == pytest.approx(0.48508168372452154, abs=1e-10)
-    assert km.at[8.0, "ci_upper"] == pytest.approx(0.8833751494680953, abs=1e-10)
-    assert km.at[20.0, "ci_lower"] == pytest.approx(0.18813642805505054, abs=1e-10)
-    assert km.at[20.0, "ci_upper"] == pytest.approx(0.6425438271576974, abs=1e-10)
-
-
-def test_survival_properties_and_errors() -> None:
-    rng = np.random.default_rng(0)
-    t = rng.exponential(10, 200).round(1) + 0.1
-    e = (rng.random(200) < 0.6).astype(int)
-    km = sv.kaplan_meier(t, e)
-    assert km["survival"].iloc[0] == 1.0 and (np.diff(km["survival"]) <= 0).all()
-    assert km["n_events"].sum() == e.sum() and km["n_censored"].sum() == (1 - e).sum()
-    # two identical groups: no difference; a covariate that orders the times perfectly: C = 1
-    assert sv.logrank_test(np.r_[t, t], np.r_[e, e], np.r_[np.zeros(200), np.ones(200)]).statistic \
-        == pytest.approx(0.0, abs=1e-12)
-    t2 = np.arange(1.0, 21.0)
-    assert sv.concordance_index(t2, t2, np.ones(20)) == 1.0
-    assert sv.concordance_index(t2, -t2, np.ones(20)) == 0.0
-    # the coefficient does not depend on shifting the covariate; scaling it divides the coefficient
-    a, b = sv.cox_ph(_T, _E, _X), sv.cox_ph(_T, _E, 10 * _X + 3)
-    assert b.coef == pytest.approx(a.coef / 10, rel=1e-8) and b.p_wald == pytest.approx(a.p_wald, rel=1e-6)
-    with pytest.raises(ValueError, match="event"):
-        sv.cox_ph(_T, np.zeros_like(_E), _X)
-    with pytest.raises(ValueError, match="vary"):
-        sv.cox_ph(_T, _E, np.ones_like(_X))
-    with pytest.raises(ValueError, match="two groups"):
-        sv.logrank_test(_T, _E, np.zeros_like(_G))
-    with pytest.raises(ValueError, match="0 .censored. or 1"):
-        sv.kaplan_meier(_T, _E * 2)
-    with pytest.raises(ValueError, match="finite"):
-        sv.kaplan_meier(np.r_[_T[:-1], np.nan], _E)

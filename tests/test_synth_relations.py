@@ -1,4 +1,8 @@
-"""The generator's promised relations hold statistically on a larger cohort (160 patients, 28^3 voxels)."""
+"""The generator's promised relations hold statistically on a larger cohort (160 patients, 28^3 voxels).
+
+These go through the package's own ``rsi_score``; tests/test_synth_independent.py recomputes RSI, TCP and NTCP
+from the published formulas without the package.
+"""
 
 from __future__ import annotations
 
