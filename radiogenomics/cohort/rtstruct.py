@@ -25,6 +25,9 @@ from radiogenomics.errors import InputError
 
 log = logging.getLogger(__name__)
 
+ON_EDGE_TOL_VOXELS = 1e-3
+"""A voxel centre within this distance (in voxels) of a contour edge lies on the edge, and so inside."""
+
 
 def _read(path: Path) -> pydicom.Dataset:
     try:
@@ -57,37 +60,81 @@ def _roi_number(ds: pydicom.Dataset, roi_name: str, path: Path) -> int:
 def rasterise_rtstruct(path: Path, reference: sitk.Image, roi_name: str) -> sitk.Image:
     """Rasterise structure `roi_name` onto the grid of `reference` (UInt8 0/1, same geometry).
 
-    A voxel is inside when its centre lies inside the closed planar contours under the even-odd rule
-    (inner contours make holes, DICOM PS3.3 C.8.8.6), the usual convention of planning systems.
-    Points are mapped through the reference geometry, so any grid works.
+    Each contour is a closed polygon, boundary included: a voxel is inside when its centre lies inside the
+    contours under the even-odd rule (inner contours make holes, DICOM PS3.3 C.8.8.6) or on any contour edge
+    (within `ON_EDGE_TOL_VOXELS`). So contours traced through the centres of the boundary voxels (rt-utils,
+    OpenCV-based exporters, whose hole contours run through the structure's own voxels next to the hole) and
+    contours around the voxel edges (planning systems, `write_rtstruct`) both give the mask back.
+    Degenerate contours (1-2 points, or no area) fill the voxels nearest to their path. Points are mapped
+    through the reference geometry (continuous index space), so any grid works.
     """
     ds = _read(path)
     number = _roi_number(ds, roi_name, path)
     size_x, size_y, size_z = reference.GetSize()
-    per_slice: dict[int, list[np.ndarray]] = {}
-    outside = 0
+    polygons: dict[int, list[np.ndarray]] = {}
+    paths: dict[int, list[np.ndarray]] = {}
+    notes: dict[str, list[float]] = {}  # what happened -> slice positions (mm)
+    first, last = -0.5 - ON_EDGE_TOL_VOXELS, np.array([size_x, size_y]) - 0.5 + ON_EDGE_TOL_VOXELS  # in-plane
+    for points in _closed_planar_contours(ds, number):
+        index = physical_to_index(reference, points)
+        k = int(np.round(np.median(index[:, 2])))
+        z_mm = float(np.mean(points[:, 2]))
+        xy = index[:, :2]
+        if not 0 <= k < size_z or (xy.max(axis=0) < first).any() or (xy.min(axis=0) > last).any():
+            notes.setdefault(_OUTSIDE, []).append(z_mm)
+            continue
+        if (xy < first).any() or (xy > last).any():
+            notes.setdefault(_CLIPPED, []).append(z_mm)
+        degenerate = _degenerate(xy)
+        if degenerate:
+            notes.setdefault(degenerate, []).append(z_mm)
+            paths.setdefault(k, []).append(xy)
+        else:
+            polygons.setdefault(k, []).append(xy)
+    mask = np.zeros((size_z, size_y, size_x), dtype=np.uint8)
+    for k, slice_polygons in polygons.items():
+        mask[k] = even_odd_fill(slice_polygons, size_y, size_x) | centres_on_edges(slice_polygons, size_y, size_x)
+    for k, slice_paths in paths.items():
+        mask[k] |= voxels_along_paths(slice_paths, size_y, size_x)
+    for kind, z_mm_list in notes.items():
+        slices = ", ".join(f"{z:.2f}" for z in sorted(set(z_mm_list)))
+        log.warning("%s: structure '%s': %s%s on slice z=%s mm: %s", path, roi_name, kind,
+                    f" (x{len(z_mm_list)})" if len(z_mm_list) > 1 else "", slices, _NOTE_ACTION[kind])
+    image = sitk.GetImageFromArray(mask)
+    image.CopyInformation(reference)
+    return image
+
+
+_OUTSIDE = "contour outside the reference image"
+_CLIPPED = "contour extending beyond the image in-plane"
+_COLLINEAR = "contour with no area (collinear points)"
+_NOTE_ACTION = {_OUTSIDE: "ignored", _CLIPPED: "clipped at the image edge",
+                "1-point contour": "filled as a single voxel", "2-point contour": "filled along its segment",
+                _COLLINEAR: "filled along its path"}
+
+
+def _closed_planar_contours(ds: pydicom.Dataset, roi_number: int) -> list[np.ndarray]:
+    """The CLOSED_PLANAR contours (each (N, 3) in mm) of one structure."""
+    found = []
     for roi_contour in getattr(ds, "ROIContourSequence", []):
-        if int(roi_contour.ReferencedROINumber) != number:
+        if int(roi_contour.ReferencedROINumber) != roi_number:
             continue
         for contour in getattr(roi_contour, "ContourSequence", []):
             if str(getattr(contour, "ContourGeometricType", "CLOSED_PLANAR")) != "CLOSED_PLANAR":
                 continue
             points = np.asarray(contour.ContourData, dtype=float).reshape(-1, 3)
-            index = physical_to_index(reference, points)
-            k = int(np.round(np.median(index[:, 2])))
-            if 0 <= k < size_z and len(index) >= 3:
-                per_slice.setdefault(k, []).append(index[:, :2])
-            else:
-                outside += 1
-    mask = np.zeros((size_z, size_y, size_x), dtype=np.uint8)
-    for k, polygons in per_slice.items():
-        mask[k] = even_odd_fill(polygons, size_y, size_x)
-    if outside:
-        log.warning("%s: %d contour(s) of '%s' lie outside the reference image and were ignored",
-                    path, outside, roi_name)
-    image = sitk.GetImageFromArray(mask)
-    image.CopyInformation(reference)
-    return image
+            if len(points):
+                found.append(points)
+    return found
+
+
+def _degenerate(xy: np.ndarray) -> str:
+    """'' for a polygon with area; else what the contour is ('1-point contour', '2-point contour', ...)."""
+    distinct = len(np.unique(np.round(xy / ON_EDGE_TOL_VOXELS), axis=0))
+    if distinct <= 2:
+        return f"{distinct}-point contour"
+    spread = np.linalg.svd(xy - xy.mean(axis=0), compute_uv=False)
+    return "" if spread[1] > ON_EDGE_TOL_VOXELS else _COLLINEAR
 
 
 def even_odd_fill(polygons: list[np.ndarray], n_rows: int, n_cols: int) -> np.ndarray:
@@ -115,11 +162,62 @@ def even_odd_fill(polygons: list[np.ndarray], n_rows: int, n_cols: int) -> np.nd
     return (np.cumsum(toggles, axis=1)[:, :n_cols] % 2).astype(np.uint8)
 
 
+def centres_on_edges(polygons: list[np.ndarray], n_rows: int, n_cols: int,
+                     tol: float = ON_EDGE_TOL_VOXELS) -> np.ndarray:
+    """Voxel centres (row y, column x) within `tol` voxels of an edge of the closed `polygons` ((N, 2) x, y).
+
+    Exact in continuous index space: along each edge's major axis every integer position is a candidate,
+    the nearest integer on the minor axis the only possible centre there (|slope| <= 1), and a candidate is
+    kept when its distance to the edge segment is <= tol.
+    """
+    start = np.concatenate(polygons)
+    end = np.concatenate([np.roll(p, -1, axis=0) for p in polygons])
+    steep = np.abs(end[:, 1] - start[:, 1]) > np.abs(end[:, 0] - start[:, 0])
+    # (major, minor) coordinates: (x, y) for shallow edges, (y, x) for steep ones
+    p0 = np.where(steep[:, None], start[:, ::-1], start)
+    d = np.where(steep[:, None], end[:, ::-1], end) - p0
+    lo = np.maximum(np.ceil(np.minimum(p0[:, 0], p0[:, 0] + d[:, 0]) - tol), 0).astype(np.int64)
+    hi = np.minimum(np.floor(np.maximum(p0[:, 0], p0[:, 0] + d[:, 0]) + tol),
+                    np.where(steep, n_rows, n_cols) - 1).astype(np.int64)
+    count = np.maximum(hi - lo + 1, 0)
+    edge = np.repeat(np.arange(len(p0)), count)
+    major = lo[edge] + np.arange(len(edge)) - np.repeat(np.cumsum(count) - count, count)
+    p0, d, steep = p0[edge], d[edge], steep[edge]
+    length2 = (d * d).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.clip(np.where(d[:, 0] != 0, (major - p0[:, 0]) / d[:, 0], 0.0), 0.0, 1.0)
+        centre = np.column_stack([major, np.floor(p0[:, 1] + t * d[:, 1] + 0.5)])
+        rel = centre - p0
+        s = np.clip(np.where(length2 > 0, (rel * d).sum(axis=1) / length2, 0.0), 0.0, 1.0)
+    near = np.hypot(*(rel - s[:, None] * d).T) <= tol
+    x, y = np.where(steep[:, None], centre[:, ::-1], centre)[near].astype(np.int64).T
+    ok = (x >= 0) & (x < n_cols) & (y >= 0) & (y < n_rows)
+    out = np.zeros((n_rows, n_cols), dtype=np.uint8)
+    out[y[ok], x[ok]] = 1
+    return out
+
+
+def voxels_along_paths(paths: list[np.ndarray], n_rows: int, n_cols: int) -> np.ndarray:
+    """Voxels nearest to closed paths ((N, 2) x, y; N >= 1), sampled at least once per voxel step (DDA)."""
+    out = np.zeros((n_rows, n_cols), dtype=np.uint8)
+    for path in paths:
+        ends = np.roll(path, -1, axis=0)
+        for p0, p1 in zip(path, ends, strict=True):
+            n = int(np.ceil(np.abs(p1 - p0).max())) + 1
+            samples = p0 + np.linspace(0.0, 1.0, n)[:, None] * (p1 - p0)
+            x, y = np.floor(samples + 0.5).astype(np.int64).T
+            ok = (x >= 0) & (x < n_cols) & (y >= 0) & (y < n_rows)
+            out[y[ok], x[ok]] = 1
+    return out
+
+
 def write_rtstruct(masks: dict[str, sitk.Image], series_folder: Path, out_path: Path) -> Path:
     """Write binary masks (on the grid of the DICOM series in `series_folder`) as one RTSTRUCT file.
 
-    Contours are traced per slice with OpenCV (outer borders and holes, through boundary voxel centres)
-    and mapped to patient coordinates through the series geometry; every contour references its slice.
+    Contours are traced per slice with OpenCV (outer borders and holes) a quarter voxel outside the boundary
+    voxel centres (for holes, a quarter voxel into the hole), so no centre lies near an edge and any
+    centre-based reader, `rasterise_rtstruct` included, gives the mask back exactly. Points are mapped to
+    patient coordinates through the series geometry; every contour references its slice.
     """
     reader = sitk.ImageSeriesReader()
     series_ids = reader.GetGDCMSeriesIDs(str(series_folder))
