@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from radiogenomics.errors import InputError
+from radiogenomics.outputs import output_dir
 
 
 def _default_workers() -> int:
@@ -45,11 +46,10 @@ def synth(
         raise InputError(f"--seed must be >= 0 (got {seed}).")
     if workers < 1:
         raise InputError(f"--workers must be >= 1 (got {workers}).")
-    if out.exists() and not out.is_dir():
-        raise InputError("OUT exists and is not a folder.", file=str(out), fix="choose a new folder.")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError("OUT exists and is not empty.", file=str(out),
                          fix="choose a new folder, or pass --overwrite to replace the cohort in it.")
+    output_dir(out, "cohort folder")
     start = time.perf_counter()
     with progress_bar("synthesising patients") as update:
         path = generate_cohort(out, n_patients=patients, seed=seed, grid_size=grid_size, workers=workers,
