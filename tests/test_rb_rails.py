@@ -15,11 +15,14 @@ from hypothesis import strategies as st
 from radiogenomics.errors import InputError
 from radiogenomics.radiobiology import (
     DVH,
+    FLAG_UNRECOGNISED_STRUCTURE,
     apply_rails,
     clip_voxel_doses,
+    compute_dvh,
     load_rails,
     ntcp_from_dvh,
     ntcp_parameters,
+    oar_max_prescriptions,
     parse_rails,
 )
 
@@ -148,10 +151,134 @@ def test_spinal_cord_max_dose_and_unknown_oar() -> None:
     cord = DVH(structure="spinal_cord", dose_gy=np.array([10.0, 40.0]), volume_cc=np.array([1.0, 1.0]),
                bin_width_gy=1.0, voxel_volume_cc=1.0, mean_dose_gy=25.0, min_dose_gy=10.0, max_dose_gy=40.0,
                n_voxels=2)
-    d = apply_rails(70.0, site="head_neck", oar_dvhs={"spinal_cord": cord, "spleen": cord},
+    with pytest.raises(InputError, match="'spleen'") as err:
+        apply_rails(70.0, site="head_neck", oar_dvhs={"spinal_cord": cord, "spleen": cord},
                     reference_prescription_gy=70.0)
+    assert "TG-263" in str(err.value) and "structure_aliases.yaml" in str(err.value)
+    d = apply_rails(70.0, site="head_neck", oar_dvhs={"spinal_cord": cord, "spleen": cord},
+                    reference_prescription_gy=70.0, unknown_structures="flag")
     assert d.oar_max_prescription_gy["spinal_cord:max_dose"] == pytest.approx(70.0 * 50.0 / 40.0)
-    assert any("spleen" in r for r in d.reasons)
+    assert d.flags == [FLAG_UNRECOGNISED_STRUCTURE] and d.unrecognised_structures == ["spleen"]
+    assert any("spleen" in r and "unrecognised" in r for r in d.reasons)
+    with pytest.raises(InputError, match="unknown_structures"):
+        apply_rails(70.0, site="head_neck", oar_dvhs={"spleen": cord}, reference_prescription_gy=70.0,
+                    unknown_structures="ignore")  # type: ignore[arg-type]
+
+
+def _cord_dvh(max_dose_gy: float) -> DVH:
+    """A cord whose hottest voxel gets ``max_dose_gy`` (numpy dose grid, 0.1 cc voxels)."""
+    dose = np.linspace(5.0, max_dose_gy, 50).reshape(2, 5, 5)
+    return compute_dvh(dose, np.ones_like(dose, dtype=np.uint8), voxel_volume_cc=0.1, structure="SpinalCord")
+
+
+@pytest.mark.parametrize("name", ["SpinalCord", "spinal_cord", "Spinal Cord", "cord", "SPINAL-CORD", "SpinalCanal"])
+def test_issue_example_tg263_cord_is_limited(name: str) -> None:
+    """Issue 7: SpinalCord Dmax 48 Gy at 70 Gy; 80 Gy requested -> 70 * 50 / 48 = 72.9 Gy, clipped_max."""
+    cord = _cord_dvh(48.0)
+    assert cord.max_dose_gy == pytest.approx(48.0)
+    d = apply_rails(80, site="head_neck", oar_dvhs={name: cord}, reference_prescription_gy=70)
+    assert d.recommended_total_dose_gy == pytest.approx(70.0 * 50.0 / 48.0)
+    assert d.recommended_total_dose_gy == pytest.approx(72.9, abs=0.05)
+    assert d.flags == ["clipped_max"]
+    assert d.oar_max_prescription_gy == {f"{name}:max_dose": pytest.approx(70.0 * 50.0 / 48.0)}
+
+
+@pytest.mark.parametrize(("name", "dmax_or_mean", "limit_gy", "kind"), [
+    ("Brainstem", 60.0, 54.0, "max_dose"),       # Mayo 2010 S36
+    ("brain stem", 60.0, 54.0, "max_dose"),
+    ("OpticNrv_L", 62.0, 55.0, "max_dose"),      # Mayo 2010 S28
+    ("OpticChiasm", 58.0, 55.0, "max_dose"),
+    ("Bone_Mandible", 75.0, 70.0, "max_dose"),   # institutional (not QUANTEC)
+    ("Cochlea_R", 50.0, 45.0, "mean_dose"),      # Bhandare 2010 S50
+    ("Larynx", 50.0, 44.0, "mean_dose"),         # Rancati 2010 S64
+    ("Esophagus", 40.0, 34.0, "mean_dose"),      # Werner-Wasik 2010 S86
+])
+def test_quantec_head_neck_limits(name: str, dmax_or_mean: float, limit_gy: float, kind: str) -> None:
+    dose = np.full(4, dmax_or_mean)  # uniform: mean = max
+    d = apply_rails(78.0, site="head_neck", oar_dvhs={name: (dose, np.ones(4))}, reference_prescription_gy=70.0)
+    assert d.oar_max_prescription_gy[f"{name}:{kind}"] == pytest.approx(70.0 * limit_gy / dmax_or_mean)
+    assert d.recommended_total_dose_gy == pytest.approx(max(70.0 * limit_gy / dmax_or_mean, 60.0)) or not d.feasible
+
+
+def test_new_rails_rows_cite_their_sources() -> None:
+    oars = load_rails().oars
+    expected = {"brainstem": ("max_dose_gy", 54.0, "S36"), "optic_nerve": ("max_dose_gy", 55.0, "S28"),
+                "optic_chiasm": ("max_dose_gy", 55.0, "S28"), "cochlea": ("max_mean_dose_gy", 45.0, "S50"),
+                "larynx": ("max_mean_dose_gy", 44.0, "S64"), "esophagus": ("max_mean_dose_gy", 34.0, "S86"),
+                "submandibular_gland": ("max_mean_dose_gy", 35.0, "Murdoch-Kinch"),
+                "mandible": ("max_dose_gy", 70.0, "NOT a QUANTEC")}
+    for organ, (key, value, cite) in expected.items():
+        assert getattr(oars[organ], key) == value, organ
+        assert cite in oars[organ].source, organ
+
+
+def test_targets_outline_and_unlimited_organs_are_noted_not_flagged() -> None:
+    vol = np.ones(3)
+    hot = (np.array([60.0, 70.0, 75.0]), vol)
+    cord = (np.array([10.0, 20.0, 40.0]), vol)
+    d = apply_rails(70.0, site="head_neck", reference_prescription_gy=70.0,
+                    oar_dvhs={"PTV70": hot, "GTV": hot, "BODY": hot, "Brain": cord, "Musc_Constrict": hot,
+                              "SpinalCord": cord})
+    assert d.flags == [] and d.unrecognised_structures == []
+    assert set(d.oar_max_prescription_gy) == {"SpinalCord:max_dose"}
+    text = " | ".join(d.reasons)
+    for name in ("PTV70", "GTV"):
+        assert f"{name} is a target volume" in text
+    assert "BODY is the body outline" in text
+    assert "Brain (Brain): recognised organ with no limit" in text
+    assert "Musc_Constrict (Musc_Constrict): recognised organ with no limit" in text
+
+
+def test_lungs_are_checked_together() -> None:
+    """QUANTEC mean lung dose is for both lungs: Lung_L and Lung_R are added into one DVH."""
+    left = (np.array([20.0, 40.0]), np.array([500.0, 500.0]))   # mean 30 Gy, 1000 cc
+    right = (np.array([5.0, 15.0]), np.array([1500.0, 1500.0]))  # mean 10 Gy, 3000 cc
+    d = apply_rails(60.0, site="lung", oar_dvhs={"Lung_L": left, "Lung_R": right}, reference_prescription_gy=60.0)
+    # combined mean = (30 * 1000 + 10 * 3000) / 4000 = 15 Gy -> 60 * 20 / 15 = 80 Gy
+    assert d.oar_max_prescription_gy["Lung_L+Lung_R:mean_dose"] == pytest.approx(80.0)
+    dose = np.concatenate([left[0], right[0]])
+    vol = np.concatenate([left[1], right[1]])
+    p = ntcp_parameters("pneumonitis")
+    at = ntcp_from_dvh(dose * d.oar_max_prescription_gy["Lung_L+Lung_R:ntcp"] / 60.0, vol, td50_gy=p.td50_gy,
+                       m=p.m, n=p.n)
+    assert at == pytest.approx(0.20, abs=1e-9)
+    # the whole-organ DVH wins over its sides
+    whole = (np.array([10.0, 20.0]), np.array([1.0, 1.0]))  # mean 15 Gy
+    d2 = apply_rails(60.0, site="lung", oar_dvhs={"Lungs": whole, "Lung_L": left}, reference_prescription_gy=60.0)
+    assert d2.oar_max_prescription_gy["Lungs:mean_dose"] == pytest.approx(80.0)
+    assert not any(k.startswith("Lung_L") for k in d2.oar_max_prescription_gy)
+    assert any("Lung_L: not checked on its own" in r for r in d2.reasons)
+    # one side alone: the whole-lung limit applies to it (stricter)
+    d3 = apply_rails(60.0, site="lung", oar_dvhs={"Lung_L": left}, reference_prescription_gy=60.0)
+    assert d3.oar_max_prescription_gy["Lung_L:mean_dose"] == pytest.approx(40.0)
+
+
+def test_submandibular_glands_need_one_spared_gland() -> None:
+    vol = np.ones(2)
+    ipsi = (np.full(2, 60.0), vol)
+    contra = (np.full(2, 20.0), vol)
+    d = apply_rails(70.0, site="head_neck", oar_dvhs={"Glnd_Submand_L": ipsi, "Glnd_Submand_R": contra},
+                    reference_prescription_gy=70.0)
+    assert d.oar_max_prescription_gy["submandibular_gland:paired"] == pytest.approx(70.0 * 35.0 / 20.0)
+    both = apply_rails(70.0, site="head_neck", oar_dvhs={"SMG_L": (np.full(2, 50.0), vol),
+                                                         "SMG_R": (np.full(2, 40.0), vol)},
+                       reference_prescription_gy=70.0)
+    assert both.oar_max_prescription_gy["submandibular_gland:paired"] == pytest.approx(70.0 * 35.0 / 40.0)
+    assert both.flags == ["clipped_max"] and both.recommended_total_dose_gy == pytest.approx(61.25)
+
+
+def test_oar_lookup_by_alias() -> None:
+    rails = load_rails()
+    assert rails.oar("SpinalCord") is rails.oars["spinal_cord"]
+    assert rails.oar("lt_parotid") is rails.oars["parotid"]
+    assert rails.oar("OpticNrv_R") is rails.oars["optic_nerve"]
+    assert rails.oar("PTV70") is None and rails.oar("BODY") is None and rails.oar("Brain") is None
+    doc = _doc()
+    doc["oars"]["spleen"] = {"max_mean_dose_gy": 10.0, "source": "test row"}
+    custom = parse_rails(doc)
+    assert custom.oar("Spleen_L") is custom.oars["spleen"]  # a rails key outside the alias table
+    limits, notes, flags = oar_max_prescriptions({"spleen": (np.full(2, 20.0), np.ones(2))}, 70.0, rails=custom)
+    assert limits == {"spleen:mean_dose": pytest.approx(35.0)} and flags == []
 
 
 @given(dose=st.floats(0.0, 500.0), site=st.sampled_from(["head_neck", "lung", "breast", "prostate", "other"]),

@@ -6,6 +6,7 @@ docstring. See ``docs/radiobiology.md`` for the formulas, conventions and which 
 """
 
 from radiogenomics.radiobiology.dvh import DVH, compute_dvh, compute_dvhs, dvh_from_table
+from radiogenomics.radiobiology.endpoints import ToxicityEndpoint, toxicity_endpoints, toxicity_record_name
 from radiogenomics.radiobiology.export import (
     image_from_array,
     read_rtdose_gy,
@@ -59,15 +60,18 @@ from radiogenomics.radiobiology.painting import (
     tcp_optimal_painting,
 )
 from radiogenomics.radiobiology.rails import (
+    FLAG_UNRECOGNISED_STRUCTURE,
     OARLimit,
     Rails,
     RailsDecision,
+    ResolvedOARs,
     SiteRails,
     apply_rails,
     clip_voxel_doses,
     load_rails,
     oar_max_prescriptions,
     parse_rails,
+    resolve_oar_dvhs,
 )
 from radiogenomics.radiobiology.rsi import (
     RSI_COEFFICIENTS,
@@ -81,7 +85,20 @@ from radiogenomics.radiobiology.rsi import (
     score_rsi,
     theoretical_rsi_range,
 )
-from radiogenomics.radiobiology.targets import DoseTargets, dose_targets, toxicity_at_dose
+from radiogenomics.radiobiology.structures import (
+    StructureMatch,
+    canonical_structure,
+    is_target_structure,
+    load_structure_aliases,
+    resolve_structure,
+)
+from radiogenomics.radiobiology.targets import (
+    DoseTargets,
+    dose_targets,
+    interval_doses,
+    toxicity_at_dose,
+    whole_fraction_regimen,
+)
 from radiogenomics.radiobiology.tcp import dose_for_tcp, effective_lq, log_survivors, tcp_poisson
 
 __all__ = [
@@ -89,25 +106,30 @@ __all__ = [
     "DEFAULT_K_MMHG",
     "DEFAULT_OER_MAX",
     "DVH",
+    "FLAG_UNRECOGNISED_STRUCTURE",
+    "RSI_COEFFICIENTS",
+    "RSI_GENES",
+    "RSI_SLOT_NAMES",
+    "RSI_THRESHOLD_2009",
+    "RSI_THRESHOLD_LATER",
     "DoseTargets",
     "NTCPParameters",
     "OARLimit",
     "PaintingResult",
     "PatientLQ",
     "RSIScores",
-    "RSI_COEFFICIENTS",
-    "RSI_GENES",
-    "RSI_SLOT_NAMES",
-    "RSI_THRESHOLD_2009",
-    "RSI_THRESHOLD_LATER",
     "Rails",
     "RailsDecision",
+    "ResolvedOARs",
     "SiteRails",
+    "StructureMatch",
+    "ToxicityEndpoint",
     "alpha_from_rsi",
     "apply_rails",
     "bed",
     "brahme_agren_dose",
     "brahme_agren_dose_for_tcp",
+    "canonical_structure",
     "check_rsi",
     "clip_voxel_doses",
     "clonogen_density_from_suv",
@@ -129,11 +151,14 @@ __all__ = [
     "geud_for_ntcp",
     "hypoxic_lq",
     "image_from_array",
+    "interval_doses",
+    "is_target_structure",
     "isoeffective_total_dose",
     "linear_dose_painting",
     "lkb_ntcp",
     "load_ntcp_parameters",
     "load_rails",
+    "load_structure_aliases",
     "log_survivors",
     "max_prescription_for_ntcp",
     "max_valid_rsi",
@@ -147,6 +172,8 @@ __all__ = [
     "patient_lq",
     "po2_from_fmiso",
     "read_rtdose_gy",
+    "resolve_oar_dvhs",
+    "resolve_structure",
     "rsi_is_radioresistant",
     "rsi_score",
     "score_rsi",
@@ -155,6 +182,9 @@ __all__ = [
     "tcp_poisson",
     "theoretical_rsi_range",
     "toxicity_at_dose",
+    "toxicity_endpoints",
+    "toxicity_record_name",
+    "whole_fraction_regimen",
     "write_dose_nifti",
     "write_prescription",
     "write_rtdose",

@@ -5,6 +5,11 @@ for dose painting; *unverified institutional defaults*) and OAR limits (NTCP and
 Marks et al. IJROBP 2010;76:S10 and the organ papers cited per row). :func:`apply_rails` turns a requested
 total dose into the recommended one and the contract flags ``clipped_max`` / ``clipped_min``; it never
 returns a dose outside the rails.
+
+OAR names go through the TG-263 alias table (:mod:`structures`): ``SpinalCord``, ``spinal cord`` and
+``cord`` are one organ. A name that matches neither the table nor the rails raises :class:`InputError`, or,
+with ``unknown_structures="flag"``, adds the contract flag ``unrecognised_structure``: it never passes
+silently. Target volumes and the body outline passed as OARs are ignored with a reason.
 """
 
 from __future__ import annotations
@@ -13,22 +18,32 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-import yaml
 
 from radiogenomics.errors import InputError
+from radiogenomics.radiobiology._data import read_yaml_table
 from radiogenomics.radiobiology._validation import FloatArray, finite, non_negative, positive
 from radiogenomics.radiobiology.dvh import DVH
 from radiogenomics.radiobiology.ntcp import max_prescription_for_ntcp, ntcp_parameters
+from radiogenomics.radiobiology.structures import (
+    StructureMatch,
+    load_structure_aliases,
+    resolve_structure,
+    split_side,
+    words,
+)
 
 logger = logging.getLogger(__name__)
 
 FLAG_CLIPPED_MAX = "clipped_max"
 FLAG_CLIPPED_MIN = "clipped_min"
+FLAG_UNRECOGNISED_STRUCTURE = "unrecognised_structure"
+
+#: What to do with an OAR name that matches nothing: raise InputError, or continue with the flag.
+UnknownStructures = Literal["raise", "flag"]
 
 _SITE_KEYS = ("min_total_dose_gy", "max_total_dose_gy", "min_dose_per_fraction_gy", "max_dose_per_fraction_gy",
               "max_voxel_dose_gy")
@@ -61,6 +76,9 @@ class OARLimit:
     #: Paired organ (e.g. parotids): the limits are also met when *one* gland keeps its NTCP/max limits and a
     #: mean dose <= this, whatever the other receives (QUANTEC parotid: both < 25 Gy or one < 20 Gy).
     spared_one_max_mean_dose_gy: float | None = None
+    #: Left and right DVHs (``Lung_L``, ``Lung_R``) are added into one whole-organ DVH before the limits
+    #: apply (QUANTEC lung limits are for both lungs together); a whole-organ DVH (``Lungs``) takes precedence.
+    combine_sides: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,14 +94,24 @@ class Rails:
         return self.sites[site]
 
     def oar(self, structure: str) -> OARLimit | None:
-        """Limit for a structure name: exact organ, or the organ before a side suffix (``parotid_l``)."""
+        """Limit for a structure name: a key of the table, or the same organ by the alias table
+        (``SpinalCord`` -> ``spinal_cord``, ``lt_parotid`` -> ``parotid``); None when no row applies."""
         if structure in self.oars:
             return self.oars[structure]
-        base = structure.lower()
-        for suffix in ("_left", "_right", "_l", "_r"):
-            if base.endswith(suffix) and base[: -len(suffix)] in self.oars:
-                return self.oars[base[: -len(suffix)]]
-        return self.oars.get(base)
+        key = organ_key(structure)
+        if key is None:
+            return None
+        return next((lim for name, lim in self.oars.items() if organ_key(name) == key), None)
+
+
+def organ_key(name: str) -> str | None:
+    """The organ a structure name denotes: the alias table's organ (``"Parotid_L"`` -> ``"parotid"``), None
+    for targets and the body outline, else the name's words without a side word (``"spleen_l"`` -> ``"spleen"``)."""
+    match = resolve_structure(name)
+    if match is not None:
+        return match.organ
+    tokens = words(name)
+    return "".join(split_side(tokens)[0] if tokens else tokens) or None
 
 
 def _number(row: Mapping[str, Any], key: str, where: str, what: str, *, prob: bool = False) -> float:
@@ -127,9 +155,12 @@ def parse_rails(doc: Any, where: str = "rails.yaml") -> Rails:
         what = f"oars.{name}"
         if not isinstance(row, dict):
             raise InputError(f"rails {what} must be a mapping.", file=where)
-        unknown = set(row) - set(_OAR_KEYS) - {"source", "endpoint"}
+        unknown = set(row) - set(_OAR_KEYS) - {"source", "endpoint", "combine_sides"}
         if unknown:
             raise InputError(f"rails {what} has unknown keys {sorted(unknown)}.", file=where)
+        combine = row.get("combine_sides", False)
+        if not isinstance(combine, bool):
+            raise InputError(f"rails {what}.combine_sides must be true or false.", file=where)
         limits = {k: (_number(row, k, where, what, prob=k == "max_ntcp") if k in row else None) for k in _OAR_KEYS}
         if all(v is None for v in limits.values()):
             raise InputError(f"rails {what} sets no limit.", file=where)
@@ -138,26 +169,17 @@ def parse_rails(doc: Any, where: str = "rails.yaml") -> Rails:
             if not isinstance(endpoint, str):
                 raise InputError(f"rails {what}.max_ntcp needs an NTCP endpoint.", file=where)
             ntcp_parameters(endpoint)  # must exist in the NTCP table
+        if organ_key(str(name)) not in load_structure_aliases().organs:
+            logger.warning("rails %s: not an organ of the alias table; it matches only its own name", what)
         oars[str(name)] = OARLimit(organ=str(name), source=_source(row, where, what),
-                                   endpoint=endpoint if isinstance(endpoint, str) else None, **limits)
+                                   endpoint=endpoint if isinstance(endpoint, str) else None,
+                                   combine_sides=combine, **limits)
     return Rails(sites=sites, oars=oars)
 
 
 def load_rails(path: str | Path | None = None) -> Rails:
     """Load and validate the rails (default: the packaged ``data/rails.yaml``)."""
-    if path is None:
-        text = resources.files("radiogenomics.radiobiology").joinpath("data/rails.yaml").read_text()
-        where = "rails.yaml"
-    else:
-        where = str(path)
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise InputError(f"cannot read rails file: {exc}.", file=where) from exc
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InputError(f"rails file is not valid YAML: {exc}.", file=where) from exc
+    doc, where = read_yaml_table("rails.yaml", path, "rails file")
     return parse_rails(doc, where)
 
 
@@ -168,7 +190,8 @@ class RailsDecision:
     ``recommended_total_dose_gy`` lies in [``lower_limit_gy``, ``upper_limit_gy``]; when those conflict
     (an OAR limit below the site minimum) there is no safe dose: ``feasible`` is False, the recommendation
     is NaN and both clip flags are set. ``flags`` uses the contract vocabulary; ``reasons`` explains them;
-    ``oar_max_prescription_gy`` gives the highest prescription each OAR limit allows.
+    ``oar_max_prescription_gy`` gives the highest prescription each OAR limit allows;
+    ``unrecognised_structures`` the OAR names that matched nothing (flag ``unrecognised_structure``).
     """
 
     requested_total_dose_gy: float
@@ -179,6 +202,33 @@ class RailsDecision:
     flags: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     oar_max_prescription_gy: dict[str, float] = field(default_factory=dict)
+    unrecognised_structures: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OARInput:
+    """One OAR DVH the limits apply to: the caller's name (``+``-joined when sides were added), its limit."""
+
+    name: str
+    limit: OARLimit
+    dose_gy: FloatArray
+    volume: FloatArray
+    mean_dose_gy: float
+    max_dose_gy: float
+    side: str | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedOARs:
+    """OAR DVHs sorted by :func:`resolve_oar_dvhs`: the ones with limits, notes, and unmatched names."""
+
+    inputs: list[OARInput]
+    notes: list[str]
+    unrecognised: list[str]
+
+    @property
+    def flags(self) -> list[str]:
+        return [FLAG_UNRECOGNISED_STRUCTURE] if self.unrecognised else []
 
 
 def _dvh_arrays(value: DVH | tuple[Any, Any], name: str) -> tuple[FloatArray, FloatArray, float, float]:
@@ -196,35 +246,90 @@ def _dvh_arrays(value: DVH | tuple[Any, Any], name: str) -> tuple[FloatArray, Fl
     return dose, vol, float((dose * vol).sum() / vol.sum()), float(dose[occupied].max())
 
 
-def oar_max_prescriptions(oar_dvhs: Mapping[str, DVH | tuple[Any, Any]], reference_prescription_gy: float, *,
-                          rails: Rails, n_fractions: float | None = None,
-                          eqd2_alpha_beta_gy: float | None = None) -> tuple[dict[str, float], list[str]]:
-    """Highest prescription (Gy) each OAR limit allows, the OAR DVHs scaling with the prescription.
+def _not_an_oar(name: str, match: StructureMatch) -> str:
+    what = "a target volume" if match.kind == "target" else "the body outline (External)"
+    return f"{name} is {what}, not an organ at risk: ignored by the OAR limits"
 
-    NTCP limits use LKB (:func:`max_prescription_for_ntcp`); mean and max dose limits scale linearly.
-    With ``n_fractions`` and ``eqd2_alpha_beta_gy`` the NTCP is computed on EQD2 bins (Fowler 1989).
-    Paired organs with ``spared_one_max_mean_dose_gy`` give one ``<organ>:paired`` entry
-    (:func:`paired_organ_max_prescription`). Returns (structure-limit -> Gy, notes on unlimited structures).
+
+def resolve_oar_dvhs(oar_dvhs: Mapping[str, DVH | tuple[Any, Any]], *, rails: Rails,
+                     unknown_structures: UnknownStructures = "raise") -> ResolvedOARs:
+    """Sort OAR DVHs (structure name -> DVH or (dose_gy, volume)) for the limits.
+
+    Names go through the TG-263 alias table and the rails' own keys. Target volumes (GTV/CTV/ITV/PTV...) and
+    the body outline are ignored with a note; a recognised organ without a row in the rails is noted (an
+    explicit decision of the rails file); a name that matches nothing raises InputError, or with
+    ``unknown_structures="flag"`` is listed in ``unrecognised`` (flag ``unrecognised_structure``). Organs with
+    ``combine_sides`` get one DVH of their left and right parts unless a whole-organ DVH is given.
     """
-    ref = float(positive(reference_prescription_gy, "reference_prescription_gy"))
-    limits: dict[str, float] = {}
+    if unknown_structures not in ("raise", "flag"):
+        raise InputError(f"unknown_structures must be 'raise' or 'flag', got {unknown_structures!r}.")
     notes: list[str] = []
-    eqd2 = eqd2_alpha_beta_gy is not None
-    if eqd2 and n_fractions is None:
-        raise InputError("eqd2_alpha_beta_gy needs n_fractions.")
-    paired: dict[str, list[tuple[str, dict[str, float], float]]] = {}
+    unknown: list[str] = []
+    limited: list[OARInput] = []
     for name, value in oar_dvhs.items():
         dose, vol, mean, dmax = _dvh_arrays(value, name)
-        lim = rails.oar(name)
-        if lim is None:
-            notes.append(f"no rails for structure {name}")
-            logger.warning("rails: no OAR limit for structure %s; it does not constrain the dose", name)
+        match = resolve_structure(name)
+        if match is not None and match.kind != "oar":
+            notes.append(_not_an_oar(name, match))
             continue
+        lim = rails.oar(name)
+        if lim is not None:
+            limited.append(OARInput(name, lim, dose, vol, mean, dmax, match.side if match else None))
+        elif match is None:
+            unknown.append(name)
+        else:
+            notes.append(f"{name} ({match.canonical}): recognised organ with no limit in the rails")
+    if unknown and unknown_structures == "raise":
+        raise InputError(
+            f"OAR structure name(s) {', '.join(repr(n) for n in unknown)} match no organ of the alias table "
+            "(structure_aliases.yaml) or the rails: their limits cannot be checked.",
+            fix="use the TG-263 name (e.g. SpinalCord, Brainstem, Parotid_L), add the name to "
+                "structure_aliases.yaml or a row to the rails file, or pass unknown_structures='flag' to "
+                "continue with the flag unrecognised_structure.")
+    for name in unknown:
+        notes.append(f"unrecognised structure {name}: no OAR limit checked ({FLAG_UNRECOGNISED_STRUCTURE})")
+        logger.warning("rails: structure %s matches no organ; flagged %s", name, FLAG_UNRECOGNISED_STRUCTURE)
+    return ResolvedOARs(_combine_sides(limited, notes), notes, unknown)
+
+
+def _combine_sides(limited: list[OARInput], notes: list[str]) -> list[OARInput]:
+    """One whole-organ DVH per ``combine_sides`` organ: the whole DVH if given, else the sides added."""
+    out = [x for x in limited if not x.limit.combine_sides]
+    by_organ: dict[str, list[OARInput]] = {}
+    for x in limited:
+        if x.limit.combine_sides:
+            by_organ.setdefault(x.limit.organ, []).append(x)
+    for group in by_organ.values():
+        wholes = [x for x in group if x.side is None]
+        sides = [x for x in group if x.side is not None]
+        if wholes:
+            out.extend(wholes)
+            notes.extend(f"{x.name}: not checked on its own, the whole-organ DVH {wholes[0].name} is used"
+                         for x in sides)
+            continue
+        if len(sides) == 1:
+            notes.append(f"{sides[0].name}: only one side given; the whole-organ limits apply to it (stricter)")
+        volume = [float(x.volume.sum()) for x in sides]
+        out.append(OARInput(
+            "+".join(x.name for x in sides), sides[0].limit,
+            np.concatenate([x.dose_gy for x in sides]), np.concatenate([x.volume for x in sides]),
+            sum(x.mean_dose_gy * v for x, v in zip(sides, volume, strict=True)) / sum(volume),
+            max(x.max_dose_gy for x in sides)))
+    return out
+
+
+def _limits_of(inputs: list[OARInput], ref: float, n_fractions: float | None,
+               eqd2_alpha_beta_gy: float | None) -> dict[str, float]:
+    limits: dict[str, float] = {}
+    eqd2 = eqd2_alpha_beta_gy is not None
+    paired: dict[str, list[tuple[str, dict[str, float], float]]] = {}
+    for x in inputs:
+        lim, name, mean, dmax = x.limit, x.name, x.mean_dose_gy, x.max_dose_gy
         own: dict[str, float] = {}
         if lim.max_ntcp is not None and lim.endpoint is not None:
             p = ntcp_parameters(lim.endpoint)
             own[f"{name}:ntcp"] = max_prescription_for_ntcp(
-                dose, vol, ref, lim.max_ntcp, td50_gy=p.td50_gy, m=p.m, n=p.n,
+                x.dose_gy, x.volume, ref, lim.max_ntcp, td50_gy=p.td50_gy, m=p.m, n=p.n,
                 n_fractions=n_fractions if eqd2 else None, alpha_beta_gy=eqd2_alpha_beta_gy)
         if lim.max_mean_dose_gy is not None:
             own[f"{name}:mean_dose"] = ref * lim.max_mean_dose_gy / mean if mean > 0 else math.inf
@@ -237,7 +342,26 @@ def oar_max_prescriptions(oar_dvhs: Mapping[str, DVH | tuple[Any, Any]], referen
             limits.update(own)
     for organ, glands in paired.items():
         limits[f"{organ}:paired"] = paired_organ_max_prescription(glands)
-    return limits, notes
+    return limits
+
+
+def oar_max_prescriptions(oar_dvhs: Mapping[str, DVH | tuple[Any, Any]], reference_prescription_gy: float, *,
+                          rails: Rails, n_fractions: float | None = None, eqd2_alpha_beta_gy: float | None = None,
+                          unknown_structures: UnknownStructures = "raise",
+                          ) -> tuple[dict[str, float], list[str], list[str]]:
+    """Highest prescription (Gy) each OAR limit allows, the OAR DVHs scaling with the prescription.
+
+    Names are resolved by :func:`resolve_oar_dvhs` (alias table; unknown names raise, or are flagged with
+    ``unknown_structures="flag"``). NTCP limits use LKB (:func:`max_prescription_for_ntcp`); mean and max dose
+    limits scale linearly. With ``n_fractions`` and ``eqd2_alpha_beta_gy`` the NTCP is computed on EQD2 bins
+    (Fowler 1989). Paired organs with ``spared_one_max_mean_dose_gy`` give one ``<organ>:paired`` entry
+    (:func:`paired_organ_max_prescription`). Returns (structure-limit -> Gy, notes, contract flags).
+    """
+    ref = float(positive(reference_prescription_gy, "reference_prescription_gy"))
+    if eqd2_alpha_beta_gy is not None and n_fractions is None:
+        raise InputError("eqd2_alpha_beta_gy needs n_fractions.")
+    resolved = resolve_oar_dvhs(oar_dvhs, rails=rails, unknown_structures=unknown_structures)
+    return _limits_of(resolved.inputs, ref, n_fractions, eqd2_alpha_beta_gy), resolved.notes, resolved.flags
 
 
 def paired_organ_max_prescription(glands: list[tuple[str, dict[str, float], float]]) -> float:
@@ -258,14 +382,15 @@ def apply_rails(total_dose_gy: float, *, site: str, n_fractions: float | None = 
                 dose_per_fraction_gy: float | None = None,
                 oar_dvhs: Mapping[str, DVH | tuple[Any, Any]] | None = None,
                 reference_prescription_gy: float | None = None, eqd2_alpha_beta_gy: float | None = None,
-                rails: Rails | None = None) -> RailsDecision:
+                rails: Rails | None = None, unknown_structures: UnknownStructures = "raise") -> RailsDecision:
     """Clip a requested total dose (Gy) into the rails; return it with the contract flags.
 
     Limits: the site's min/max total dose; with ``n_fractions``, ``n * [min, max] dose per fraction``;
     ``dose_per_fraction_gy`` outside the site's range is an error (the regimen itself is unsafe); OAR
     limits from ``oar_dvhs`` (structure -> DVH planned at ``reference_prescription_gy``) lower the maximum.
     Above the maximum -> the maximum and ``clipped_max``; below the minimum -> the minimum and
-    ``clipped_min``.
+    ``clipped_min``. An OAR name that matches nothing raises InputError, or with
+    ``unknown_structures="flag"`` adds ``unrecognised_structure`` (see :func:`resolve_oar_dvhs`).
     """
     rails = rails or load_rails()
     sr = rails.site(site)
@@ -291,12 +416,16 @@ def apply_rails(total_dose_gy: float, *, site: str, n_fractions: float | None = 
                              f"[{sr.min_dose_per_fraction_gy}, {sr.max_dose_per_fraction_gy}] Gy.",
                              fix="choose a regimen within the rails.")
     oar_limits: dict[str, float] = {}
+    resolved = ResolvedOARs([], [], [])
     if oar_dvhs:
         if reference_prescription_gy is None:
             raise InputError("oar_dvhs need reference_prescription_gy (the prescription they were planned at).")
-        oar_limits, notes = oar_max_prescriptions(oar_dvhs, reference_prescription_gy, rails=rails,
-                                                  n_fractions=n_fractions, eqd2_alpha_beta_gy=eqd2_alpha_beta_gy)
-        reasons.extend(notes)
+        ref = float(positive(reference_prescription_gy, "reference_prescription_gy"))
+        if eqd2_alpha_beta_gy is not None and n_fractions is None:
+            raise InputError("eqd2_alpha_beta_gy needs n_fractions.")
+        resolved = resolve_oar_dvhs(oar_dvhs, rails=rails, unknown_structures=unknown_structures)
+        oar_limits = _limits_of(resolved.inputs, ref, n_fractions, eqd2_alpha_beta_gy)
+        reasons.extend(resolved.notes)
         if oar_limits:
             which = min(oar_limits, key=lambda k: oar_limits[k])
             if oar_limits[which] < upper:
@@ -305,8 +434,9 @@ def apply_rails(total_dose_gy: float, *, site: str, n_fractions: float | None = 
     if upper < lower:
         reasons.append(f"no safe dose: upper limit {upper:.2f} Gy < lower limit {lower:.2f} Gy")
         logger.warning("rails (%s): %s", site, reasons[-1])
-        return RailsDecision(requested, math.nan, lower, upper, False, [FLAG_CLIPPED_MAX, FLAG_CLIPPED_MIN],
-                             reasons, oar_limits)
+        return RailsDecision(requested, math.nan, lower, upper, False,
+                             [FLAG_CLIPPED_MAX, FLAG_CLIPPED_MIN, *resolved.flags], reasons, oar_limits,
+                             resolved.unrecognised)
     flags: list[str] = []
     recommended = requested
     if requested > upper:
@@ -317,7 +447,8 @@ def apply_rails(total_dose_gy: float, *, site: str, n_fractions: float | None = 
         recommended = lower
         flags.append(FLAG_CLIPPED_MIN)
         reasons.append(f"requested {requested:.2f} Gy < min {lower:.2f} Gy")
-    return RailsDecision(requested, recommended, lower, upper, True, flags, reasons, oar_limits)
+    return RailsDecision(requested, recommended, lower, upper, True, [*flags, *resolved.flags], reasons,
+                         oar_limits, resolved.unrecognised)
 
 
 def clip_voxel_doses(dose_gy: Any, *, site: str, rails: Rails | None = None) -> tuple[FloatArray, list[str]]:

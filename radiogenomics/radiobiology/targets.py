@@ -1,7 +1,11 @@
-"""Per-patient dose targets: GARD regimen figures, rails and toxicity at the planned dose.
+"""Per-patient dose targets: GARD regimen figures, rails, the recommended regimen and toxicity.
 
 Combines :mod:`gard` (Scott et al. Lancet Oncol 2017), :mod:`rails` (QUANTEC limits, site rails) and
 :mod:`ntcp` (LKB, Burman 1991) into the dose fields of the prescription record (contract section 2).
+
+Order: the GARD dose at the requested dose per fraction -> the rails on the total dose (site total and OAR
+limits) -> the regimen: a whole number of fractions, and the dose per fraction that makes the product exact
+(:func:`whole_fraction_regimen`).
 """
 
 from __future__ import annotations
@@ -12,15 +16,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from radiogenomics.errors import InputError
-from radiogenomics.radiobiology._validation import non_negative, positive
-from radiogenomics.radiobiology.gard import PatientLQ, dose_for_gard_lq, gard_lq
+from radiogenomics.radiobiology._validation import finite, non_negative, positive
+from radiogenomics.radiobiology.endpoints import toxicity_record_name
+from radiogenomics.radiobiology.gard import PatientLQ, alpha_from_rsi, check_rsi, dose_for_gard_lq, gard_lq
 from radiogenomics.radiobiology.ntcp import ntcp_from_dvh, ntcp_parameters
-from radiogenomics.radiobiology.rails import Rails, _dvh_arrays, apply_rails, load_rails
+from radiogenomics.radiobiology.rails import (
+    FLAG_CLIPPED_MAX,
+    FLAG_CLIPPED_MIN,
+    Rails,
+    UnknownStructures,
+    apply_rails,
+    load_rails,
+    resolve_oar_dvhs,
+)
 
 
 @dataclass(frozen=True)
 class DoseTargets:
-    """The dose fields of one prescription record (names as in contract section 2)."""
+    """The dose fields of one prescription record (names as in contract section 2).
+
+    ``recommended_n_fractions`` x ``recommended_dose_per_fraction_gy`` = ``recommended_total_dose_gy``
+    (NaN all three when no safe dose exists). ``dose_for_target_gard_lower_gy`` / ``_upper_gy``: the dose
+    for the target GARD at the RSI interval's lower (more radiosensitive) and upper (more radioresistant)
+    end, at ``dose_per_fraction_gy``, before the rails; NaN without an interval. ``toxicity`` is keyed by
+    explicit endpoint names (:mod:`endpoints`).
+    """
 
     alpha_per_gy: float
     beta_per_gy2: float
@@ -31,6 +51,10 @@ class DoseTargets:
     target_gard: float
     dose_for_target_gard_gy: float
     recommended_total_dose_gy: float
+    recommended_n_fractions: float = math.nan
+    recommended_dose_per_fraction_gy: float = math.nan
+    dose_for_target_gard_lower_gy: float = math.nan
+    dose_for_target_gard_upper_gy: float = math.nan
     toxicity: dict[str, float] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
@@ -42,42 +66,132 @@ class DoseTargets:
             "alpha_beta_gy": self.alpha_beta_gy, "dose_per_fraction_gy": self.dose_per_fraction_gy,
             "n_fractions": self.n_fractions, "gard": self.gard, "target_gard": self.target_gard,
             "dose_for_target_gard_gy": self.dose_for_target_gard_gy,
-            "recommended_total_dose_gy": self.recommended_total_dose_gy, "toxicity": dict(self.toxicity),
-            "flags": list(self.flags),
+            "dose_for_target_gard_lower_gy": self.dose_for_target_gard_lower_gy,
+            "dose_for_target_gard_upper_gy": self.dose_for_target_gard_upper_gy,
+            "recommended_total_dose_gy": self.recommended_total_dose_gy,
+            "recommended_n_fractions": self.recommended_n_fractions,
+            "recommended_dose_per_fraction_gy": self.recommended_dose_per_fraction_gy,
+            "toxicity": dict(self.toxicity), "flags": list(self.flags),
         }
+
+
+def whole_fraction_regimen(total_dose_gy: float, dose_per_fraction_gy: float, *, min_dose_per_fraction_gy: float,
+                           max_dose_per_fraction_gy: float) -> tuple[float, float]:
+    """A whole number of fractions n and the dose per fraction ``total / n`` (their product is the total).
+
+    n is the whole number nearest to ``total / dose_per_fraction_gy`` (the requested dose per fraction kept
+    as closely as possible; a tie takes the larger n, i.e. the smaller dose per fraction) among those whose
+    ``total / n`` lies in [min, max] dose per fraction of the rails. Returns (NaN, NaN) when the total is
+    not finite or positive, or no whole n fits the per-fraction rails.
+    """
+    d = float(positive(dose_per_fraction_gy, "dose_per_fraction_gy"))
+    d_min = float(positive(min_dose_per_fraction_gy, "min_dose_per_fraction_gy"))
+    d_max = float(positive(max_dose_per_fraction_gy, "max_dose_per_fraction_gy"))
+    if not (math.isfinite(total_dose_gy) and total_dose_gy > 0):
+        return math.nan, math.nan
+    lowest = max(1, math.ceil(total_dose_gy / d_max - 1e-9))
+    highest = math.floor(total_dose_gy / d_min + 1e-9)
+    if lowest > highest:
+        return math.nan, math.nan
+    n = min(max(math.floor(total_dose_gy / d + 0.5), lowest), highest)
+    return float(n), total_dose_gy / n
+
+
+def _dose_at_alpha(alpha: float, beta: float, target: float, d: float, what: str,
+                   reasons: list[str]) -> float:
+    if not (math.isfinite(alpha) and alpha > 0):
+        reasons.append(f"{what}: alpha <= 0 or undefined, no dose reaches the target GARD")
+        return math.nan
+    return float(dose_for_gard_lq(alpha, target, beta_per_gy2=beta, dose_per_fraction_gy=d))
+
+
+def interval_doses(lq: PatientLQ, target_gard: float, dose_per_fraction_gy: float, *,
+                   rsi_lower: float | None = None, rsi_upper: float | None = None,
+                   alpha_interval_per_gy: tuple[float, float] | None = None) -> tuple[float, float, list[str]]:
+    """Dose (Gy, at ``dose_per_fraction_gy``) for the target GARD at the two ends of an interval.
+
+    From the RSI interval (Scott 2017: ``alpha = -ln(RSI)/2 - 2 beta``; higher RSI = more radioresistant =
+    more dose) or from an alpha interval ``(lowest, highest)``. Returns (dose at the lower RSI / highest
+    alpha, dose at the upper RSI / lowest alpha, reasons); an end outside the LQ domain gives NaN with a
+    reason; no interval gives (NaN, NaN, []).
+    """
+    given_rsi = (rsi_lower is not None, rsi_upper is not None)
+    if given_rsi[0] != given_rsi[1]:
+        raise InputError("give both rsi_lower and rsi_upper, or neither.")
+    if any(given_rsi) and alpha_interval_per_gy is not None:
+        raise InputError("give an RSI interval or an alpha interval, not both.")
+    beta, reasons = lq.beta_per_gy2, []
+    if rsi_lower is not None and rsi_upper is not None:
+        lo, hi = float(finite(rsi_lower, "rsi_lower")), float(finite(rsi_upper, "rsi_upper"))
+        if lo > hi:
+            raise InputError(f"rsi_lower = {lo} > rsi_upper = {hi}.", fix="pass the interval's lower end first.")
+        if lq.rsi is not None and not lq.flags and not lo - 1e-12 <= lq.rsi <= hi + 1e-12:
+            raise InputError(f"rsi = {lq.rsi} lies outside its interval [{lo}, {hi}].",
+                             fix="pass the prediction interval of this RSI.")
+        ends = []
+        for what, rsi in (("rsi_lower", lo), ("rsi_upper", hi)):
+            problems = check_rsi(rsi, beta)
+            if problems:
+                reasons.append(f"{what} = {rsi} is outside the LQ domain ({', '.join(problems)})")
+            ends.append(math.nan if problems else float(alpha_from_rsi(rsi, beta)))
+        alpha_sensitive, alpha_resistant = ends
+    elif alpha_interval_per_gy is not None:
+        try:
+            a_lo, a_hi = (float(finite(a, "alpha_interval_per_gy")) for a in alpha_interval_per_gy)
+        except (TypeError, ValueError) as exc:
+            raise InputError("alpha_interval_per_gy must be a (lowest, highest) pair.") from exc
+        if a_lo > a_hi:
+            raise InputError(f"alpha_interval_per_gy = ({a_lo}, {a_hi}) is not (lowest, highest).")
+        alpha_sensitive, alpha_resistant = a_hi, a_lo
+    else:
+        return math.nan, math.nan, []
+    target = float(non_negative(target_gard, "target_gard"))
+    d = float(positive(dose_per_fraction_gy, "dose_per_fraction_gy"))
+    lower = _dose_at_alpha(alpha_sensitive, beta, target, d, "lower end of the interval", reasons)
+    upper = _dose_at_alpha(alpha_resistant, beta, target, d, "upper end of the interval", reasons)
+    return lower, upper, reasons
 
 
 def toxicity_at_dose(oar_dvhs: Mapping[str, Any], reference_prescription_gy: float, prescription_gy: float, *,
                      rails: Rails | None = None) -> dict[str, float]:
     """NTCP per endpoint at ``prescription_gy``, each OAR DVH (planned at the reference) scaled with it.
 
-    Endpoints come from the rails' OAR table (e.g. parotid -> xerostomia); several structures of one
-    endpoint (left/right parotid) report the highest NTCP. LKB parameters from ntcp_parameters.yaml.
+    Endpoints come from the rails' OAR table (e.g. parotid -> xerostomia) and are keyed by their record
+    names (``xerostomia_flow_lt25pct_1y``, :mod:`endpoints`); several structures of one endpoint (left/right
+    parotid) report the highest NTCP; sides of a ``combine_sides`` organ (lungs) are added first. Names go
+    through the alias table; one that matches nothing raises InputError. LKB parameters from
+    ntcp_parameters.yaml.
     """
     rails = rails or load_rails()
     ref = float(positive(reference_prescription_gy, "reference_prescription_gy"))
     scale = float(non_negative(prescription_gy, "prescription_gy")) / ref
     out: dict[str, float] = {}
-    for name, value in oar_dvhs.items():
-        lim = rails.oar(name)
-        if lim is None or lim.endpoint is None:
+    for x in resolve_oar_dvhs(oar_dvhs, rails=rails).inputs:
+        if x.limit.endpoint is None:
             continue
-        dose, vol, _, _ = _dvh_arrays(value, name)
-        p = ntcp_parameters(lim.endpoint)
-        ntcp = ntcp_from_dvh(dose * scale, vol, td50_gy=p.td50_gy, m=p.m, n=p.n)
-        out[lim.endpoint] = max(out.get(lim.endpoint, 0.0), ntcp)
+        p = ntcp_parameters(x.limit.endpoint)
+        ntcp = ntcp_from_dvh(x.dose_gy * scale, x.volume, td50_gy=p.td50_gy, m=p.m, n=p.n)
+        key = toxicity_record_name(x.limit.endpoint)
+        out[key] = max(out.get(key, 0.0), ntcp)
     return out
 
 
 def dose_targets(lq: PatientLQ, *, site: str, target_gard: float, n_fractions: float = 35,
                  dose_per_fraction_gy: float = 2.0, oar_dvhs: Mapping[str, Any] | None = None,
-                 reference_prescription_gy: float | None = None, rails: Rails | None = None) -> DoseTargets:
+                 reference_prescription_gy: float | None = None, rails: Rails | None = None,
+                 rsi_lower: float | None = None, rsi_upper: float | None = None,
+                 alpha_interval_per_gy: tuple[float, float] | None = None,
+                 unknown_structures: UnknownStructures = "raise") -> DoseTargets:
     """Dose fields of a prescription record for one patient (Scott 2017; rails; LKB).
 
     ``gard``: GARD of the regimen ``n_fractions x dose_per_fraction_gy``; ``dose_for_target_gard_gy``:
     total dose at ``dose_per_fraction_gy`` reaching ``target_gard`` (a parameter, never a constant);
-    ``recommended_total_dose_gy``: that dose after :func:`apply_rails` (flags ``clipped_max`` /
-    ``clipped_min``); ``toxicity``: NTCP per endpoint at the recommended dose when OAR DVHs are given.
+    ``recommended_total_dose_gy``: that dose after :func:`apply_rails` (site total and OAR limits; flags
+    ``clipped_max`` / ``clipped_min``, and ``unrecognised_structure`` for unmatched OAR names with
+    ``unknown_structures="flag"``); then the regimen (:func:`whole_fraction_regimen`: whole fractions
+    nearest the requested dose per fraction, within the site's per-fraction rails); ``toxicity``: NTCP per
+    endpoint at the recommended dose when OAR DVHs are given; the interval doses from ``rsi_lower`` /
+    ``rsi_upper`` or ``alpha_interval_per_gy`` (:func:`interval_doses`).
     """
     rails = rails or load_rails()
     n = float(positive(n_fractions, "n_fractions"))
@@ -86,18 +200,35 @@ def dose_targets(lq: PatientLQ, *, site: str, target_gard: float, n_fractions: f
     regimen_gard = float(gard_lq(lq.alpha_per_gy, n * d, n, lq.beta_per_gy2))
     needed = float(dose_for_gard_lq(lq.alpha_per_gy, target, beta_per_gy2=lq.beta_per_gy2,
                                     dose_per_fraction_gy=d))
+    lower, upper, interval_reasons = interval_doses(lq, target, d, rsi_lower=rsi_lower, rsi_upper=rsi_upper,
+                                                    alpha_interval_per_gy=alpha_interval_per_gy)
     decision = apply_rails(needed, site=site, dose_per_fraction_gy=d, oar_dvhs=oar_dvhs,
-                           reference_prescription_gy=reference_prescription_gy, rails=rails)
+                           reference_prescription_gy=reference_prescription_gy, rails=rails,
+                           unknown_structures=unknown_structures)
+    reasons = [*lq.reasons, *decision.reasons, *interval_reasons]
+    flags = [*lq.flags, *decision.flags]
+    sr = rails.site(site)
+    total = decision.recommended_total_dose_gy
+    rec_n, rec_d = whole_fraction_regimen(total, d, min_dose_per_fraction_gy=sr.min_dose_per_fraction_gy,
+                                          max_dose_per_fraction_gy=sr.max_dose_per_fraction_gy)
+    if decision.feasible and math.isnan(rec_n):
+        reasons.append(f"no whole number of fractions gives {total:.2f} Gy within the {site} dose per "
+                       f"fraction rails [{sr.min_dose_per_fraction_gy}, {sr.max_dose_per_fraction_gy}] Gy")
+        flags += [FLAG_CLIPPED_MAX, FLAG_CLIPPED_MIN]
+        total = math.nan
+    elif decision.feasible:
+        reasons.append(f"regimen: {rec_n:g} x {rec_d:.4f} Gy (whole fractions nearest {d:g} Gy per fraction)")
     toxicity: dict[str, float] = {}
-    if oar_dvhs and decision.feasible:
+    if oar_dvhs and math.isfinite(total):
         if reference_prescription_gy is None:
             raise InputError("oar_dvhs need reference_prescription_gy.")
-        toxicity = toxicity_at_dose(oar_dvhs, reference_prescription_gy, decision.recommended_total_dose_gy,
-                                    rails=rails)
-    flags = list(dict.fromkeys([*lq.flags, *decision.flags]))
+        known = {k: v for k, v in oar_dvhs.items() if k not in decision.unrecognised_structures}
+        toxicity = toxicity_at_dose(known, reference_prescription_gy, total, rails=rails)
     return DoseTargets(
         alpha_per_gy=lq.alpha_per_gy, beta_per_gy2=lq.beta_per_gy2,
         alpha_beta_gy=lq.alpha_beta_gy if lq.beta_per_gy2 > 0 else math.inf,
         dose_per_fraction_gy=d, n_fractions=n, gard=regimen_gard, target_gard=target,
-        dose_for_target_gard_gy=needed, recommended_total_dose_gy=decision.recommended_total_dose_gy,
-        toxicity=toxicity, flags=flags, reasons=[*lq.reasons, *decision.reasons])
+        dose_for_target_gard_gy=needed, recommended_total_dose_gy=total,
+        recommended_n_fractions=rec_n, recommended_dose_per_fraction_gy=rec_d,
+        dose_for_target_gard_lower_gy=lower, dose_for_target_gard_upper_gy=upper,
+        toxicity=toxicity, flags=list(dict.fromkeys(flags)), reasons=reasons)
