@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -72,30 +70,45 @@ def test_label_map_selection() -> None:
     assert compute_dvh(dose, labels, voxel_volume_cc=1.0).n_voxels == 25
 
 
-def test_mask_on_other_aligned_grid_is_resampled_with_warning(caplog: pytest.LogCaptureFixture) -> None:
+def test_mask_on_its_own_grid_gets_the_dose_interpolated() -> None:
+    # dose 5 Gy per 2 mm voxel along x: D = 2.5 Gy/mm * x (voxel centres at x = 0, 2, ..., 14 mm)
     dose_arr = np.tile(np.arange(8, dtype=np.float64)[None, None, :] * 5.0, (4, 4, 1))
     dose = _image(dose_arr, spacing=(2.0, 2.0, 2.0))
-    # mask at 1 mm in-plane covering x in [4, 8) mm physical -> dose voxels 2 and 3 (10, 15 Gy)
+    # mask at 1 mm: voxel centres x = 3.5 .. 6.5 mm (faces 3 .. 7 mm), y and z 0 .. 7 mm
     mask_arr = np.zeros((8, 8, 16), np.uint8)
     mask_arr[:, :, 4:8] = 1
     mask = _image(mask_arr, spacing=(1.0, 1.0, 1.0), origin=(-0.5, -0.5, -0.5))
-    with caplog.at_level(logging.WARNING, logger="radiogenomics.radiobiology.dvh"):
-        dvh = compute_dvh(dose, mask, bin_width_gy=1.0, structure="ptv")
-    assert dvh.resampled
-    assert any("resampling the mask" in r.getMessage() for r in caplog.records)
-    assert sorted(set(np.round(dvh.dose_gy[dvh.volume_cc > 0] - 0.5, 6))) == [10.0, 15.0]
+    dvh = compute_dvh(dose, mask, bin_width_gy=1.0, structure="ptv")
+    assert dvh.resampled and dvh.n_voxels == 256
+    assert dvh.voxel_volume_cc == pytest.approx(0.001)  # the structure's own grid
     assert dvh.total_volume_cc == pytest.approx(2 * 4 * 4 * 8 / 1000)
+    assert dvh.mean_dose_gy == pytest.approx(2.5 * 5.0)  # linear field: the dose at the centroid
+    assert (dvh.min_dose_gy, dvh.max_dose_gy) == (pytest.approx(2.5 * 3.0), pytest.approx(2.5 * 7.0))
+    # every voxel is on the surface (one layer in y/z at the grid border): sub-voxel doses at x = 3.17 .. 6.83 mm
+    occupied = dvh.dose_gy[dvh.volume_cc > 0]
+    assert occupied.min() == pytest.approx(7.5) and occupied.max() == pytest.approx(17.5)
+    assert dvh.volume_at_least(12.5) == pytest.approx(dvh.total_volume_cc / 2, rel=0.05)
+
+
+def test_mask_on_an_oblique_grid() -> None:
+    _, mask = _dose_and_mask()
+    img = _image(np.tile(np.arange(8, dtype=np.float64)[None, None, :] * 10.0, (4, 5, 1)))  # 5 Gy/mm along x
+    mask = np.concatenate([mask, np.zeros((4, 5, 2), np.uint8)], axis=2)
+    flipped = _image(np.ascontiguousarray(np.swapaxes(mask, 1, 2)), spacing=(2.0, 2.0, 3.0))
+    flipped.SetDirection((0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0))  # mask axes x and y swapped
+    dvh = compute_dvh(img, flipped, bin_width_gy=1.0)
+    assert dvh.resampled
+    assert dvh.total_volume_cc == pytest.approx(24 * 0.012)
+    assert dvh.mean_dose_gy == pytest.approx(35.0)
+    assert (dvh.min_dose_gy, dvh.max_dose_gy) == (pytest.approx(15.0), pytest.approx(55.0))
 
 
 def test_mismatched_masks_raise() -> None:
     dose, mask = _dose_and_mask()
     with pytest.raises(InputError, match="shape"):
         compute_dvh(dose, mask[:, :, :3], voxel_volume_cc=1.0)
-    img = _image(dose)
-    rotated = _image(mask)
-    rotated.SetDirection((0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
-    with pytest.raises(InputError, match="orientation"):
-        compute_dvh(img, rotated)
+    with pytest.raises(InputError, match="SimpleITK image but the dose is an array"):
+        compute_dvh(dose, _image(mask), voxel_volume_cc=1.0)
     with pytest.raises(InputError, match="voxel_volume_cc"):
         compute_dvh(dose, mask)
     with pytest.raises(InputError, match="selects no voxel"):
@@ -116,7 +129,7 @@ def test_scaling_table_roundtrip_and_ntcp() -> None:
     assert doubled.mean_dose_gy == pytest.approx(17.5)
     assert doubled.total_volume_cc == pytest.approx(dvh.total_volume_cc)
     table = dvh.to_frame("P1")
-    assert list(table.columns) == ["patient_id", "structure", "dose_gy", "volume_cc"]
+    assert list(table.columns) == ["patient_id", "structure", "dose_gy", "volume_cc", "bin_width_gy"]
     back = dvh_from_table(pd.concat([table, table.assign(structure="other")]), "parotid_l", "P1")
     assert back.total_volume_cc == pytest.approx(dvh.total_volume_cc)
     assert back.geud(1.0) == pytest.approx(dvh.geud(1.0))

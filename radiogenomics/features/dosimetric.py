@@ -99,8 +99,9 @@ def structure_dose_features(dose: sitk.Image, masks: Mapping[str, sitk.Image],
                             bin_width_gy: float = BIN_WIDTH_GY) -> dict[str, float]:
     """``{"<structure>.<metric>": value}`` for every structure mask on a dose grid (Gy).
 
-    The DVH comes from :func:`radiogenomics.radiobiology.compute_dvh` (a mask on another grid is resampled
-    onto the dose grid, nearest neighbour); mean, min and max dose are the exact voxel values.
+    The DVH comes from :func:`radiogenomics.radiobiology.compute_dvh`: a mask on the dose grid selects dose
+    voxels; a mask on its own (e.g. CT) grid gets the dose interpolated trilinearly onto it, surface voxels
+    supersampled. Mean, min and max dose come from those dose samples, not the bins.
     """
     from radiogenomics.radiobiology import compute_dvh
 
