@@ -51,16 +51,11 @@ def test_sample_median_normalisation_is_single_sample() -> None:
     assert genomic.normalise_expression(shifted, "sample_median").to_numpy() == pytest.approx(norm.to_numpy())
 
 
-def test_cohort_zscore_uses_reference_statistics() -> None:
-    expr = _expr()
-    z = genomic.normalise_expression(expr, "cohort_zscore")
-    assert z["A"].tolist() == pytest.approx([-1.0, 0.0, 1.0])
-    assert z["D"].isna().all()  # constant gene: no scale
-    ref = expr.loc[["P1", "P2"]]
-    z_new = genomic.normalise_expression(expr.loc[["P3"]], "cohort_zscore", reference=ref)
-    assert z_new.at["P3", "A"] == pytest.approx((3.0 - 1.5) / np.std([1.0, 2.0], ddof=1))
+def test_no_cohort_level_normalisation() -> None:
+    with pytest.raises(InputError, match="FeatureScaler"):
+        genomic.normalise_expression(_expr(), "cohort_zscore")  # type: ignore[arg-type]
     with pytest.raises(InputError):
-        genomic.normalise_expression(expr, "quantile")  # type: ignore[arg-type]
+        genomic.normalise_expression(_expr(), "quantile")  # type: ignore[arg-type]
 
 
 def test_missing_gene_policies() -> None:
@@ -89,7 +84,7 @@ def test_genomic_features_on_synthetic_cohort(synth_cohort: Path) -> None:
     feats = genomic_features(cohort.expression)
     assert feats.index.tolist() == cohort.expression.index.tolist()
     assert np.allclose(feats["genomic.rsi"], rsi_score(cohort.expression).to_numpy())
-    assert (feats["genomic.rsi_imputed"] == 0).all()
+    assert (feats["genomic.rsi_coverage"] == 1.0).all()
     assert (feats["genomic.hypoxia_toustrup2011_coverage"] == 1.0).all()
     # the synthetic generator makes hypoxia genes rise with the true hypoxic fraction
     truth = pd.read_csv(synth_cohort / "truth.csv", dtype={"patient_id": str}).set_index("patient_id")
@@ -100,16 +95,39 @@ def test_genomic_features_on_synthetic_cohort(synth_cohort: Path) -> None:
     assert rho_tox > 0.4
 
 
-def test_rsi_imputation_is_flagged(synth_cohort: Path) -> None:
+def test_blank_rsi_genes_give_nan_not_an_imputed_value(synth_cohort: Path) -> None:
+    from radiogenomics.cohort import load_cohort
+    from radiogenomics.radiobiology import rsi_score
+
+    expr = load_cohort(synth_cohort).expression
+    assert expr is not None
+    expr = expr.copy()
+    one_blank, all_blank = expr.index[0], expr.index[1]
+    expr.loc[one_blank, "STAT1"] = np.nan
+    expr.loc[all_blank, :] = np.nan
+    feats = genomic_features(expr)
+    assert np.isnan(feats.loc[one_blank, "genomic.rsi"]) and feats.loc[one_blank, "genomic.rsi_coverage"] == 0.9
+    assert np.isnan(feats.loc[all_blank, "genomic.rsi"]) and feats.loc[all_blank, "genomic.rsi_coverage"] == 0.0
+    assert "genomic.rsi_imputed" not in feats
+    rest = expr.index[2:]
+    assert feats.loc[rest, "genomic.rsi"].to_numpy() == pytest.approx(rsi_score(expr.loc[rest]).to_numpy())
+    available = genomic.genomic_available(feats)
+    assert not available[all_blank] and available[one_blank] and available[rest].all()
+    with pytest.raises(InputError, match=str(one_blank)):
+        genomic_features(expr, rsi_missing="raise")
+    with pytest.raises(InputError, match="RSIImputer"):
+        genomic_features(expr, rsi_missing="median")  # type: ignore[arg-type]
+
+
+def test_each_row_depends_on_its_patient_alone(synth_cohort: Path) -> None:
     from radiogenomics.cohort import load_cohort
 
     expr = load_cohort(synth_cohort).expression
     assert expr is not None
     expr = expr.copy()
-    first = expr.index[0]
-    expr.loc[first, "STAT1"] = np.nan
-    feats = genomic_features(expr, rsi_missing="median")
-    assert feats.loc[first, "genomic.rsi_imputed"] == 1.0
-    assert np.isfinite(feats.loc[first, "genomic.rsi"])
-    with pytest.raises(InputError):
-        genomic_features(expr, rsi_missing="raise", missing="error")
+    expr.iloc[0, expr.columns.get_loc("JUN")] = np.nan  # the old cohort-median imputation made this row depend
+    expr.iloc[3, expr.columns.get_loc("JUN")] += 5.0     # on the others' JUN values
+    full = genomic_features(expr)
+    for others in ([1, 2], [3, 4, 5], []):
+        part = genomic_features(expr.iloc[[0, *others]])
+        pd.testing.assert_series_equal(part.iloc[0], full.iloc[0], check_exact=True)

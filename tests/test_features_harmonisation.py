@@ -139,12 +139,97 @@ def test_input_errors() -> None:
     one = df[df["clinical.center"] == "A"]
     with pytest.raises(InputError, match="2 batches"):
         ComBat().fit(one)
-    fitted = ComBat().fit(df[df["clinical.center"] != "C"])
+    fitted = ComBat(unseen_batch="error").fit(df[df["clinical.center"] != "C"])
     with pytest.raises(InputError, match="C"):
         fitted.transform(df)
-    passthrough = ComBat(unseen_batch="identity").fit(df[df["clinical.center"] != "C"]).transform(df)
-    unseen = df["clinical.center"] == "C"
-    assert np.allclose(passthrough.loc[unseen, FEATURES], df.loc[unseen, FEATURES])
+    with pytest.raises(InputError, match="min_batch_size"):
+        ComBat(min_batch_size=1).fit(df)
+    with pytest.raises(InputError, match="groups"):
+        ComBat(groups=("radiomics",)).fit(df)
+    with pytest.raises(InputError, match="no numeric columns"):
+        ComBat(groups=("dose",)).fit(df)
+
+
+def _fused(n_per_centre: int = 20, seed: int = 5) -> pd.DataFrame:
+    """A fused-table-like frame: every column, whatever its group, carries a centre shift and scale."""
+    rng = np.random.default_rng(seed)
+    centres = np.repeat(["A", "B", "C"], n_per_centre)
+    shift = np.array([SHIFT[c] for c in centres])[:, None]
+    scale = np.array([SCALE[c] for c in centres])[:, None]
+    columns = ["ct.gtv.original_firstorder_Mean", "pet_fdg.gtv.original_glcm_Contrast", "deep.ct.gtv.0",
+               "clinical.age_years", "clinical.total_dose_gy", "dose.parotid_l.mean_gy", "dose.gtv.mean_gy",
+               "genomic.rsi", "genomic.rsi_coverage", "available.ct", "clinical.lc_months", "outcome.os_months"]
+    values = rng.normal(size=(len(centres), len(columns))) * scale + shift + 10.0
+    df = pd.DataFrame(values, columns=columns)
+    df["available.ct"] = rng.integers(0, 2, len(centres)).astype(float)  # a 0/1 flag stored as float
+    df["clinical.center"] = centres
+    return df
+
+
+IMAGING_COLUMNS = ["ct.gtv.original_firstorder_Mean", "pet_fdg.gtv.original_glcm_Contrast", "deep.ct.gtv.0"]
+
+
+def test_default_harmonises_imaging_columns_only() -> None:
+    df = _fused()
+    combat = ComBat().fit(df)
+    assert combat.columns_ == IMAGING_COLUMNS
+    out = combat.transform(df)
+    others = [c for c in df.columns if c not in IMAGING_COLUMNS]
+    pd.testing.assert_frame_equal(out[others], df[others])  # flags, dose, treatment, genomic, clinical, outcome
+    assert not np.allclose(out[IMAGING_COLUMNS], df[IMAGING_COLUMNS])
+    means = out.groupby("clinical.center")[IMAGING_COLUMNS].mean()
+    assert float((means.max() - means.min()).max()) < 0.5 * float(max(SHIFT.values()) - min(SHIFT.values()))
+    assert ComBat(groups=("imaging",)).fit(df).columns_ == IMAGING_COLUMNS[:2]
+    # an explicit column list is still honoured, whatever the group
+    explicit = ComBat(columns=["clinical.age_years", "genomic.rsi"]).fit(df)
+    assert explicit.columns_ == ["clinical.age_years", "genomic.rsi"]
+    assert not np.allclose(explicit.transform(df)["genomic.rsi"], df["genomic.rsi"])
+
+
+def test_unseen_centre_passes_through_unchanged_and_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    df = _fused()
+    seen = df["clinical.center"] != "C"
+    combat = ComBat().fit(df[seen])
+    with caplog.at_level("WARNING", logger="radiogenomics.features.harmonisation"):
+        out = combat.transform(df)
+    assert combat.unseen_batches_ == ["C"]
+    assert "unseen" in caplog.text and "['C']" in caplog.text
+    pd.testing.assert_frame_equal(out[~seen], df[~seen])
+    pd.testing.assert_frame_equal(out[seen], combat.transform(df[seen]))
+    assert combat.unseen_batches_ == []  # reported per transform call
+    assert not np.allclose(out.loc[seen, IMAGING_COLUMNS], df.loc[seen, IMAGING_COLUMNS])
+
+
+def test_small_centre_is_left_out_of_the_fit_and_passes_through(caplog: pytest.LogCaptureFixture) -> None:
+    df = _data()
+    lone = df.iloc[[0]].assign(**{"clinical.center": "D"})
+    lone[FEATURES] += 50.0
+    with_lone = pd.concat([df, lone], ignore_index=True)
+    kwargs = {"categorical": ["clinical.sex"], "continuous": ["clinical.age_years"]}
+    with caplog.at_level("WARNING", logger="radiogenomics.features.harmonisation"):
+        combat = ComBat(**kwargs).fit(with_lone)
+    assert combat.small_batches_ == ["D"] and "['D']" in caplog.text
+    assert combat.batches_ == ["A", "B", "C"]
+    reference = ComBat(**kwargs).fit(df)  # the same fit without the lone patient
+    assert np.allclose(combat.gamma_star_, reference.gamma_star_) and np.allclose(combat.grand_mean_,
+                                                                                  reference.grand_mean_)
+    out = combat.transform(with_lone)
+    assert np.allclose(out.iloc[-1][FEATURES].to_numpy(dtype=float), lone[FEATURES].to_numpy(dtype=float))
+    assert np.allclose(out.iloc[:-1][FEATURES], reference.transform(df)[FEATURES])
+    assert ComBat(**kwargs, unseen_batch="error").fit(with_lone).transform(with_lone).shape == with_lone.shape
+    # a documented threshold: centres of 20 patients are "small" under min_batch_size=21
+    with pytest.raises(InputError, match="2 batches with at least 21"):
+        ComBat(min_batch_size=21).fit(df)
+
+
+def test_feature_constant_within_a_centre(caplog: pytest.LogCaptureFixture) -> None:
+    df = _data()
+    df.loc[df["clinical.center"] == "A", "ct.gtv.f0"] = 3.0
+    with caplog.at_level("WARNING", logger="radiogenomics.features.harmonisation"):
+        out = ComBat().fit(df).transform(df)
+    assert "constant within a batch" in caplog.text
+    assert np.isfinite(out[FEATURES].to_numpy()).all()
+    assert out.loc[df["clinical.center"] == "A", "ct.gtv.f0"].nunique() == 1  # location only: stays constant
 
 
 def test_expression_harmonisation_on_synthetic_cohort(synth_cohort: Path) -> None:
@@ -157,7 +242,9 @@ def test_expression_harmonisation_on_synthetic_cohort(synth_cohort: Path) -> Non
     genes = [c for c in cohort.expression.columns]
     counts = expr["center"].value_counts()
     expr = expr[expr["center"].isin(counts[counts >= 2].index)]
-    out = ComBat(batch="center").fit(expr).transform(expr)
+    with pytest.raises(InputError, match="no numeric columns"):
+        ComBat(batch="center").fit(expr)  # gene names belong to no imaging group: choose them explicitly
+    out = ComBat(batch="center", columns=genes).fit(expr).transform(expr)
     before = expr.groupby("center")[genes].mean()
     after = out.groupby("center")[genes].mean()
     assert float((after.max() - after.min()).mean()) < float((before.max() - before.min()).mean())

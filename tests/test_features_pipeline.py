@@ -13,6 +13,7 @@ from test_features_helpers import subset_cohort, write_fast_params
 from radiogenomics.features import naming
 from radiogenomics.features.pipeline import ExtractOptions, ExtractSummary, extract, output_paths
 from radiogenomics.features.radiomics_extraction import extract_radiomics, params_for_modality
+from radiogenomics.features.schema import column_group, read_feature_schema, read_feature_table
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,12 @@ def test_fused_table_layout(full_run: tuple[ExtractSummary, Path, Path], synth_c
                    "available.genomic"):
         assert column in table.columns, column
     namespaces = {naming.namespace(c) for c in table.columns if c != "patient_id"}
-    assert namespaces == {"ct", "pet_fdg", "pet_fmiso", "dose", "genomic", "clinical", "available"}
-    assert not [c for c in table.columns if c.startswith(("clinical.lc_", "clinical.tox_"))]  # outcomes excluded
+    assert namespaces == {"ct", "pet_fdg", "pet_fmiso", "dose", "genomic", "clinical", "outcome", "available"}
+    # outcome-like patients.csv columns are kept under outcome.* (group outcome, never a default feature)
+    assert not [c for c in table.columns if c.startswith(("clinical.lc_", "clinical.tox_"))]
+    outcomes = [c for c in table.columns if column_group(c) == "outcome"]
+    assert outcomes == ["outcome.lc_event", "outcome.lc_months", "outcome.tox_dysphagia", "outcome.tox_xerostomia"]
+    assert column_group("clinical.total_dose_gy") == "treatment" and "clinical.total_dose_gy" in table.columns
     avail = table.filter(like="available.")
     assert set(avail.dtypes.astype(str)) == {"int8"} and (avail == 1).all().all()
     radiomics = table[[c for c in table.columns if c.startswith(("ct.", "pet_"))]]
@@ -74,7 +79,8 @@ def test_data_dictionary_describes_every_column(full_run: tuple[ExtractSummary, 
     assert entries.at["ct.gtv.original_shape_MeshVolume", "unit"] == "mm3"
     assert entries.at["ct.gtv.original_shape_MeshVolume", "roi"] == "gtv"
     assert (entries["description"] != "").all()
-    assert set(entries["source"]) == {"id", "clinical", "availability", "genomic", "dose", "radiomics"}
+    assert set(entries["source"]) == {"id", "clinical", "outcome", "availability", "genomic", "dose", "radiomics"}
+    assert entries["group"].to_dict() == {c: column_group(c) for c in table.columns}
 
 
 def test_rerun_is_served_from_cache(full_run: tuple[ExtractSummary, Path, Path], synth_cohort: Path,
@@ -208,3 +214,152 @@ def test_unchanged_rerun_is_skipped_and_any_change_is_not(synth_cohort: Path, tm
     # --no-cache never skips
     sixth = extract(cohort, out, ExtractOptions(workers=1, use_cache=False, params=params))
     assert not sixth.up_to_date and sixth.computed == sixth.n_items
+
+
+def test_table_carries_its_schema(full_run: tuple[ExtractSummary, Path, Path]) -> None:
+    from radiogenomics.features.dosimetric import metric_names
+    from radiogenomics.features.expected import radiomics_keys
+    from radiogenomics.features.radiomics_extraction import canonical_json
+
+    _, out, _ = full_run
+    table = pd.read_parquet(out)
+    schema = read_feature_schema(out)
+    assert schema.names == table.columns.tolist()
+    typed = read_feature_table(out)
+    assert [c.dtype for c in schema.columns] == [str(t) for t in typed.dtypes]
+    assert str(typed["outcome.tox_xerostomia"].dtype) == "Int64" and str(typed["clinical.center"].dtype) == "str"
+    assert typed["available.ct"].dtype == np.int8 and typed["genomic.rsi"].dtype == np.float64
+    assert all(c.group == column_group(c.name) for c in schema.columns)
+    assert schema.params["radiomics_params"] is None and schema.params["deep"] is False
+    assert schema.params["genomic_normalisation"] == "sample_median"
+    # the columns a group would have if every patient failed are the ones real patients produce
+    ct_gtv = [c[len("ct.gtv."):] for c in table.columns if c.startswith("ct.gtv.")]
+    assert sorted(radiomics_keys(canonical_json(params_for_modality("CT") or {}))) == sorted(ct_gtv)
+    assert sorted(metric_names()) == sorted(c[len("dose.gtv."):] for c in table.columns if c.startswith("dose.gtv."))
+    from radiogenomics.features.deep import DeepConfig
+    from radiogenomics.features.expected import item_keys
+    from radiogenomics.features.tasks import DEEP, WorkItem
+
+    deep = WorkItem(kind=DEEP, patient_id="P", modality="CT", roi="GTV", image="", params=DeepConfig().to_params())
+    assert item_keys(deep) == tuple(str(i) for i in range(DeepConfig().embedding_dim))
+
+
+def _pick_cohort(src: Path, dst: Path, ids: list[str]) -> None:
+    """Copy the patients ``ids`` (in that order) of a cohort to ``dst``."""
+    import shutil
+
+    dst.mkdir(parents=True)
+    for name in ("patients.csv", "images.csv", "expression.csv", "dvh.csv"):
+        if (src / name).exists():
+            table = pd.read_csv(src / name, dtype=str, keep_default_na=False)
+            table = table[table["patient_id"].isin(ids)]
+            if name in ("patients.csv", "expression.csv"):
+                table = table.set_index("patient_id").loc[ids].reset_index()
+            table.to_csv(dst / name, index=False)
+    for pid in ids:
+        shutil.copytree(src / "images" / pid, dst / "images" / pid)
+
+
+def _blank_expression(cohort: Path, pid: str, genes: list[str] | None) -> None:
+    expr = pd.read_csv(cohort / "expression.csv", dtype=str, keep_default_na=False)
+    expr.loc[expr["patient_id"] == pid, genes or [c for c in expr.columns if c != "patient_id"]] = ""
+    expr.to_csv(cohort / "expression.csv", index=False)
+
+
+@pytest.fixture(scope="module")
+def two_cohorts(synth_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Cohort A (4 patients) and cohort B (2 of A's patients with 2 others, another order), extracted."""
+    root = tmp_path_factory.mktemp("pair")
+    ids = pd.read_csv(synth_cohort / "patients.csv", dtype=str)["patient_id"].tolist()
+    runs: dict[str, object] = {"ids": ids, "root": root, "params": write_fast_params(root / "fast.yaml")}
+    for name, members in (("a", ids[0:4]), ("b", [ids[2], ids[0], ids[5], ids[6]])):
+        _pick_cohort(synth_cohort, root / name, members)
+        _blank_expression(root / name, ids[2], ["JUN"])  # one RSI gene blank
+        if name == "a":
+            _blank_expression(root / name, ids[1], None)  # an entirely blank expression row
+        runs[name] = root / f"{name}.parquet"
+        extract(root / name, root / f"{name}.parquet",
+                ExtractOptions(workers=1, cache_dir=root / "cache", params=root / "fast.yaml"))
+    return runs
+
+
+def test_same_patient_same_row_whatever_the_cohort(two_cohorts: dict[str, object]) -> None:
+    ids = two_cohorts["ids"]
+    assert isinstance(ids, list)
+    a = pd.read_parquet(two_cohorts["a"]).set_index("patient_id")
+    b = pd.read_parquet(two_cohorts["b"]).set_index("patient_id")
+    assert a.columns.tolist() == b.columns.tolist()
+    for pid in (ids[0], ids[2]):
+        pd.testing.assert_series_equal(a.loc[pid], b.loc[pid], check_exact=True)
+    assert np.isfinite(a.at[ids[0], "genomic.rsi"]) and a.at[ids[0], "available.genomic"] == 1
+    assert np.isnan(a.at[ids[2], "genomic.rsi"]) and a.at[ids[2], "genomic.rsi_coverage"] == 0.9
+    assert np.isfinite(a.at[ids[2], "genomic.hypoxia_toustrup2011"]) and a.at[ids[2], "available.genomic"] == 1
+    # an all-blank expression row is no genomics: no RSI, no scores, availability 0
+    assert np.isnan(a.at[ids[1], "genomic.rsi"]) and a.at[ids[1], "genomic.rsi_coverage"] == 0.0
+    assert a.loc[ids[1], ["genomic.hypoxia_toustrup2011", "genomic.toxicity_candidate_genes"]].isna().all()
+    assert a.at[ids[1], "available.genomic"] == 0
+
+
+def test_columns_exist_when_every_patient_fails(two_cohorts: dict[str, object], tmp_path: Path) -> None:
+    ids = two_cohorts["ids"]
+    assert isinstance(ids, list) and isinstance(two_cohorts["root"], Path)
+    cohort = tmp_path / "cohort"
+    _pick_cohort(two_cohorts["root"] / "a", cohort, ids[0:2])
+    for pid in ids[0:2]:
+        ct = cohort / "images" / pid / "ct.nii.gz"
+        ct.write_bytes(ct.read_bytes()[:300])  # every CT item fails
+    pd.read_csv(cohort / "expression.csv").iloc[:0].to_csv(cohort / "expression.csv", index=False)  # header only
+    out = tmp_path / "failed.parquet"
+    summary = extract(cohort, out, ExtractOptions(workers=1, cache_dir=tmp_path / "cache",
+                                                  params=two_cohorts["params"]))  # type: ignore[arg-type]
+    assert summary.failed > 0
+    table = pd.read_parquet(out).set_index("patient_id")
+    reference = pd.read_parquet(two_cohorts["a"]).set_index("patient_id")  # type: ignore[arg-type]
+    ct_columns = [c for c in reference.columns if c.startswith("ct.")]
+    assert ct_columns and [c for c in table.columns if c.startswith("ct.")] == ct_columns
+    assert table[ct_columns].isna().all().all() and (table["available.ct"] == 0).all()
+    assert (table["available.genomic"] == 0).all() and (table["available.pet_fdg"] == 1).all()
+
+
+def test_schema_from_reindexes_a_new_cohort(two_cohorts: dict[str, object], synth_cohort: Path, tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    from radiogenomics.errors import InputError
+    from radiogenomics.features.radiomics_extraction import load_params
+
+    ids = two_cohorts["ids"]
+    reference_path = two_cohorts["a"]
+    assert isinstance(ids, list) and isinstance(reference_path, Path)
+    cohort = tmp_path / "new"
+    _pick_cohort(synth_cohort, cohort, ids[8:10])
+    images = pd.read_csv(cohort / "images.csv", dtype=str, keep_default_na=False)
+    images[images["modality"] != "PET_FMISO"].to_csv(cohort / "images.csv", index=False)  # no FMISO PET
+    patients = pd.read_csv(cohort / "patients.csv", dtype=str, keep_default_na=False)
+    patients["smoking_pack_years"] = ["10", "20"]  # a column the reference does not have
+    patients.to_csv(cohort / "patients.csv", index=False)
+    (cohort / "expression.csv").unlink()
+    out = tmp_path / "new.parquet"
+    cache = tmp_path / "cache"
+    with caplog.at_level("WARNING"):
+        extract(cohort, out, ExtractOptions(workers=1, cache_dir=cache, schema_from=reference_path))
+    reference = read_feature_schema(reference_path)
+    table = read_feature_table(out)
+    assert table.columns.tolist() == reference.names
+    assert [str(t) for t in table.dtypes] == [c.dtype for c in reference.columns]
+    assert read_feature_schema(out).names == reference.names
+    assert "1 column(s) absent from the reference" in caplog.text and "clinical.smoking_pack_years" in caplog.text
+    fmiso = [c for c in table.columns if c.startswith("pet_fmiso.")]
+    assert fmiso and table[fmiso].isna().all().all() and (table["available.pet_fmiso"] == 0).all()
+    assert table.filter(like="genomic.").isna().all().all() and (table["available.genomic"] == 0).all()
+    assert table["ct.gtv.original_firstorder_Mean"].notna().all()  # computed with the reference's parameters
+    assert load_params(tmp_path / "new.params.yaml") == load_params(two_cohorts["params"])  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="filters"):
+        extract(cohort, tmp_path / "x.parquet", ExtractOptions(workers=1, cache_dir=cache, filters=("original", "log"),
+                                                               schema_from=reference_path))
+    other = write_fast_params(tmp_path / "other.yaml")
+    other.write_text(other.read_text().replace("binWidth: 25", "binWidth: 10"))
+    with pytest.raises(InputError, match="radiomics_params"):
+        extract(cohort, tmp_path / "y.parquet", ExtractOptions(workers=1, cache_dir=cache, schema_from=reference_path,
+                                                               params=other))
+    same = extract(cohort, tmp_path / "z.parquet", ExtractOptions(workers=1, cache_dir=cache, params=two_cohorts[
+        "params"], schema_from=reference_path))  # type: ignore[arg-type]
+    assert same.failed == 0 and pd.read_parquet(tmp_path / "z.parquet").columns.tolist() == reference.names

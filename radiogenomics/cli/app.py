@@ -12,6 +12,7 @@ import sys
 import typer
 
 from radiogenomics import __version__
+from radiogenomics.cli import cache as cache_cmd
 from radiogenomics.cli import demo as demo_cmd
 from radiogenomics.cli import extract as extract_cmd
 from radiogenomics.cli import pending as pending_cmd
@@ -19,6 +20,7 @@ from radiogenomics.cli import synth as synth_cmd
 from radiogenomics.cli import validate as validate_cmd
 from radiogenomics.cli.console import fail_line
 from radiogenomics.errors import InputError
+from radiogenomics.outputs import path_error
 
 app = typer.Typer(
     name="radiogenomics",
@@ -53,6 +55,7 @@ app.command("train")(pending_cmd.train)
 app.command("predict")(pending_cmd.predict)
 app.command("serve")(pending_cmd.serve)
 app.add_typer(pending_cmd.token_app, name="token")
+app.add_typer(cache_cmd.cache_app, name="cache")
 app.command("demo")(demo_cmd.demo)
 
 
@@ -63,6 +66,15 @@ def main(argv: list[str] | None = None) -> int:
         result = app(args=argv, standalone_mode=False)
     except InputError as exc:
         fail_line(str(exc))
+        return 2
+    except OSError as exc:
+        # A path the user gave that cannot be read or written is bad input (exit 2), not an internal error.
+        reason = path_error(exc)
+        if reason is None:
+            logging.getLogger("radiogenomics").exception("internal error")
+            fail_line(f"internal error: {type(exc).__name__}: {exc}")
+            return 1
+        fail_line(str(reason))
         return 2
     except typer.Exit as exc:
         return int(exc.exit_code or 0)

@@ -12,7 +12,8 @@ from radiogenomics.errors import InputError
 def extract(
     cohort: Path = typer.Argument(..., help="Cohort folder (patients.csv, images.csv, ...)."),
     out: Path = typer.Option(
-        ..., "--out", help="Output Parquet file (data dictionary, failures.csv and summary are written beside it)."
+        ..., "--out", help="Output Parquet file (<stem>.dictionary.csv, <stem>.failures.csv and "
+        "<stem>.summary.json are written beside it)."
     ),
     params: Path | None = typer.Option(
         None, "--params", help="pyradiomics YAML parameter file used for every modality (default: shipped files)."
@@ -33,8 +34,18 @@ def extract(
         None, "--deep-checkpoint", help="Encoder weights (torch checkpoint) for the deep features."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar with ETA."),
+    rsi_gene_map: list[str] | None = typer.Option(
+        None, "--rsi-gene-map", metavar="SLOT=GENE", help="Read an RSI slot from another expression column, e.g. "
+        "CDK1=PAK2 (the authors' probe for CDK1). Repeatable or comma-separated; overrides cohort.yaml's "
+        "rsi_gene_map slot by slot."
+    ),
+    schema_from: Path | None = typer.Option(
+        None, "--schema-from", help="Reference feature table (Parquet written by extract): reuse its extraction "
+        "parameters and write exactly its columns, in its order (missing -> NaN, availability 0; extra dropped)."
+    ),
 ) -> None:
     """Extract radiomic, deep, genomic and dosimetric features into one Parquet table."""
+    from radiogenomics.cohort.rsi_gene_map import parse_gene_map_args
     from radiogenomics.features.pipeline import ExtractOptions
     from radiogenomics.features.pipeline import extract as run_extract
 
@@ -49,11 +60,15 @@ def extract(
     if workers < 0:
         raise InputError(f"--workers must be >= 0, got {workers}")
     filter_names = tuple(f.strip() for f in filters.split(",") if f.strip()) if filters else None
+    gene_map = parse_gene_map_args(rsi_gene_map) if rsi_gene_map else None
     options = ExtractOptions(params=params, filters=filter_names, workers=workers, dask_address=dask,
                              cache_dir=cache_dir, use_cache=not no_cache, deep=deep,
-                             deep_checkpoint=deep_checkpoint, progress=progress)
+                             deep_checkpoint=deep_checkpoint, progress=progress,
+                             schema_from=schema_from, rsi_gene_map=gene_map)
     summary = run_extract(cohort, out, options)
     typer.echo(summary.one_line())
+    for warning in summary.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if summary.failed:
         typer.echo(f"{summary.failed} item(s) failed for patient(s) {', '.join(summary.failed_patients)}; "
                    f"reasons in {summary.failures}", err=True)

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import yaml
 from radiogenomics.cohort import schema
 from radiogenomics.cohort.imageio import read_image, read_mask
 from radiogenomics.cohort.problems import ProblemList
+from radiogenomics.cohort.rsi_gene_map import YAML_KEY, gene_map_from_yaml, merge_gene_maps, slot_columns
 from radiogenomics.cohort.tables import parse_dvh, parse_expression, parse_images, parse_patients
 from radiogenomics.errors import InputError
 
@@ -31,6 +33,8 @@ class Cohort:
     expression: pd.DataFrame | None = None
     dvh: pd.DataFrame | None = None
     meta: dict[str, object] = field(default_factory=dict)
+    #: RSI slot -> expression column in effect (cohort.yaml ``rsi_gene_map``, overridden by the caller's map).
+    rsi_gene_map: dict[str, str] = field(default_factory=dict)
 
     @property
     def patient_ids(self) -> list[str]:
@@ -72,6 +76,12 @@ def read_cohort_meta(root: Path, problems: ProblemList) -> dict[str, object]:
         problems.add("invalid_yaml", "cohort.yaml must be a mapping (name:, description:, format_version:).",
                      "write key: value lines.", file=schema.COHORT_META_FILE)
         return {}
+    if YAML_KEY in meta:
+        try:
+            meta[YAML_KEY] = gene_map_from_yaml(meta[YAML_KEY])
+        except InputError as exc:
+            problems.add("invalid_rsi_gene_map", exc.reason, exc.fix or "", file=schema.COHORT_META_FILE)
+            meta[YAML_KEY] = {}
     version = meta.get("format_version", schema.FORMAT_VERSION)
     if str(version).strip() != str(schema.FORMAT_VERSION):
         problems.add("unsupported_format_version", f"format_version {version!r} is not supported.",
@@ -79,23 +89,42 @@ def read_cohort_meta(root: Path, problems: ProblemList) -> dict[str, object]:
     return meta
 
 
-def rsi_genes() -> tuple[str, ...]:
-    """The 10 RSI genes (Eschrich 2009), from the radiobiology package."""
-    from radiogenomics.radiobiology import RSI_GENES
-
-    return tuple(RSI_GENES)
+def rsi_genes(gene_map: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The expression columns of the 10 RSI slots (Eschrich 2009): the genes, or the columns mapped to them."""
+    return slot_columns(gene_map or {})
 
 
-def load_tables(root: Path) -> tuple[Cohort | None, ProblemList]:
-    """Parse every table of the cohort at `root`, collecting all problems (never raises for bad content)."""
+def _rsi_gene_map(meta: Mapping[str, object], override: Mapping[str, str] | None,
+                  problems: ProblemList) -> dict[str, str]:
+    """cohort.yaml's RSI slot map overridden by ``override`` (a conflict between the two is a problem)."""
+    from_file = meta.get(YAML_KEY) or {}
+    try:
+        return merge_gene_maps(from_file if isinstance(from_file, dict) else {}, override)
+    except InputError as exc:
+        problems.add("invalid_rsi_gene_map", exc.reason, exc.fix or "", file=schema.COHORT_META_FILE)
+        return {}
+
+
+def load_tables(root: Path, rsi_gene_map: Mapping[str, str] | None = None) -> tuple[Cohort | None, ProblemList]:
+    """Parse every table of the cohort at `root`, collecting all problems (never raises for bad content).
+
+    `rsi_gene_map` (RSI slot -> expression column, e.g. from ``extract --rsi-gene-map``) overrides cohort.yaml's
+    ``rsi_gene_map`` slot by slot; expression.csv must then have the mapped columns.
+    """
     problems = ProblemList()
     if not root.is_dir():
         problems.add("not_a_folder", f"cohort folder {root} does not exist.", "give the path of a cohort folder.")
         return None, problems
     meta = read_cohort_meta(root, problems)
+    gene_map = _rsi_gene_map(meta, rsi_gene_map, problems)
     patients_path = root / schema.PATIENTS_FILE
     if not patients_path.exists():
         problems.add("missing_file", "patients.csv is missing.", "add patients.csv (one row per patient).",
+                     file=schema.PATIENTS_FILE)
+        return None, problems
+    if not patients_path.is_file():
+        problems.add("unreadable_table", f"patients.csv is not a file ({patients_path}).",
+                     "patients.csv must be a CSV file (one row per patient), not a folder.",
                      file=schema.PATIENTS_FILE)
         return None, problems
     patients, found = _parse(parse_patients, patients_path, schema.PATIENTS_FILE, problems)
@@ -106,12 +135,14 @@ def load_tables(root: Path) -> tuple[Cohort | None, ProblemList]:
                                schema.IMAGES_FILE, problems)
     expression = None
     if (root / schema.EXPRESSION_FILE).exists():
-        expression, found = _parse(lambda p: parse_expression(p, ids, rsi_genes()), root / schema.EXPRESSION_FILE,
+        slots = rsi_genes(gene_map)
+        expression, found = _parse(lambda p: parse_expression(p, ids, slots), root / schema.EXPRESSION_FILE,
                                    schema.EXPRESSION_FILE, problems)
     dvh = None
     if (root / schema.DVH_FILE).exists():
         dvh, found = _parse(lambda p: parse_dvh(p, ids), root / schema.DVH_FILE, schema.DVH_FILE, problems)
-    return Cohort(root=root, patients=patients, images=images, expression=expression, dvh=dvh, meta=meta), problems
+    return Cohort(root=root, patients=patients, images=images, expression=expression, dvh=dvh, meta=meta,
+                  rsi_gene_map=gene_map), problems
 
 
 def _parse(parser, path: Path, file: str, problems: ProblemList):  # type: ignore[no-untyped-def]
@@ -121,14 +152,21 @@ def _parse(parser, path: Path, file: str, problems: ProblemList):  # type: ignor
         problems.add("unreadable_table", f"cannot parse {file}: {exc}".replace("\n", " "),
                      "save the table as UTF-8 CSV with a header row.", file=file)
         return pd.DataFrame(), ProblemList()
+    except OSError as exc:  # a folder named patients.csv, an unreadable file
+        problems.add("unreadable_table", f"cannot read {file}: {exc.strerror or exc}.",
+                     f"{file} must be a readable CSV file (not a folder).", file=file)
+        return pd.DataFrame(), ProblemList()
     problems.extend(found)
     return frame, found
 
 
-def load_cohort(path: str | Path) -> Cohort:
-    """Load and type-check the tables of a cohort folder; raise `InputError` listing every table problem."""
+def load_cohort(path: str | Path, rsi_gene_map: Mapping[str, str] | None = None) -> Cohort:
+    """Load and type-check the tables of a cohort folder; raise `InputError` listing every table problem.
+
+    `rsi_gene_map`: RSI slot -> expression column, overriding cohort.yaml's (see :func:`load_tables`).
+    """
     root = Path(path).resolve()
-    cohort, problems = load_tables(root)
+    cohort, problems = load_tables(root, rsi_gene_map)
     errors = problems.errors
     if errors or cohort is None:
         shown = "; ".join(p.one_line() for p in errors[:5])

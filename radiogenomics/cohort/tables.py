@@ -290,12 +290,14 @@ def parse_expression(path: Path, patient_ids: set[str] | None, required_genes: t
         if substitute in genes:
             # Eschrich's array code fills the CDK1 slot with probe 205962_at (annotated PAK2).
             problems.add("rsi_slot_substitute", f"RSI gene '{gene}' is absent but '{substitute}' is present.",
-                         f"compute the RSI with gene_map={{'{gene}': '{substitute}'}} (see docs/radiobiology.md).",
+                         f"map the slot: `radiogenomics extract --rsi-gene-map {gene}={substitute}`, or "
+                         f"`rsi_gene_map: {{{gene}: {substitute}}}` in cohort.yaml (see docs/cohort-format.md).",
                          file=file, column=gene, severity="warning")
         else:
             problems.add("missing_rsi_gene", f"RSI gene '{gene}' is not a column of expression.csv.",
-                         f"add the '{gene}' column, or map its RSI slot to another column "
-                         "(e.g. CDK1 -> PAK2) when computing the RSI.", file=file, column=gene)
+                         f"add the '{gene}' column, or map its RSI slot to the column that holds it "
+                         "(`extract --rsi-gene-map SLOT=COLUMN` or `rsi_gene_map: {SLOT: COLUMN}` in cohort.yaml, "
+                         "e.g. CDK1=PAK2).", file=file, column=gene)
     values = np.full((len(raw), len(genes)), np.nan)
     seen: dict[str, int] = {}
     for i, pid in enumerate(raw["patient_id"], start=1):

@@ -1,8 +1,10 @@
 """Fuse per-item results and per-patient tables into one wide table keyed by patient_id, plus its dictionary.
 
 Column namespaces (see :mod:`radiogenomics.features.naming`): ``<modality>.<roi>.<pyradiomics key>``,
-``deep.<modality>.<roi>.<i>``, ``genomic.<name>``, ``dose.<structure>.<metric>``, ``clinical.<column>`` and
-``available.<source>`` (1/0: that source produced features for the patient).
+``deep.<modality>.<roi>.<i>``, ``genomic.<name>``, ``dose.<structure>.<metric>``, ``clinical.<column>``,
+``outcome.<column>`` (outcome-like patients.csv columns, :func:`radiogenomics.features.schema.is_outcome_name`)
+and ``available.<source>`` (1/0: that source produced features for the patient). Each column's schema group
+is :func:`radiogenomics.features.schema.column_group`.
 """
 
 from __future__ import annotations
@@ -16,10 +18,8 @@ import pandas as pd
 
 from radiogenomics.features import naming
 from radiogenomics.features.cache import atomic_write_bytes
+from radiogenomics.features.schema import TREATMENT_CLINICAL, column_group, is_outcome_name
 from radiogenomics.features.tasks import DEEP, DOSE, RADIOMICS, ItemResult
-
-#: patients.csv columns that are outcomes (labels), not features: never copied into the feature table.
-OUTCOME_PREFIXES = ("lc_", "tox_")
 
 INTENSITY_UNITS = {"ct": "HU", "pet_fdg": "SUV", "pet_fmiso": "SUV", "mr_t1": "a.u.", "mr_t2": "a.u.",
                    "mr_dwi": "a.u."}
@@ -30,10 +30,6 @@ _SHAPE_UNITS = {"MeshVolume": "mm3", "VoxelVolume": "mm3", "SurfaceArea": "mm2",
                 "Maximum3DDiameter": "mm", "Maximum2DDiameterSlice": "mm", "Maximum2DDiameterColumn": "mm",
                 "Maximum2DDiameterRow": "mm", "MajorAxisLength": "mm", "MinorAxisLength": "mm",
                 "LeastAxisLength": "mm"}
-
-
-def is_outcome(column: str) -> bool:
-    return column.startswith(OUTCOME_PREFIXES)
 
 
 def item_frame(results: Iterable[ItemResult]) -> pd.DataFrame:
@@ -49,7 +45,7 @@ def item_frame(results: Iterable[ItemResult]) -> pd.DataFrame:
         keys = tuple(res.features)
         layout_key = (item.kind, item.modality, item.roi, keys)
         if layout_key not in layouts:  # same modality, ROI and parameters -> same columns for every patient
-            names = _column_names(item.kind, item.modality, item.roi, keys, item.item_id)
+            names = column_names(item.kind, item.modality, item.roi, keys, item.item_id)
             layouts[layout_key] = np.array([columns.setdefault(n, len(columns)) for n in names], dtype=np.int64)
         row = patients.setdefault(item.patient_id, len(patients))
         pieces.append((row, layouts[layout_key], np.fromiter(res.features.values(), dtype=np.float64,
@@ -61,7 +57,8 @@ def item_frame(results: Iterable[ItemResult]) -> pd.DataFrame:
     return pd.DataFrame(matrix, index=index, columns=list(columns))
 
 
-def _column_names(kind: str, modality: str, roi: str, keys: tuple[str, ...], item_id: str) -> list[str]:
+def column_names(kind: str, modality: str, roi: str, keys: tuple[str, ...], item_id: str) -> list[str]:
+    """Table columns of an item's feature keys (radiomics, deep or dose namespace)."""
     if kind == RADIOMICS:
         if any("." in key for key in keys):
             raise ValueError(f"a pyradiomics key of {item_id} contains a dot")
@@ -75,12 +72,15 @@ def _column_names(kind: str, modality: str, roi: str, keys: tuple[str, ...], ite
 
 
 def clinical_frame(patients: pd.DataFrame) -> pd.DataFrame:
-    """``clinical.<column>`` for every patients.csv column except the ID and the outcomes (lc_*, tox_*)."""
+    """Every patients.csv column but the ID: ``outcome.<column>`` for outcome-like names (``lc_*``, ``tox_*``,
+    ``*_event``, ``*_months``, ``os_*``, ``pfs_*``, see :func:`~radiogenomics.features.schema.is_outcome_name`),
+    ``clinical.<column>`` for the rest (treatment variables such as ``total_dose_gy`` keep this name; their
+    schema group is ``treatment``)."""
     table = patients.set_index(naming.PATIENT_ID)
     table.index = table.index.map(str)
-    keep = [c for c in table.columns if not is_outcome(str(c))]
-    out = table[keep].copy()
-    out.columns = [naming.clinical_column(str(c)) for c in keep]
+    out = table.copy()
+    out.columns = [naming.outcome_column(str(c)) if is_outcome_name(str(c)) and naming.slug(str(c)) not in
+                   TREATMENT_CLINICAL else naming.clinical_column(str(c)) for c in table.columns]
     return out
 
 
@@ -111,12 +111,16 @@ def fuse(patient_ids: Sequence[str], parts: Sequence[pd.DataFrame]) -> pd.DataFr
     available = [c for c in table.columns if naming.namespace(c) == naming.AVAILABLE]
     if available:
         table[available] = table[available].fillna(0).astype(np.int8)
+    for name in table.columns:  # text as pandas' string dtype, which is what reading the Parquet gives back
+        if pd.api.types.is_object_dtype(table[name]) and table[name].dropna().map(lambda v: isinstance(v, str)).all():
+            table[name] = table[name].astype("str")
     return table.reset_index()
 
 
 def _column_order(column: str) -> tuple[int, str]:
     ns = naming.namespace(column)
-    rank = {naming.CLINICAL: 0, naming.AVAILABLE: 1, naming.GENOMIC: 2, naming.DOSE: 3, naming.DEEP: 5}
+    rank = {naming.CLINICAL: 0, naming.AVAILABLE: 1, naming.GENOMIC: 2, naming.DOSE: 3, naming.DEEP: 5,
+            naming.OUTCOME: 6}
     return rank.get(ns, 4), column
 
 
@@ -129,9 +133,10 @@ def describe_column(column: str) -> dict[str, str]:
         return {"source": "id", "modality": "", "roi": "", "feature": column, "unit": "",
                 "description": "pseudonymous patient ID from patients.csv"}
     ns, _, rest = column.partition(".")
-    if ns == naming.CLINICAL:
-        return {"source": "clinical", "modality": "", "roi": "", "feature": rest, "unit": _clinical_unit(rest),
-                "description": f"patients.csv column {rest}"}
+    if ns in (naming.CLINICAL, naming.OUTCOME):
+        return {"source": ns, "modality": "", "roi": "", "feature": rest, "unit": _clinical_unit(rest),
+                "description": f"patients.csv column {rest}"
+                + (" (outcome-like: a label, never a default feature)" if ns == naming.OUTCOME else "")}
     if ns == naming.AVAILABLE:
         return {"source": "availability", "modality": rest, "roi": "", "feature": "available", "unit": "0/1",
                 "description": f"1 when {rest} features were extracted for the patient, 0 otherwise"}
@@ -166,16 +171,14 @@ def _genomic_unit(name: str) -> str:
         return "SF2 (surviving fraction at 2 Gy)"
     if name.endswith("_coverage"):
         return "fraction of signature genes"
-    if name.endswith("_imputed"):
-        return "0/1"
     return "normalised log2 expression"
 
 
 def _genomic_description(name: str) -> str:
     if name == "rsi":
         return "Radiosensitivity Index (Eschrich 2009) from the 10-gene rank model"
-    if name == "rsi_imputed":
-        return "1 when an RSI gene was imputed for the patient"
+    if name == "rsi_coverage":
+        return "fraction of the 10 RSI genes observed for the patient (RSI is NaN below 1: nothing is imputed)"
     if name.endswith("_coverage"):
         return f"fraction of the {name[: -len('_coverage')]} signature genes available for the patient"
     return f"gene-signature score {name} (see radiogenomics/features/data/{name}.yaml for genes and source)"
@@ -206,16 +209,19 @@ def _radiomics_unit(modality: str, cls: str, feature: str) -> str:
 
 
 def data_dictionary(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per column of the fused table: column, dtype, source, modality, roi, feature, unit, description."""
+    """One row per column of the fused table: column, group (schema group), dtype, source, modality, roi,
+    feature, unit, n_missing, description."""
     missing = table.isna().sum()
-    rows = [{"column": column, "dtype": str(dtype), **describe_column(str(column)),
-             "n_missing": str(int(missing[column]))} for column, dtype in table.dtypes.items()]
-    return pd.DataFrame(rows, columns=["column", "dtype", "source", "modality", "roi", "feature", "unit",
+    rows = [{"column": column, "group": column_group(str(column)), "dtype": str(dtype),
+             **describe_column(str(column)), "n_missing": str(int(missing[column]))}
+            for column, dtype in table.dtypes.items()]
+    return pd.DataFrame(rows, columns=["column", "group", "dtype", "source", "modality", "roi", "feature", "unit",
                                        "n_missing", "description"])
 
 
-def write_parquet(table: pd.DataFrame, path: Path) -> None:
-    """Write the table to Parquet atomically (temporary file + rename).
+def write_parquet(table: pd.DataFrame, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Write the table to Parquet atomically (temporary file + rename), with ``metadata`` as the file's
+    key-value metadata (the ``radiogenomics.*`` schema keys, :meth:`FeatureSchema.to_metadata`).
 
     Built column by column from one 2-D float block: pandas' generic conversion costs seconds for the
     ~10^4 columns of a table with filtered radiomics.
@@ -235,6 +241,9 @@ def write_parquet(table: pd.DataFrame, path: Path) -> None:
         else:
             arrays.append(pa.Array.from_pandas(table[column]))
     arrow = pa.Table.from_arrays(arrays, names=[str(c) for c in table.columns])
+    if metadata:
+        arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}),
+                                               **{k.encode(): v.encode() for k, v in metadata.items()}})
     buffer = io.BytesIO()
     pq.write_table(arrow, buffer)
     atomic_write_bytes(Path(path), buffer.getvalue())

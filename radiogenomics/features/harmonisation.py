@@ -12,6 +12,13 @@ Unlike the reference implementation, every estimate is learnt in :meth:`ComBat.f
 :meth:`ComBat.transform` harmonises patients that were not in the training set (with their own
 covariates) without refitting: no information leaks from test patients. Missing values (NaN) are
 allowed: estimates use the observed values of each feature and NaN stays NaN.
+
+What is harmonised by default: the imaging columns only, i.e. the schema groups ``imaging`` (radiomics) and
+``deep`` (embeddings of the same images, which carry the same scanner and protocol effects); never
+availability flags, dose, treatment, genomic, clinical or outcome columns (:mod:`radiogenomics.features.schema`).
+Batches the model cannot adjust pass through unchanged and are reported: a batch absent from training
+(``unseen_batches_`` after :meth:`ComBat.transform`, and a warning) and a batch with fewer than
+``min_batch_size`` training patients (left out of the fit: ``small_batches_``, and a warning).
 """
 
 from __future__ import annotations
@@ -26,8 +33,20 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from radiogenomics.errors import InputError
+from radiogenomics.features.schema import DEEP, GROUPS, IMAGING, column_group
 
 log = logging.getLogger(__name__)
+
+#: A within-batch variance below this (in units of the pooled variance) counts as zero: rounding of a constant.
+ZERO_VARIANCE = 1e-12
+
+
+def _group(column: str) -> str | None:
+    """The schema group of a column, None for a name without a ``<namespace>.`` prefix (e.g. a gene)."""
+    try:
+        return column_group(column)
+    except ValueError:
+        return None
 
 
 class ComBat(TransformerMixin, BaseEstimator):  # type: ignore[misc]
@@ -39,10 +58,13 @@ class ComBat(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         Column holding the batch label (e.g. ``"clinical.center"`` in the fused table, ``"center"`` in
         patients.csv).
     columns:
-        Columns to harmonise; None = every numeric column whose name starts with one of ``prefixes``
-        (or every numeric column when ``prefixes`` is None) except the batch and covariate columns.
+        Columns to harmonise, explicitly (any columns). None = the numeric columns selected by ``prefixes``,
+        else by ``groups``; the batch and covariate columns are never selected.
     prefixes:
         Name prefixes selecting the columns when ``columns`` is None, e.g. ``("ct.", "pet_fdg.")``.
+    groups:
+        Schema groups selecting the columns when ``columns`` and ``prefixes`` are None (default: ``imaging``
+        and ``deep``). Columns without a ``<namespace>.`` prefix belong to no group.
     categorical, continuous:
         Covariate columns whose effects are preserved (categorical: one-hot, first level dropped).
     eb:
@@ -50,25 +72,32 @@ class ComBat(TransformerMixin, BaseEstimator):  # type: ignore[misc]
     mean_only:
         Adjust only the batch location, not the scale.
     unseen_batch:
-        What :meth:`transform` does with a batch absent from the training data: ``"error"`` (InputError) or
-        ``"identity"`` (no batch adjustment for those rows, a warning is logged).
+        What :meth:`transform` does with a batch absent from the training data: ``"identity"`` (default: those
+        rows pass through unchanged, a warning is logged and the batches are listed in ``unseen_batches_``)
+        or ``"error"`` (InputError).
+    min_batch_size:
+        Batches with fewer training patients are left out of the fit (warning, ``small_batches_``) and their
+        patients pass through unchanged, in fit and transform alike. At least 2: a batch's scale is a variance.
     keep_other_columns:
         Return the non-harmonised columns too (unchanged), in the input order.
     """
 
     def __init__(self, batch: str = "clinical.center", columns: Sequence[str] | None = None,
-                 prefixes: Sequence[str] | None = None, categorical: Sequence[str] = (),
-                 continuous: Sequence[str] = (), eb: bool = True, mean_only: bool = False,
-                 unseen_batch: Literal["error", "identity"] = "error", keep_other_columns: bool = True,
-                 conv: float = 1e-4, max_iter: int = 1000) -> None:
+                 prefixes: Sequence[str] | None = None, groups: Sequence[str] = (IMAGING, DEEP),
+                 categorical: Sequence[str] = (), continuous: Sequence[str] = (), eb: bool = True,
+                 mean_only: bool = False, unseen_batch: Literal["error", "identity"] = "identity",
+                 min_batch_size: int = 2, keep_other_columns: bool = True, conv: float = 1e-4,
+                 max_iter: int = 1000) -> None:
         self.batch = batch
         self.columns = columns
         self.prefixes = prefixes
+        self.groups = groups
         self.categorical = categorical
         self.continuous = continuous
         self.eb = eb
         self.mean_only = mean_only
         self.unseen_batch = unseen_batch
+        self.min_batch_size = min_batch_size
         self.keep_other_columns = keep_other_columns
         self.conv = conv
         self.max_iter = max_iter
@@ -97,11 +126,20 @@ class ComBat(TransformerMixin, BaseEstimator):  # type: ignore[misc]
             if absent:
                 raise InputError(f"ComBat: column(s) {absent[:5]} not in the data")
             return cols
-        numeric = [c for c in X.columns if c not in excluded and pd.api.types.is_float_dtype(X[c])]
+        numeric = [c for c in X.columns if c not in excluded and pd.api.types.is_numeric_dtype(X[c])
+                   and not pd.api.types.is_bool_dtype(X[c])]
         if self.prefixes is not None:
             numeric = [c for c in numeric if str(c).startswith(tuple(self.prefixes))]
+            how = f"prefixes {list(self.prefixes)}"
+        else:
+            unknown = sorted(set(self.groups) - set(GROUPS))
+            if unknown:
+                raise InputError(f"ComBat: unknown column group(s) {unknown}", fix=f"use groups from {list(GROUPS)}")
+            numeric = [c for c in numeric if _group(str(c)) in set(self.groups)]
+            how = f"groups {list(self.groups)}"
         if not numeric:
-            raise InputError("ComBat: no numeric columns to harmonise")
+            raise InputError(f"ComBat: no numeric columns of {how} to harmonise",
+                             fix="pass columns=[...] to choose them explicitly")
         return numeric
 
     def _covariates(self, X: pd.DataFrame) -> np.ndarray:
@@ -117,20 +155,33 @@ class ComBat(TransformerMixin, BaseEstimator):  # type: ignore[misc]
             blocks.append(pd.to_numeric(X[col]).to_numpy(dtype=float)[:, None])
         return np.hstack(blocks) if blocks else np.zeros((len(X), 0))
 
+    def _large_enough(self, X: pd.DataFrame) -> pd.DataFrame:
+        """The rows of the batches with at least ``min_batch_size`` patients; sets ``small_batches_``."""
+        if not isinstance(self.min_batch_size, (int, np.integer)) or self.min_batch_size < 2:
+            raise InputError(f"ComBat: min_batch_size must be an integer >= 2, got {self.min_batch_size!r}",
+                             fix="a batch's scale is a variance: it needs at least 2 patients")
+        counts = X[self.batch].astype(str).value_counts()
+        self.small_batches_ = sorted(str(b) for b in counts.index[counts < self.min_batch_size])
+        if len(counts) - len(self.small_batches_) < 2:
+            raise InputError(f"ComBat needs at least 2 batches with at least {self.min_batch_size} patients each in "
+                             f"'{self.batch}', found {counts.to_dict()}",
+                             fix="harmonise a cohort with more centres, or lower min_batch_size (>= 2)")
+        if self.small_batches_:
+            log.warning("ComBat: batch(es) %s have fewer than %d patients: left out of the fit, their patients "
+                        "pass through unchanged", self.small_batches_, self.min_batch_size)
+        return X[~X[self.batch].astype(str).isin(self.small_batches_)]
+
     # ------------------------------------------------------------------ fit / transform
     def fit(self, X: pd.DataFrame, y: Any = None) -> ComBat:
         """Learn the standardisation, covariate effects and (shrunk) batch effects from ``X``."""
         X = self._check_frame(X)
         cols = self._select_columns(X)
+        X = self._large_enough(X)
         data = X[cols].to_numpy(dtype=np.float64)
         if np.isinf(data).any():
             raise InputError("ComBat: infinite values in the features")
         batches = X[self.batch].astype(str).to_numpy()
-        levels, batch_idx, counts = np.unique(batches, return_inverse=True, return_counts=True)
-        if len(levels) < 2:
-            raise InputError(f"ComBat needs at least 2 batches in '{self.batch}', found {list(levels)}")
-        if counts.min() < 2:
-            raise InputError(f"ComBat needs at least 2 patients per batch; {dict(zip(levels, counts, strict=True))}")
+        levels, batch_idx = np.unique(batches, return_inverse=True)
         self.categorical_levels_ = [sorted(X[c].astype(str).unique()) for c in self.categorical]
         cov = self._covariates(X)
         onehot = (batch_idx[:, None] == np.arange(len(levels))[None, :]).astype(float)
@@ -150,13 +201,15 @@ class ComBat(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         n_obs_batch = onehot.T @ observed  # (n_batch, n_feat) observed patients per batch and feature
         if (n_obs_batch < 2).any():
             b, j = np.argwhere(n_obs_batch < 2)[0]
-            raise InputError(f"ComBat: feature '{cols[j]}' has fewer than 2 values in batch '{levels[b]}'")
+            raise InputError(f"ComBat: feature '{cols[j]}' has fewer than 2 values in batch '{levels[b]}'",
+                             fix="impute it inside the fold before ComBat, or leave the column out (columns=...)")
         weights = n_obs_batch / n_obs_batch.sum(axis=0, keepdims=True)
         grand_mean = (weights * beta[:n_batch]).sum(axis=0)
         beta_cov = beta[n_batch:]
         fitted = design @ beta
         var_pooled = np.nanmean((data - fitted) ** 2, axis=0)
-        var_pooled[var_pooled == 0] = 1.0  # constant feature: nothing to scale
+        varies = var_pooled > 0
+        var_pooled[~varies] = 1.0  # constant feature: nothing to scale
         mod_mean = cov @ beta_cov
         s = (data - grand_mean - mod_mean) / np.sqrt(var_pooled)
 
@@ -165,7 +218,11 @@ class ComBat(TransformerMixin, BaseEstimator):  # type: ignore[misc]
             delta_hat = np.ones_like(gamma_hat)
         else:
             delta_hat = np.vstack([np.nanvar(s[batch_idx == b], axis=0, ddof=1) for b in range(n_batch)])
-            delta_hat[delta_hat == 0] = 1.0
+            constant = delta_hat < ZERO_VARIANCE  # standardised units: the pooled variance is 1
+            if (constant & varies[None, :]).any():
+                log.warning("ComBat: %d feature(s) are constant within a batch (zero variance): no scale estimate "
+                            "there, location adjusted only", int((constant & varies[None, :]).any(axis=0).sum()))
+            delta_hat[constant] = 1.0
         if self.eb:
             gamma_star, delta_star = self._empirical_bayes(s, batch_idx, gamma_hat, delta_hat)
         else:
@@ -226,12 +283,14 @@ class ComBat(TransformerMixin, BaseEstimator):  # type: ignore[misc]
             raise InputError(f"ComBat: fitted column(s) {absent[:5]} missing from the data")
         batches = X[self.batch].astype(str).to_numpy()
         index = {b: i for i, b in enumerate(self.batches_)}
-        unseen = sorted(set(batches) - set(index))
+        unseen = sorted(set(batches) - set(index) - set(self.small_batches_))
         if unseen and self.unseen_batch == "error":
             raise InputError(f"ComBat: batch(es) {unseen} were not in the training data",
                              fix="fit on data including them, or use unseen_batch='identity'")
+        self.unseen_batches_ = unseen
         if unseen:
-            log.warning("ComBat: batch(es) %s unseen in training are not adjusted", unseen)
+            log.warning("ComBat: batch(es) %s unseen in training: %d patient(s) pass through unchanged", unseen,
+                        int(np.isin(batches, unseen).sum()))
         data = X[self.columns_].to_numpy(dtype=np.float64)
         mod_mean = self._covariates(X) @ self.beta_covariates_
         sd = np.sqrt(self.var_pooled_)

@@ -15,6 +15,7 @@ DEEP = "deep"
 GENOMIC = "genomic"
 DOSE = "dose"
 CLINICAL = "clinical"
+OUTCOME = "outcome"
 
 _SLUG = re.compile(r"[^0-9a-z]+")
 
@@ -54,11 +55,17 @@ def clinical_column(name: str) -> str:
     return f"{CLINICAL}.{slug(name)}"
 
 
+def outcome_column(name: str) -> str:
+    """``"os_event" -> "outcome.os_event"``: an outcome-like patients.csv column (a label, never a default feature)."""
+    return f"{OUTCOME}.{slug(name)}"
+
+
 def availability_column(source: str) -> str:
     """``"PET_FMISO" -> "available.pet_fmiso"``: 1 when that source produced at least one feature."""
     return f"{AVAILABLE}.{slug(source)}"
 
 
 def namespace(column: str) -> str:
-    """The source of a column: ``"ct"``, ``"deep"``, ``"genomic"``, ``"dose"``, ``"clinical"``, ``"available"``."""
+    """The source of a column: ``"ct"``, ``"deep"``, ``"genomic"``, ``"dose"``, ``"clinical"``, ``"outcome"``,
+    ``"available"``."""
     return column.split(".", 1)[0]

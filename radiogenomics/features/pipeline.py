@@ -2,9 +2,11 @@
 
 Outputs, all written atomically beside ``out``:
 
-* ``out`` (Parquet): one row per patient of patients.csv, namespaced feature columns;
+* ``out`` (Parquet): one row per patient of patients.csv, namespaced feature columns, with the schema in its
+  ``radiogenomics.*`` key-value metadata (:mod:`radiogenomics.features.schema`; ``schema_from`` reindexes
+  to a reference table's schema and reuses its parameters);
 * ``<stem>.dictionary.csv``: the data dictionary (one row per column);
-* ``failures.csv``: one row per failed item (patient, modality, ROI, reason); header only when none;
+* ``<stem>.failures.csv``: one row per failed item (patient, modality, ROI, reason); header only when none;
 * ``<stem>.summary.json``: counts (computed / cached / failed), timings and peak memory per worker, and
   the run's content address (see :mod:`radiogenomics.features.uptodate`).
 
@@ -28,6 +30,7 @@ from radiogenomics.errors import InputError
 from radiogenomics.features.cache import atomic_write_bytes
 from radiogenomics.features.tasks import DEEP, DOSE, RADIOMICS, ItemResult, RoiRef, WorkItem
 from radiogenomics.features.uptodate import output_digests, previous_run, run_key
+from radiogenomics.outputs import output_dir, output_file
 
 if TYPE_CHECKING:  # heavy modules are imported where used, so an up-to-date re-run starts fast
     import pandas as pd
@@ -64,7 +67,9 @@ class ExtractOptions:
     genomic_normalisation: Normalisation = "sample_median"
     genomic_missing: MissingPolicy = "available"
     genomic_min_coverage: float = 0.8
+    rsi_gene_map: dict[str, str] | None = None  # RSI slot -> expression column (overrides cohort.yaml's, per slot)
     progress: bool = False
+    schema_from: Path | None = None  # a reference feature table: reuse its parameters and exactly its columns
 
 
 @dataclass
@@ -88,6 +93,7 @@ class ExtractSummary:
     up_to_date: bool = False
     run_key: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # run-level problems that are not item failures
 
     def one_line(self) -> str:
         return (f"{self.n_patients} patients, {self.n_columns} columns -> {self.out}; items: {self.computed} "
@@ -178,14 +184,26 @@ def _sources(results: Sequence[ItemResult]) -> dict[str, set[str]]:
 
 
 def fused_table(cohort: Any, results: Sequence[ItemResult], options: ExtractOptions) -> pd.DataFrame:
-    """The fused feature table of a cohort from its item results (genomic, dvh.csv and clinical added here)."""
+    """The fused feature table of a cohort from its item results (genomic, dvh.csv and clinical added here).
+
+    The column set depends on the cohort's sources and the parameters, not on which patients succeeded:
+    every (kind, modality, ROI) of the work items has its columns (NaN where nothing was produced) and every
+    source (each images.csv modality, ``dose`` when there are DOSE rows or dvh.csv, ``genomic`` when there is
+    expression.csv) has its ``available.*`` flag.
+    """
     from radiogenomics.features import fusion, naming
-    from radiogenomics.features.genomic import genomic_features
+    from radiogenomics.features.expected import unproduced_columns
+    from radiogenomics.features.genomic import genomic_available, genomic_features
 
     patient_ids = [str(p) for p in cohort.patients[naming.PATIENT_ID]]
     sources = _sources(results)
-    parts: list[pd.DataFrame] = [fusion.clinical_frame(cohort.patients), fusion.item_frame(results)]
+    parts: list[pd.DataFrame] = [fusion.clinical_frame(cohort.patients), fusion.item_frame(results),
+                                 unproduced_columns(results)]
     dose_from_grid = sources.get("dose", set())
+    for modality in cohort.images["modality"].astype(str).unique():
+        sources.setdefault("dose" if modality == DOSE_MODALITY else modality, set())
+    if cohort.dvh is not None:
+        sources.setdefault("dose", set())
     if cohort.dvh is not None and len(cohort.dvh):
         dvh = cohort.dvh[~cohort.dvh["patient_id"].astype(str).isin(dose_from_grid)]
         if len(dvh):
@@ -194,11 +212,36 @@ def fused_table(cohort: Any, results: Sequence[ItemResult], options: ExtractOpti
             sources.setdefault("dose", set()).update(str(p) for p in dvh_part.index)
     if cohort.expression is not None and len(cohort.expression):
         genomic = genomic_features(cohort.expression, normalisation=options.genomic_normalisation,
-                                   missing=options.genomic_missing, min_coverage=options.genomic_min_coverage)
+                                   missing=options.genomic_missing, min_coverage=options.genomic_min_coverage,
+                                   gene_map=rsi_gene_map(cohort, options) or None)
         parts.append(genomic)
-        sources["genomic"] = {str(p) for p in genomic.index[genomic.notna().any(axis=1)]}
+        sources["genomic"] = {str(p) for p in genomic.index[genomic_available(genomic)]}
+    elif cohort.expression is not None:
+        sources["genomic"] = set()
     parts.append(fusion.availability_frame(patient_ids, sources))
     return fusion.fuse(patient_ids, parts)
+
+
+def rsi_gene_map(cohort: Any, options: ExtractOptions) -> dict[str, str]:
+    """The RSI slot map in effect: cohort.yaml's ``rsi_gene_map`` overridden slot by slot by the option."""
+    from radiogenomics.cohort.rsi_gene_map import merge_gene_maps
+
+    return merge_gene_maps(getattr(cohort, "rsi_gene_map", {}), options.rsi_gene_map)
+
+
+def run_warnings(cohort: Any, options: ExtractOptions) -> list[str]:
+    """Problems of the whole run that no item failure shows, each logged as a warning: an RSI that is NaN for
+    every patient because an RSI slot has no expression column (naming the slot and the fix)."""
+    from radiogenomics.cohort.rsi_gene_map import rsi_unavailable_warning
+
+    warnings: list[str] = []
+    if cohort.expression is not None and len(cohort.expression):
+        rsi = rsi_unavailable_warning(cohort.expression.columns, rsi_gene_map(cohort, options))
+        if rsi:
+            warnings.append(rsi)
+    for line in warnings:
+        log.warning("extract: %s", line)
+    return warnings
 
 
 def fusion_dvh(dvh: pd.DataFrame) -> pd.DataFrame:
@@ -217,13 +260,15 @@ def _run_options(options: ExtractOptions) -> dict[str, Any]:
             "filters": list(options.filters) if options.filters else None, "deep": options.deep,
             "deep_checkpoint": Path(options.deep_checkpoint) if options.deep_checkpoint else None,
             "genomic_normalisation": options.genomic_normalisation, "genomic_missing": options.genomic_missing,
-            "genomic_min_coverage": options.genomic_min_coverage}
+            "genomic_min_coverage": options.genomic_min_coverage,
+            "rsi_gene_map": dict(sorted((options.rsi_gene_map or {}).items())),
+            "schema_from": Path(options.schema_from) if options.schema_from else None}
 
 
 def output_paths(out: Path) -> tuple[Path, Path, Path]:
     """(dictionary, failures, summary) paths beside the Parquet output."""
     stem = out.name[: -len(".parquet")] if out.name.endswith(".parquet") else out.name
-    return (out.with_name(f"{stem}.dictionary.csv"), out.with_name("failures.csv"),
+    return (out.with_name(f"{stem}.dictionary.csv"), out.with_name(f"{stem}.failures.csv"),
             out.with_name(f"{stem}.summary.json"))
 
 
@@ -234,9 +279,14 @@ def extract(cohort_path: Path | str, out: Path | str, options: ExtractOptions | 
     out = Path(out).resolve()
     if out.suffix != ".parquet":
         raise InputError(f"the output must be a .parquet file, got {out}", fix="use --out FEATURES.parquet")
-    if out.exists() and out.is_dir():
-        raise InputError(f"the output {out} is a folder", fix="give a file path ending in .parquet")
+    output_file(out, "feature table")
     dictionary_path, failures_path, summary_path = output_paths(out)
+    reference = None
+    if options.schema_from is not None:
+        from radiogenomics.features.schema import read_feature_schema
+
+        reference = read_feature_schema(options.schema_from)
+        options = with_reference_params(options, reference, out)
     key = run_key(cohort_path, _run_options(options)) if options.use_cache else None
     previous = previous_run(summary_path, key)
     if previous is not None:
@@ -253,18 +303,19 @@ def extract(cohort_path: Path | str, out: Path | str, options: ExtractOptions | 
 
     if not options.dask_address and (options.workers or default_workers()) > 1:
         warm_up_pool()
-    cohort = load_cohort(cohort_path)
+    cohort = load_cohort(cohort_path, rsi_gene_map=options.rsi_gene_map)
     items = build_items(cohort, options)
     cache_dir = None
     if options.use_cache:
-        cache_dir = str(Path(options.cache_dir or default_cache_dir()).resolve())
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        cache_dir = str(output_dir(Path(options.cache_dir or default_cache_dir()).resolve(), "cache folder"))
     log.info("extract: %d patients, %d items, cache %s", len(cohort.patients), len(items), cache_dir)
     results = run_items(items, cache_dir, workers=options.workers, dask_address=options.dask_address,
                         progress=options.progress)
     table = fused_table(cohort, results, options)
+    warnings = run_warnings(cohort, options)
+    table, metadata = schema_table(table, options, reference)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fusion.write_parquet(table, out)
+    fusion.write_parquet(table, out, metadata)
     fusion.write_csv(fusion.data_dictionary(table), dictionary_path)
     failures = failures_frame(results)
     fusion.write_csv(failures, failures_path)
@@ -280,9 +331,87 @@ def extract(cohort_path: Path | str, out: Path | str, options: ExtractOptions | 
         seconds=time.perf_counter() - start,
         workers=f"dask {options.dask_address}" if options.dask_address else f"{options.workers or 'all'} local",
         peak_rss_mb=peak, cpu_seconds=time.process_time() + sum(
-            r.cpu_seconds for r in results if r.worker and r.worker != _this_worker()))
+            r.cpu_seconds for r in results if r.worker and r.worker != _this_worker()), warnings=warnings)
     if summary.failed == 0 and key is not None:
         summary.run_key = key
         summary.outputs = output_digests([out, dictionary_path, failures_path])
     atomic_write_bytes(summary_path, json.dumps(asdict(summary), indent=2).encode())
     return summary
+
+
+def extraction_params(options: ExtractOptions) -> dict[str, Any]:
+    """The parameters that define the feature table's columns and values, machine-independent (no paths):
+    stored as ``radiogenomics.params`` in the Parquet metadata and reused by ``--schema-from``."""
+    from radiogenomics.features.cache import file_digest
+    from radiogenomics.features.radiomics_extraction import load_params
+
+    return {"radiomics_params": load_params(options.params) if options.params else None,
+            "filters": list(options.filters) if options.filters else None, "deep": bool(options.deep),
+            "deep_checkpoint_sha256": file_digest(options.deep_checkpoint) if options.deep_checkpoint else None,
+            "genomic_normalisation": options.genomic_normalisation, "genomic_missing": options.genomic_missing,
+            "genomic_min_coverage": float(options.genomic_min_coverage),
+            "rsi_gene_map": dict(sorted((options.rsi_gene_map or {}).items()))}
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def with_reference_params(options: ExtractOptions, reference: Any, out: Path) -> ExtractOptions:
+    """``options`` with the extraction parameters of a reference table (a :class:`FeatureSchema`).
+
+    An option left at its default takes the reference's value; one set to a different value raises
+    InputError (the table could not match the reference). The reference's own pyradiomics parameters are
+    written beside the output as ``<stem>.params.yaml`` and used from there. ``rsi_gene_map`` names the
+    columns of one cohort's expression.csv, so it is recorded but neither reused nor compared.
+    """
+    import yaml
+
+    from radiogenomics.features.schema import code_version
+
+    source = str(options.schema_from)
+    mine, defaults = extraction_params(options), extraction_params(ExtractOptions())
+    changes: dict[str, Any] = {}
+    conflicts: list[str] = []
+    for name, ref_value in reference.params.items():
+        if name not in mine or name == "rsi_gene_map" or _canonical(mine[name]) == _canonical(ref_value):
+            continue
+        if _canonical(mine[name]) != _canonical(defaults[name]):
+            conflicts.append(name)  # set explicitly, to another value than the reference's
+        else:
+            changes[name] = ref_value
+    if conflicts:
+        raise InputError(f"extraction option(s) {', '.join(conflicts)} differ from those of the reference table",
+                         file=source, fix="leave them out to reuse the reference's parameters, or extract "
+                                          "without --schema-from")
+    updates: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name == "radiomics_params":
+            stem = out.name[: -len(".parquet")]
+            params_path = out.with_name(f"{stem}.params.yaml")
+            atomic_write_bytes(params_path, yaml.safe_dump(value, sort_keys=True).encode())
+            updates["params"] = params_path
+        elif name == "filters":
+            updates["filters"] = tuple(value) if value else None
+        elif name == "deep_checkpoint_sha256":
+            raise InputError(f"the reference table was made with the deep-feature checkpoint sha256 {value}",
+                             file=source, fix="pass --deep-checkpoint with those weights")
+        else:
+            updates[name] = value
+    if reference.version.get("code_sha256") not in (None, code_version()["code_sha256"]):
+        log.warning("extract: the reference table %s was written by another code version (%s); its columns are "
+                    "kept, values may differ", source, reference.version.get("package"))
+    return replace(options, **updates)
+
+
+def schema_table(table: pd.DataFrame, options: ExtractOptions, reference: Any) -> tuple[pd.DataFrame,
+                                                                                         dict[str, str]]:
+    """The table to write (reindexed to the reference schema when there is one) and its Parquet metadata."""
+    from radiogenomics.features.schema import build_schema, reindex_to_schema
+
+    if reference is not None:
+        table, dropped = reindex_to_schema(table, reference)
+        if dropped:
+            log.warning("extract: %d column(s) absent from the reference table %s dropped: %s%s", len(dropped),
+                        options.schema_from, ", ".join(dropped[:10]), " ..." if len(dropped) > 10 else "")
+    return table, build_schema(table, extraction_params(options)).to_metadata()

@@ -15,13 +15,30 @@ Groups (contract section 1, "The feature table"):
 ``dose``, ``treatment`` and ``outcome`` are groups a model must opt into: they never become features by
 default (a radiosensitivity model that learns from the delivered dose learns the prescriber's habits, and an
 outcome column is a label).
+
+The Parquet file carries the schema in its key-value metadata (:data:`METADATA_KEYS`): the schema version,
+each column's name, group and dtype in table order, the extraction parameters and the code version.
+:func:`read_feature_schema` reads it back; :func:`reindex_to_schema` gives a new cohort exactly those columns.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pandas as pd
+
+from radiogenomics.errors import InputError
 from radiogenomics.features import naming
+
+log = logging.getLogger(__name__)
 
 IMAGING = "imaging"
 DEEP = "deep"
@@ -40,7 +57,7 @@ DEFAULT_FEATURE_GROUPS: tuple[str, ...] = (IMAGING, DEEP, GENOMIC, CLINICAL, AVA
 OPT_IN_GROUPS: tuple[str, ...] = (DOSE, TREATMENT, OUTCOME)
 
 #: Namespace of outcome-like columns copied from patients.csv.
-OUTCOME_NAMESPACE = "outcome"
+OUTCOME_NAMESPACE = naming.OUTCOME
 #: patients.csv columns that describe the delivered treatment, not the patient.
 TREATMENT_CLINICAL = frozenset({"total_dose_gy", "n_fractions", "dose_per_fraction_gy", "treatment_days",
                                 "overall_treatment_time_days"})
@@ -81,3 +98,153 @@ def column_group(column: str) -> str:
             return TREATMENT
         return OUTCOME if is_outcome_name(rest) else CLINICAL
     return IMAGING
+
+
+#: Version of the schema metadata layout (bump when the keys or their meaning change).
+SCHEMA_VERSION = 1
+KEY_SCHEMA_VERSION = "radiogenomics.schema_version"
+KEY_COLUMNS = "radiogenomics.columns"
+KEY_PARAMS = "radiogenomics.params"
+KEY_VERSION = "radiogenomics.version"
+METADATA_KEYS: tuple[str, ...] = (KEY_SCHEMA_VERSION, KEY_COLUMNS, KEY_PARAMS, KEY_VERSION)
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One column of the feature table: name, schema group and pandas dtype (as ``str(dtype)``)."""
+
+    name: str
+    group: str
+    dtype: str
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """What a feature table contains and how it was made (the Parquet ``radiogenomics.*`` metadata)."""
+
+    columns: tuple[ColumnSpec, ...]
+    params: dict[str, Any] = field(default_factory=dict)
+    version: dict[str, str] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def group_of(self) -> dict[str, str]:
+        """Column name -> group."""
+        return {c.name: c.group for c in self.columns}
+
+    def to_metadata(self) -> dict[str, str]:
+        """The Parquet key-value metadata (all values are strings, JSON where structured)."""
+        return {
+            KEY_SCHEMA_VERSION: str(self.schema_version),
+            KEY_COLUMNS: json.dumps([{"name": c.name, "group": c.group, "dtype": c.dtype} for c in self.columns],
+                                    separators=(",", ":")),
+            KEY_PARAMS: json.dumps(self.params, sort_keys=True, separators=(",", ":"), default=str),
+            KEY_VERSION: json.dumps(self.version, sort_keys=True, separators=(",", ":")),
+        }
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[bytes | str, bytes | str], source: str = "") -> FeatureSchema:
+        """Parse :meth:`to_metadata` output; InputError naming ``source`` when a key is absent or malformed."""
+        text = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                for k, v in (metadata or {}).items()}
+        if KEY_SCHEMA_VERSION not in text or KEY_COLUMNS not in text:
+            raise InputError("the table carries no radiogenomics schema metadata", file=source or None,
+                             fix="use a feature table written by `radiogenomics extract` (this version or later)")
+        try:
+            version = int(text[KEY_SCHEMA_VERSION])
+            columns = tuple(ColumnSpec(str(c["name"]), str(c["group"]), str(c["dtype"]))
+                            for c in json.loads(text[KEY_COLUMNS]))
+            params = json.loads(text.get(KEY_PARAMS, "{}"))
+            code = json.loads(text.get(KEY_VERSION, "{}"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"malformed radiogenomics schema metadata: {exc}", file=source or None,
+                             fix="re-extract the reference table with `radiogenomics extract`") from exc
+        if version > SCHEMA_VERSION:
+            raise InputError(f"schema version {version} is newer than this package understands ({SCHEMA_VERSION})",
+                             file=source or None, fix="upgrade radiogenomics")
+        return cls(columns=columns, params=dict(params), version=dict(code), schema_version=version)
+
+
+def build_schema(table: pd.DataFrame, params: Mapping[str, Any] | None = None) -> FeatureSchema:
+    """The schema of a fused table (columns in table order, with their groups and dtypes)."""
+    columns = tuple(ColumnSpec(str(c), column_group(str(c)), str(t)) for c, t in table.dtypes.items())
+    return FeatureSchema(columns=columns, params=dict(params or {}), version=code_version())
+
+
+def read_feature_schema(path: Path | str) -> FeatureSchema:
+    """The schema stored in a feature table's Parquet metadata (InputError when absent or unreadable)."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"feature table {path} does not exist", file=str(path),
+                         fix="give the Parquet file written by `radiogenomics extract`")
+    try:
+        metadata = pq.read_schema(path).metadata
+    except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
+        raise InputError(f"cannot read the Parquet schema: {exc}", file=str(path),
+                         fix="give the Parquet file written by `radiogenomics extract`") from exc
+    return FeatureSchema.from_metadata(metadata or {}, source=str(path))
+
+
+def read_feature_table(path: Path | str) -> pd.DataFrame:
+    """A feature table with exactly the dtypes its schema records (Parquet alone loses pandas' nullable
+    integers: ``Int64`` comes back as ``int64``, or ``float64`` when a value is missing)."""
+    schema = read_feature_schema(path)
+    table = pd.read_parquet(path)
+    if table.columns.tolist() != schema.names:
+        raise InputError("the table's columns differ from its schema metadata", file=str(path),
+                         fix="re-extract it with `radiogenomics extract`")
+    return pd.DataFrame({c.name: _cast(table[c.name], c) for c in schema.columns}, index=table.index)
+
+
+@lru_cache(maxsize=1)
+def code_version() -> dict[str, str]:
+    """``{"package": <version>, "code_sha256": <digest>}``: the package version and
+    :func:`radiogenomics.features.provenance.package_digest`, the SHA-256 over the names and bytes of every
+    file of the package (so an edited signature YAML or module changes it)."""
+    import radiogenomics
+    from radiogenomics.features.provenance import package_digest
+
+    return {"package": str(radiogenomics.__version__), "code_sha256": package_digest()}
+
+
+def reindex_to_schema(table: pd.DataFrame, schema: FeatureSchema) -> tuple[pd.DataFrame, list[str]]:
+    """``table`` with exactly the schema's columns, in its order, cast to its dtypes; and the dropped columns.
+
+    A column the schema has and the table lacks is all missing (NaN; 0 for an ``available.*`` flag: that
+    source produced nothing). Columns the table has beyond the schema are dropped and returned.
+    """
+    names = schema.names
+    dropped = [str(c) for c in table.columns if c not in set(names)]
+    out: dict[str, pd.Series] = {}
+    for spec in schema.columns:
+        if spec.name in table.columns:
+            out[spec.name] = _cast(table[spec.name], spec)
+        elif spec.group == AVAILABILITY:
+            out[spec.name] = pd.Series(np.zeros(len(table), dtype=np.int8), index=table.index).astype(spec.dtype)
+        else:
+            out[spec.name] = _missing(len(table), table.index, spec.dtype)
+    return pd.DataFrame(out, index=table.index), dropped
+
+
+def _missing(n: int, index: pd.Index, dtype: str) -> pd.Series:
+    try:
+        return pd.Series([None] * n, index=index, dtype=dtype)
+    except (TypeError, ValueError):
+        return pd.Series(np.full(n, np.nan), index=index)
+
+
+def _cast(column: pd.Series, spec: ColumnSpec) -> pd.Series:
+    if str(column.dtype) == spec.dtype:
+        return column
+    if column.isna().all():
+        return _missing(len(column), column.index, spec.dtype)
+    try:
+        return column.astype(spec.dtype)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"column {spec.name} is {column.dtype} here but {spec.dtype} in the reference table: "
+                         f"{exc}", fix="make the cohort's values match the reference cohort's type") from exc

@@ -20,6 +20,7 @@ from typing import Any
 
 from radiogenomics.errors import InputError
 from radiogenomics.features.cache import FeatureCache, item_key
+from radiogenomics.features.provenance import CodeDependencies, code_digest
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,18 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     RADIOMICS: ("radiogenomics", "pyradiomics-bhklab", "SimpleITK", "numpy", "PyWavelets", "scipy"),
     DEEP: ("radiogenomics", "monai", "torch", "SimpleITK", "numpy"),
     DOSE: ("radiogenomics", "SimpleITK", "numpy"),
+}
+
+#: The package's own code and data each item kind depends on (part of its cache key, see
+#: :mod:`radiogenomics.features.provenance`): the modules are followed through their imports, so the image, mask and
+#: RTSTRUCT readers count for every kind; the files count by their bytes.
+_DISPATCH = "features/tasks.py"
+CODE: dict[str, CodeDependencies] = {
+    RADIOMICS: CodeDependencies(modules=("features/radiomics_extraction.py", "cohort/imageio.py"),
+                                files=(_DISPATCH, "features/params/*.yaml")),
+    DEEP: CodeDependencies(modules=("features/deep.py", "cohort/imageio.py"), files=(_DISPATCH,)),
+    DOSE: CodeDependencies(modules=("features/dosimetric.py", "cohort/imageio.py"),
+                           files=(_DISPATCH, "features/data/geud_a.yaml", "radiobiology/data/ntcp_parameters.yaml")),
 }
 
 
@@ -156,8 +169,10 @@ def compute_item(item: WorkItem) -> dict[str, float]:
 
 
 def cache_key(item: WorkItem) -> str:
-    """Content address of an item: file bytes + parameters + library versions (see cache.item_key)."""
-    return item_key(item.kind, item.input_files(), item.key_params(), PACKAGES[item.kind])
+    """Content address of an item: file bytes + parameters + library versions + the package's own code and data
+    that the kind depends on (see cache.item_key and :data:`CODE`)."""
+    return item_key(item.kind, item.input_files(), item.key_params(), PACKAGES[item.kind],
+                    code=code_digest(CODE[item.kind]))
 
 
 def lookup(item: WorkItem, cache_dir: str | None) -> tuple[str, ItemResult | None]:

@@ -2,10 +2,12 @@
 
 The run key is the SHA-256 of every input the output depends on: the cohort tables, the bytes of every
 image and mask images.csv references, the parameter file and checkpoint bytes, the options that change
-features, and the library versions. A run that completed without failures records its key and the
-digests of the files it wrote in ``<stem>.summary.json``; a later run with the same key whose outputs are
-still byte-identical has nothing to do. Any difference (an input byte, an option, a library upgrade, an
-edited or deleted output, a previous failure) falls through to the normal, item-cached run.
+features, the library versions, and the digest of every code and data file of the package itself (a changed
+signature YAML or reader gives a new key; the item cache still serves the items that do not depend on it).
+A run that completed without failures records its key and the digests of the files it wrote in
+``<stem>.summary.json``; a later run with the same key whose outputs are still byte-identical has nothing to
+do. Any difference (an input byte, an option, a library upgrade, a package file, an edited or deleted
+output, a previous failure) falls through to the normal, item-cached run.
 
 Standard library only, so the check costs no heavy imports.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from radiogenomics.features.cache import file_digest, library_versions
+from radiogenomics.features.provenance import package_digest
 
 TABLES = ("cohort.yaml", "patients.csv", "images.csv", "expression.csv", "dvh.csv")
 PACKAGES = ("radiogenomics", "pyradiomics-bhklab", "SimpleITK", "numpy", "scipy", "PyWavelets", "pandas", "pyarrow",
@@ -50,6 +53,7 @@ def run_key(cohort: Path | str, options: Mapping[str, Any]) -> str | None:
             "files": [[str(p), file_digest(p)] for p in _referenced_paths(cohort)],
             "options": {k: (file_digest(v) if isinstance(v, Path) else v) for k, v in sorted(options.items())},
             "versions": library_versions(PACKAGES),
+            "code": package_digest(),
         }
     except (OSError, csv.Error, UnicodeDecodeError):
         return None
