@@ -53,7 +53,7 @@ def prune(
             raise InputError(f"{name} must be a number >= 0, got {value}", fix=f"give {name} 0 or more")
     root = Path(cache_dir or default_cache_dir())
     if root.exists() and not root.is_dir():
-        raise InputError(f"the cache folder {root} is a file", fix="give --cache-dir a folder")
+        raise InputError(f"the cache folder {root} is a file.", file=str(root), fix="give --cache-dir a folder.")
     if not root.exists():
         typer.echo(f"cache {root} does not exist: nothing to prune")
         return

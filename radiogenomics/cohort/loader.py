@@ -171,6 +171,6 @@ def load_cohort(path: str | Path, rsi_gene_map: Mapping[str, str] | None = None)
     if errors or cohort is None:
         shown = "; ".join(p.one_line() for p in errors[:5])
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-        raise InputError(f"cohort {root} has {len(errors)} problem(s): {shown}{more}",
-                         fix="run `radiogenomics validate` for the full list.")
+        raise InputError(f"cohort {root} has {len(errors)} problem(s) (`radiogenomics validate {root}` lists "
+                         f"them all): {shown}{more}")
     return cohort

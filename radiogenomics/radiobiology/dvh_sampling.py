@@ -7,10 +7,11 @@ Two cases (see ``docs/radiobiology.md``, "DVH"):
 * the mask lies on its own grid (typically the 1 mm CT grid under a 2.5-3 mm dose grid): the DVH is computed
   on the structure's grid, the dose interpolated trilinearly at its voxel centres. Voxels on the structure's
   surface are split into ``SUPERSAMPLING``^3 sub-voxels, each with its own interpolated dose, so that the dose
-  gradient across the outermost voxel layer is kept. The minimum and maximum dose also include the dose on
-  the structure's surface, taken half-way between its voxel centres and those of the outside voxels next to
-  them (the centres of the exposed voxel faces), and at the dose-grid nodes inside the structure (where a
-  trilinear field has its interior extremes).
+  gradient across the outermost voxel layer is kept. The minimum and maximum dose are taken over the voxel
+  centres, the structure's surface half-way between its voxel centres and those of the outside voxels next to
+  them (the centres of the exposed voxel faces), and the dose-grid nodes in interior voxels (where a trilinear
+  field has its interior extremes); sub-voxel doses beyond that range (outer corners of surface voxels) are
+  clipped into it.
 
 Why: DVHs of small structures in steep gradients depend on how the structure is sampled and how the dose is
 interpolated (Ebert et al., Phys Med Biol 2010;55:N337-N346, "Comparison of DVH data from multiple
@@ -193,9 +194,15 @@ def structure_grid_samples(dose: sitk.Image, dose_arr: FloatArray, mask: sitk.Im
     n_sub = SUPERSAMPLING ** 3
     sub_values = _surface_values(dose_arr, q_in[on_surface], a, _subvoxel_offsets(SUPERSAMPLING)).ravel()
     face_values = _exposed_face_values(dose_arr, padded, idx_crop[on_surface], q_in[on_surface], a)
-    node_values = _nodes_inside(dose_arr, crop, lo, a, b, q_in)
+    node_values = _nodes_inside(dose_arr, interior, lo, a, b, q_in)
+    # Dmin/Dmax come from points on or inside the structure's surface: voxel centres, exposed face centres and
+    # dose nodes in interior voxels. The outer sub-voxels of a surface voxel reach beyond that surface (by up to
+    # 0.58 voxel along a diagonal gradient), so their doses are clipped into [Dmin, Dmax]: the histogram and
+    # the extremes then agree.
+    surface_centres = _trilinear(dose_arr, q_in[on_surface])
+    extremes = _checked(np.concatenate([centre_values, surface_centres, face_values, node_values]), structure)
+    sub_values = np.clip(sub_values, extremes.min(), extremes.max())
     values = _checked(np.concatenate([centre_values, sub_values]), structure)
-    extremes = _checked(np.concatenate([values, face_values, node_values]), structure)
     volume = np.concatenate([np.full(centre_values.size, vv), np.full(sub_values.size, vv / n_sub)])
     return DoseSamples(dose_gy=values, volume_cc=volume, min_dose_gy=float(extremes.min()),
                        max_dose_gy=float(extremes.max()), voxel_volume_cc=vv, n_voxels=int(inside.sum()),
