@@ -53,6 +53,23 @@ def test_fused_table_layout(full_run: tuple[ExtractSummary, Path, Path], synth_c
     assert (table["dose.gtv.mean_gy"] > table["dose.parotid_l.mean_gy"]).all()
 
 
+def test_dvh_csv_structures_without_masks_get_dose_features(full_run: tuple[ExtractSummary, Path, Path],
+                                                            synth_cohort: Path) -> None:
+    """The constrictors have rows in dvh.csv but no mask: their features come from dvh.csv; a structure the
+    DOSE grid covers keeps the grid's exact values (its max is a voxel value, not a bin centre)."""
+    from radiogenomics.features.dosimetric import dvh_table_features
+
+    _, out, _ = full_run
+    table = pd.read_parquet(out).set_index("patient_id")
+    dvh = pd.read_csv(synth_cohort / "dvh.csv", dtype={"patient_id": str})
+    from_csv = dvh_table_features(dvh)
+    column = "dose.pharyngeal_constrictors.mean_gy"
+    assert table[column].notna().all()
+    np.testing.assert_allclose(table[column], from_csv.loc[table.index, column], rtol=1e-12)
+    grid_max, csv_max = table["dose.parotid_l.max_gy"], from_csv.loc[table.index, "dose.parotid_l.max_gy"]
+    assert not np.allclose(grid_max, csv_max, rtol=0, atol=1e-9)  # the grid's values, not the table's bins
+
+
 def test_values_equal_direct_pyradiomics(full_run: tuple[ExtractSummary, Path, Path], synth_cohort: Path) -> None:
     from radiogenomics.cohort import load_cohort
 

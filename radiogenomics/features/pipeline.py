@@ -199,17 +199,17 @@ def fused_table(cohort: Any, results: Sequence[ItemResult], options: ExtractOpti
     sources = _sources(results)
     parts: list[pd.DataFrame] = [fusion.clinical_frame(cohort.patients), fusion.item_frame(results),
                                  unproduced_columns(results)]
-    dose_from_grid = sources.get("dose", set())
     for modality in cohort.images["modality"].astype(str).unique():
         sources.setdefault("dose" if modality == DOSE_MODALITY else modality, set())
     if cohort.dvh is not None:
         sources.setdefault("dose", set())
     if cohort.dvh is not None and len(cohort.dvh):
-        dvh = cohort.dvh[~cohort.dvh["patient_id"].astype(str).isin(dose_from_grid)]
-        if len(dvh):
-            dvh_part = fusion_dvh(dvh)
-            parts.append(dvh_part)
-            sources.setdefault("dose", set()).update(str(p) for p in dvh_part.index)
+        # Every dvh.csv structure counts: a structure with a mask on the dose grid takes the grid's values (the
+        # earlier part wins in fuse), one that only dvh.csv describes (e.g. pharyngeal constrictors without a
+        # mask in images.csv) gets its features from dvh.csv, and a failed grid item is filled from dvh.csv.
+        dvh_part = fusion_dvh(cohort.dvh)
+        parts.append(dvh_part)
+        sources.setdefault("dose", set()).update(str(p) for p in dvh_part.index)
     if cohort.expression is not None and len(cohort.expression):
         genomic = genomic_features(cohort.expression, normalisation=options.genomic_normalisation,
                                    missing=options.genomic_missing, min_coverage=options.genomic_min_coverage,
