@@ -27,18 +27,6 @@ def train(
     _unavailable("train", "training package (models/ + training/)")
 
 
-def predict(
-    cohort: Path = typer.Argument(..., help="Cohort folder (format v1)."),
-    model: str = typer.Option(..., "--model", help="MLflow model URI, e.g. models:/radiogenomics-prescriber@champion."),
-    out: Path = typer.Option(..., "--out", help="Prescription records (CSV)."),
-    target_gard: float | None = typer.Option(None, "--target-gard", help="Target GARD."),
-    n_fractions: int | None = typer.Option(None, "--n-fractions", help="Regimen: number of fractions."),
-    dose_per_fraction_gy: float | None = typer.Option(None, "--dose-per-fraction-gy", help="Regimen: Gy/fraction."),
-) -> None:
-    """Write one prescription record per patient from a registered model."""
-    _unavailable("predict", "serving package (serving/)")
-
-
 def serve(
     model: str = typer.Option(..., "--model", help="MLflow model URI."),
     host: str = typer.Option("127.0.0.1", "--host"),

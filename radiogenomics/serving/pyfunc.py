@@ -1,0 +1,173 @@
+"""MLflow pyfunc wrappers of the three registered models (contract section 4).
+
+:class:`PrescriberModel` loads the pickled :class:`~radiogenomics.models.prescriber.Prescriber` (artifact
+``prescriber``, joblib) and returns one contract record per input row as a DataFrame (``toxicity`` a dict,
+``flags`` a list per row). :class:`RadiosensitivityModel` returns the RSI with its interval,
+:class:`ToxicityModel` the ``<endpoint>_grade_ge2`` probabilities; both reindex input to the training schema.
+At load time the prescriber finds the registry entry it was loaded from (the registered
+version whose ``model_id`` is the logged model's, :func:`registered_info`), so the records carry the right
+``model_name``, ``model_version`` and ``model_uri`` (``models:/<name>/<version>``) whatever alias or URI
+loaded it.
+
+``predict`` has no type hints on purpose: MLflow 3 reads them as an input schema (and warns on anything but
+``list[...]``); the logged signature describes the input instead.
+
+All are plain pickles of objects from the installed ``radiogenomics`` package: loading needs the package
+(see :func:`pip_requirements`).
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+from radiogenomics.errors import InputError
+from radiogenomics.features.schema import FeatureSchema, reindex_to_schema
+from radiogenomics.models.prescriber import ModelInfo, Prescriber, records_frame, toxicity_key
+
+log = logging.getLogger(__name__)
+
+PRESCRIBER_ARTIFACT = "prescriber"
+RADIOSENSITIVITY_ARTIFACT = "radiosensitivity"
+TOXICITY_ARTIFACT = "toxicity"
+#: Index that serves the CPU build of torch (a bare ``torch`` requirement pulls a multi-GB CUDA build).
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+_PINNED = ("numpy", "pandas", "scipy", "scikit-learn", "mapie", "pyarrow", "joblib", "mlflow")
+
+
+def pip_requirements() -> list[str]:
+    """The logged models' pip requirements, set explicitly (MLflow's inference would pin torch's CUDA build).
+
+    The package itself (``radiogenomics==<version>``, installable from a wheel or index you publish it to),
+    torch's CPU build from the PyTorch CPU index (radiogenomics depends on torch), and exact pins of the
+    libraries the pickles need.
+    """
+    import radiogenomics
+
+    pins = []
+    for name in _PINNED:
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    torch = metadata.version("torch").split("+", 1)[0]
+    return [f"--extra-index-url {TORCH_CPU_INDEX}", f"torch=={torch}+cpu",
+            f"radiogenomics=={radiogenomics.__version__}", *pins]
+
+
+def _model_dir(artifact: Path) -> Path | None:
+    """The folder of the MLmodel file above a model artifact."""
+    for folder in (artifact.parent, *artifact.parents):
+        if (folder / "MLmodel").is_file():
+            return folder
+    return None
+
+
+def registered_info(artifact: Path | str, registered_name: str) -> ModelInfo:
+    """The registry entry of the logged model holding ``artifact`` (looked up by its MLflow 3 ``model_id``,
+    which a version carries as ``model_id`` or as its source ``models:/<model_id>``).
+
+    Several versions of the same logged model: the highest. Not registered, or the registry unreachable:
+    an empty name and version, the URI ``models:/<model_id>`` (logged), with a warning.
+    """
+    folder = _model_dir(Path(artifact))
+    if folder is None:
+        log.warning("no MLmodel file above %s: records carry no registry entry", artifact)
+        return ModelInfo()
+    meta = mlflow.models.Model.load(str(folder / "MLmodel"))
+    model_id = getattr(meta, "model_id", None)
+    try:
+        client = mlflow.MlflowClient()
+        versions: list[Any] = list(client.search_model_versions(f"name='{registered_name}'"))
+    except Exception as exc:  # a registry that cannot be reached still lets the model predict
+        log.warning("cannot query the model registry (%s): records carry no registry version", exc)
+        versions = []
+    mine = [v for v in versions if model_id and model_id in (v.model_id, (v.source or "").removeprefix("models:/"))]
+    if not mine:
+        log.warning("the loaded model (model_id %s) is not a version of %s", model_id, registered_name)
+        return ModelInfo(uri=f"models:/{model_id}" if model_id else "")
+    best = max(mine, key=lambda v: int(v.version))
+    return ModelInfo(name=registered_name, version=str(best.version), uri=f"models:/{registered_name}/{best.version}")
+
+
+class PrescriberModel(PythonModel):  # type: ignore[misc]
+    """Pyfunc: feature rows (+ optional ``n_fractions``, ``dose_per_fraction_gy``, ``target_gard``) -> records.
+
+    ``params`` (optional) may set ``n_fractions``, ``dose_per_fraction_gy``, ``target_gard`` for every row
+    without its own value.
+    """
+
+    def __init__(self, registered_name: str = "radiogenomics-prescriber") -> None:
+        self.registered_name = registered_name
+
+    def load_context(self, context: Any) -> None:
+        import joblib
+
+        path = Path(context.artifacts[PRESCRIBER_ARTIFACT])
+        self.prescriber: Prescriber = joblib.load(path)
+        self.info = registered_info(path, self.registered_name)
+
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        options = {k: v for k, v in (params or {}).items()
+                   if k in ("n_fractions", "dose_per_fraction_gy", "target_gard") and v is not None}
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        return records_frame(self.prescriber.predict_records(frame, model=self.info, **options))
+
+
+def schema_rows(model_input: Any, schema: FeatureSchema) -> pd.DataFrame:
+    """Input rows reindexed to the training schema (absent columns missing, as the estimators expect)."""
+    frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+    table, dropped = reindex_to_schema(frame, schema)
+    if dropped:
+        raise InputError(f"unknown feature column(s) {', '.join(dropped[:10])}",
+                         fix="send only columns of the model's feature schema")
+    return table
+
+
+class RadiosensitivityModel(PythonModel):  # type: ignore[misc]
+    """Pyfunc: feature rows -> ``rsi``, ``rsi_lower``, ``rsi_upper`` (90 % interval) and ``rsi_source``.
+
+    Artifact ``radiosensitivity``: ``{"schema": FeatureSchema, "model": RSISurrogate}`` (joblib).
+    """
+
+    def load_context(self, context: Any) -> None:
+        import joblib
+
+        bundle = joblib.load(context.artifacts[RADIOSENSITIVITY_ARTIFACT])
+        self.schema, self.model = bundle["schema"], bundle["model"]
+
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        table = schema_rows(model_input, self.schema)
+        bounds = self.model.predict_interval(table)
+        return pd.DataFrame({"rsi": self.model.predict(table), "rsi_lower": bounds[:, 0], "rsi_upper": bounds[:, 1],
+                             "rsi_source": self.model.predict_source(table)}, index=table.index)
+
+
+class ToxicityModel(PythonModel):  # type: ignore[misc]
+    """Pyfunc: feature rows -> ``<endpoint>_grade_ge2`` probability columns at the delivered plan.
+
+    Artifact ``toxicity``: ``{"schema": FeatureSchema, "models": {endpoint: ToxicityClassifier}}`` (joblib).
+    ``params={"prescription_gy": D}`` gives the probabilities with the plan scaled to ``D`` Gy instead.
+    """
+
+    def load_context(self, context: Any) -> None:
+        import joblib
+
+        bundle = joblib.load(context.artifacts[TOXICITY_ARTIFACT])
+        self.schema, self.models = bundle["schema"], bundle["models"]
+
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        table = schema_rows(model_input, self.schema)
+        dose = (params or {}).get("prescription_gy")
+        out = {}
+        for endpoint, model in sorted(self.models.items()):
+            proba = (model.predict_proba(table) if dose is None
+                     else model.predict_proba_at_dose(table, prescription_gy=float(dose)))
+            out[toxicity_key(endpoint)] = proba[:, 1]
+        return pd.DataFrame(out, index=table.index)

@@ -1,0 +1,317 @@
+"""Model registry (contract section 4): log and register the models, set the ``champion``/``challenger`` aliases.
+
+:func:`register_models` logs three models in one MLflow run and registers each:
+
+* ``radiogenomics-radiosensitivity``: the fitted RSI surrogate (pyfunc :class:`RadiosensitivityModel`: RSI,
+  its 90 % interval and its source);
+* ``radiogenomics-toxicity``: the fitted toxicity classifiers (pyfunc :class:`ToxicityModel`);
+* ``radiogenomics-prescriber``: the pyfunc :class:`PrescriberModel` (feature rows -> prescription records).
+
+Aliases: a registered model's first version becomes ``champion``. A later version becomes ``challenger``
+and is promoted to ``champion`` only when none of its held-out metrics is worse than the champion's by more
+than the configured tolerance (:func:`promotion_decision`). The decision and its reason go into the run's
+tags (``registry.<model>.decision`` / ``.reason``) and the version's tags (``promotion_decision``,
+``promotion_reason``); held-out metrics into the version's tags ``heldout.<metric>`` (what the next
+challenger is compared with). See ``docs/registry.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from radiogenomics.errors import InputError
+from radiogenomics.features.schema import FeatureSchema
+from radiogenomics.models.prescriber import REGIMEN_COLUMNS, Prescriber, records_frame
+from radiogenomics.training.config import RegistryConfig, TrainConfig
+from radiogenomics.training.metrics import GREATER_IS_BETTER
+
+log = logging.getLogger(__name__)
+
+PRESCRIBER_MODEL = "radiogenomics-prescriber"
+RADIOSENSITIVITY_MODEL = "radiogenomics-radiosensitivity"
+TOXICITY_MODEL = "radiogenomics-toxicity"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+METRIC_TAG_PREFIX = "heldout."
+#: Decisions recorded in tags.
+FIRST_CHAMPION = "first_champion"
+PROMOTED = "promoted"
+KEPT_CHAMPION = "kept_champion"
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """Whether a new version becomes champion, and why (``comparisons``: metric -> one-line verdict)."""
+
+    decision: str
+    reason: str
+    comparisons: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def promoted(self) -> bool:
+        return self.decision in (FIRST_CHAMPION, PROMOTED)
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """One registered model version and the aliases it holds after registration."""
+
+    name: str
+    version: str
+    uri: str
+    model_id: str | None
+    aliases: tuple[str, ...]
+    decision: PromotionDecision
+
+
+@dataclass(frozen=True)
+class RegistrationResult:
+    """What :func:`register_models` did: the run, each registered version, the prescriber's decision."""
+
+    run_id: str
+    versions: dict[str, RegisteredVersion]
+
+    @property
+    def decision(self) -> PromotionDecision:
+        return self.versions[PRESCRIBER_MODEL].decision
+
+
+def metric_direction(name: str) -> str | None:
+    """``"higher"``, ``"lower"``, ``"band"`` (coverage: inside the band is best) or None (not compared).
+
+    The metric's last dotted part decides (``toxicity.xerostomia.auc`` -> ``auc``): Spearman, AUC, C-index
+    higher is better; MAE, Brier, mean interval width lower (:data:`GREATER_IS_BETTER`); ``coverage*``: the
+    distance from the configured coverage band, lower is better.
+    """
+    key = name.rsplit(".", 1)[-1]
+    if key.startswith("coverage"):
+        return "band"
+    if key in GREATER_IS_BETTER:
+        return "higher" if GREATER_IS_BETTER[key] else "lower"
+    return None
+
+
+def _band_distance(value: float, band: tuple[float, float]) -> float:
+    low, high = band
+    return max(low - value, value - high, 0.0)
+
+
+def promotion_decision(challenger: Mapping[str, float], champion: Mapping[str, float] | None,
+                       config: RegistryConfig) -> PromotionDecision:
+    """Promote the challenger unless one of its held-out metrics is worse than the champion's beyond tolerance.
+
+    Compared: metrics both have and :func:`metric_direction` knows; the tolerance of a metric is
+    ``config.tolerance[<last dotted part>]`` (0 when absent). A NaN challenger metric where the champion's is
+    finite counts as worse. No champion: the version becomes the first champion.
+    """
+    if champion is None:
+        return PromotionDecision(FIRST_CHAMPION, "no champion yet: the first registered version becomes champion")
+    comparisons: dict[str, str] = {}
+    worse: list[str] = []
+    for name in sorted(set(challenger) & set(champion)):
+        direction = metric_direction(name)
+        if direction is None:
+            continue
+        new, old = float(challenger[name]), float(champion[name])
+        tolerance = float(config.tolerance.get(name.rsplit(".", 1)[-1], 0.0))
+        if math.isnan(old):
+            continue
+        if direction == "band":
+            new_cmp = -_band_distance(new, config.coverage_band) if not math.isnan(new) else math.nan
+            old_cmp = -_band_distance(old, config.coverage_band)
+        else:
+            sign = 1.0 if direction == "higher" else -1.0
+            new_cmp, old_cmp = sign * new, sign * old
+        is_worse = math.isnan(new_cmp) or new_cmp < old_cmp - tolerance
+        verdict = (f"{name}: {new:.4g} vs champion {old:.4g} ({direction} is better, tolerance {tolerance:g}): "
+                   f"{'worse' if is_worse else 'ok'}")
+        comparisons[name] = verdict
+        if is_worse:
+            worse.append(verdict)
+    if worse:
+        return PromotionDecision(KEPT_CHAMPION, "not promoted: " + "; ".join(worse), comparisons)
+    if not comparisons:
+        return PromotionDecision(PROMOTED, "promoted: no held-out metric in common with the champion", comparisons)
+    return PromotionDecision(PROMOTED, f"promoted: {len(comparisons)} held-out metric(s) within tolerance",
+                             comparisons)
+
+
+def champion_metrics(client: Any, name: str) -> dict[str, float] | None:
+    """The ``heldout.*`` tags of the current champion version of ``name`` (None: no champion)."""
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except Exception:  # no registered model or no alias: MlflowException RESOURCE_DOES_NOT_EXIST
+        return None
+    return {k[len(METRIC_TAG_PREFIX):]: float(v) for k, v in (version.tags or {}).items()
+            if k.startswith(METRIC_TAG_PREFIX)}
+
+
+def signature_example(table: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
+    """Example input for the signature: the schema's non-outcome columns (two rows) plus the regimen columns."""
+    columns = [c.name for c in schema.columns if c.group != "outcome"]
+    regimen = pd.DataFrame({c: np.full(min(len(table), 2), np.nan) for c in REGIMEN_COLUMNS})
+    return pd.concat([table.reindex(columns=columns).head(2).reset_index(drop=True), regimen], axis=1)
+
+
+def input_signature(signature: Any) -> Any:
+    """``signature`` with every input column optional and every non-text column of type ``Any``.
+
+    MLflow's schema enforcement refuses int64 -> double and nullable integers with missing values, so numbers
+    are declared ``Any`` and validated by the models themselves (each column is cast to the training table's
+    dtype, an ``InputError`` naming the column when it cannot be); missing features are allowed (contract
+    section 6).
+    """
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
+
+    inputs = Schema([ColSpec(c.type if c.type == DataType.string else AnyType(), c.name, required=False)
+                     for c in signature.inputs.inputs])
+    return ModelSignature(inputs=inputs, outputs=signature.outputs, params=signature.params)
+
+
+def _aliases(client: Any, name: str) -> set[str]:
+    """The aliases a registered model has now."""
+    return set(getattr(client.get_registered_model(name), "aliases", None) or {})
+
+
+def _set_aliases(client: Any, name: str, version: str, metrics: Mapping[str, float], config: RegistryConfig,
+                 run_tags: dict[str, str]) -> RegisteredVersion:
+    decision = promotion_decision(metrics, champion_metrics(client, name), config)
+    for metric, value in metrics.items():
+        client.set_model_version_tag(name, version, f"{METRIC_TAG_PREFIX}{metric}", repr(float(value)))
+    client.set_model_version_tag(name, version, "promotion_decision", decision.decision)
+    client.set_model_version_tag(name, version, "promotion_reason", decision.reason[:5000])
+    if decision.promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        aliases: tuple[str, ...] = (CHAMPION,)
+        if decision.decision == PROMOTED and CHALLENGER in _aliases(client, name):
+            client.delete_registered_model_alias(name, CHALLENGER)
+    else:
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        aliases = (CHALLENGER,)
+    run_tags[f"registry.{name}.version"] = version
+    run_tags[f"registry.{name}.decision"] = decision.decision
+    run_tags[f"registry.{name}.reason"] = decision.reason[:5000]
+    log.info("registry: %s version %s -> %s (%s)", name, version, "/".join(aliases), decision.reason)
+    mv = client.get_model_version(name, version)
+    return RegisteredVersion(name=name, version=version, uri=f"models:/{name}/{version}",
+                             model_id=getattr(mv, "model_id", None), aliases=aliases, decision=decision)
+
+
+def register_models(radiosensitivity: Any, toxicity: Mapping[str, Any], metrics: Mapping[str, float],
+                    schema: FeatureSchema, config: TrainConfig | RegistryConfig, *, training_table: pd.DataFrame,
+                    prescriber: Prescriber | None = None, prescriber_options: Mapping[str, Any] | None = None,
+                    run_id: str | None = None, experiment_name: str | None = None) -> RegistrationResult:
+    """Log, register and alias the three registered models of contract section 4 in one MLflow run.
+
+    Parameters
+    ----------
+    radiosensitivity, toxicity:
+        The fitted ``RSISurrogate`` and ``{endpoint: ToxicityClassifier}`` (final models, fitted on all
+        training patients).
+    metrics:
+        Held-out metrics (``{"radiosensitivity.spearman": 0.61, "toxicity.xerostomia.auc": 0.74, ...}``),
+        compared with the champion's by :func:`promotion_decision`.
+    schema:
+        The training feature table's schema (the prescriber reindexes input to it).
+    config:
+        The training config (its ``registry`` section) or a :class:`RegistryConfig`.
+    training_table:
+        The training feature table: population RSI, applicability domain and the signature example.
+    prescriber:
+        A ready :class:`Prescriber`; default :meth:`Prescriber.from_training` with ``prescriber_options``.
+    run_id:
+        Log into this run (e.g. the train command's parent run); default the active run, else a new run
+        ``register`` in ``experiment_name`` (default the config's, else ``radiogenomics``).
+
+    MLflow is found through ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI`` (or ``mlflow.set_tracking_uri``).
+    """
+    import joblib
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from radiogenomics.serving import pyfunc
+
+    registry_config = config.registry if isinstance(config, TrainConfig) else config
+    bad = {k: v for k, v in metrics.items() if not isinstance(v, int | float) or isinstance(v, bool)}
+    if bad:
+        raise InputError(f"held-out metrics must be numbers: {sorted(bad)}", fix="pass {name: float}")
+    prescriber = prescriber or Prescriber.from_training(training_table, schema, radiosensitivity, toxicity,
+                                                        **dict(prescriber_options or {}))
+    example = signature_example(training_table, schema)
+    features = training_table.reindex(columns=[c for c in example.columns if c not in REGIMEN_COLUMNS]).head(2)
+    records = records_frame(prescriber.predict_records(features))
+    if experiment_name is None and isinstance(config, TrainConfig):
+        experiment_name = config.tracking.experiment_name
+    client = mlflow.MlflowClient()
+    active = mlflow.active_run()
+    if run_id is None and active is not None:
+        run_id = active.info.run_id
+    context: Any
+    if active is not None and active.info.run_id == run_id:
+        from contextlib import nullcontext
+
+        context = nullcontext(active)
+    elif run_id is not None:
+        context = mlflow.start_run(run_id=run_id)
+    else:
+        experiment = mlflow.set_experiment(experiment_name or "radiogenomics")
+        context = mlflow.start_run(run_name="register", experiment_id=experiment.experiment_id)
+    run_tags: dict[str, str] = {}
+    versions: dict[str, RegisteredVersion] = {}
+    with context as run, tempfile.TemporaryDirectory(prefix="radiogenomics-register-") as tmp, \
+            warnings.catch_warnings():
+        # no input example on purpose (MLflow would run predict at logging); integer columns are declared Any
+        warnings.filterwarnings("ignore", message=".*input example.*|.*Inferred schema contains integer.*")
+        run_id = run.info.run_id
+        paths = {name: Path(tmp) / f"{name}.joblib" for name in ("prescriber", "radiosensitivity", "toxicity")}
+        joblib.dump(prescriber, paths["prescriber"])
+        joblib.dump({"schema": schema, "model": radiosensitivity}, paths["radiosensitivity"])
+        joblib.dump({"schema": schema, "models": dict(toxicity)}, paths["toxicity"])
+        rsi_model, tox_model = pyfunc.RadiosensitivityModel(), pyfunc.ToxicityModel()
+        rsi_model.schema, rsi_model.model = schema, radiosensitivity
+        tox_model.schema, tox_model.models = schema, dict(toxicity)
+        features_only = example.drop(columns=list(REGIMEN_COLUMNS))
+        specs = [
+            (RADIOSENSITIVITY_MODEL, "radiosensitivity", pyfunc.RadiosensitivityModel(),
+             pyfunc.RADIOSENSITIVITY_ARTIFACT, infer_signature(features_only, rsi_model.predict(None, features))),
+            (TOXICITY_MODEL, "toxicity", pyfunc.ToxicityModel(), pyfunc.TOXICITY_ARTIFACT,
+             infer_signature(features_only, tox_model.predict(None, features))),
+            (PRESCRIBER_MODEL, "prescriber", pyfunc.PrescriberModel(PRESCRIBER_MODEL), pyfunc.PRESCRIBER_ARTIFACT,
+             infer_signature(example, _signature_output(records), params={
+                 "n_fractions": prescriber.n_fractions, "dose_per_fraction_gy": prescriber.dose_per_fraction_gy,
+                 "target_gard": prescriber.target_gard})),
+        ]
+        for name, artifact_name, python_model, artifact, signature in specs:
+            info = mlflow.pyfunc.log_model(name=artifact_name, python_model=python_model,
+                                           artifacts={artifact: str(paths[artifact_name])},
+                                           signature=input_signature(signature),
+                                           pip_requirements=pyfunc.pip_requirements(), registered_model_name=name)
+            versions[name] = _set_aliases(client, name, str(info.registered_model_version), metrics,
+                                          registry_config, run_tags)
+        mlflow.set_tags(run_tags)
+    return RegistrationResult(run_id=str(run_id), versions=versions)
+
+
+def _signature_output(records: pd.DataFrame) -> pd.DataFrame:
+    """Records with ``toxicity`` and ``flags`` as JSON strings, for the signature's output schema.
+
+    MLflow cannot infer a schema for a column of dicts with per-row keys; the pyfunc returns them as dicts
+    and lists (output schemas are documentation, not enforced).
+    """
+    import json
+
+    out = records.copy()
+    out["toxicity"] = [json.dumps(t, sort_keys=True) for t in out["toxicity"]]
+    out["flags"] = [json.dumps(f) for f in out["flags"]]
+    return out

@@ -1,0 +1,238 @@
+"""The prescriber: feature rows -> contract section 2 records, schema reindexing, flags, fallback, input hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from prescriber_factory import Bundle, build_bundle, session_base
+
+from radiogenomics.errors import InputError
+from radiogenomics.models.applicability import ApplicabilityDomain, imaging_columns
+from radiogenomics.models.prescriber import (
+    HASH_FORMAT,
+    RECORD_FIELDS,
+    ModelInfo,
+    Prescriber,
+    input_sha256,
+    population_rsi,
+)
+from radiogenomics.radiobiology import alpha_from_rsi, dose_for_gard_lq, load_rails
+
+INFO = ModelInfo("radiogenomics-prescriber", "7", "models:/radiogenomics-prescriber/7")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    return build_bundle(session_base(tmp_path_factory))
+
+
+@pytest.fixture(scope="module")
+def prescriber(bundle: Bundle) -> Prescriber:
+    return Prescriber.from_training(bundle.table, bundle.schema, bundle.radiosensitivity, bundle.toxicity)
+
+
+@pytest.fixture(scope="module")
+def features(bundle: Bundle) -> pd.DataFrame:
+    """What a caller sends: the table without outcome columns."""
+    return bundle.table.drop(columns=[c for c in bundle.table.columns if c.startswith("outcome.")])
+
+
+def test_records_follow_the_contract(prescriber: Prescriber, features: pd.DataFrame, bundle: Bundle) -> None:
+    records = prescriber.predict_records(features, model=INFO)
+    assert len(records) == len(features)
+    rails = load_rails().site("head_neck")
+    for record, pid in zip(records, features["patient_id"], strict=True):
+        assert tuple(record) == RECORD_FIELDS
+        assert record["patient_id"] == pid
+        assert (record["model_name"], record["model_version"], record["model_uri"]) == (INFO.name, INFO.version,
+                                                                                           INFO.uri)
+        assert record["rsi_lower"] <= record["rsi"] <= record["rsi_upper"]
+        assert record["alpha_per_gy"] == pytest.approx(float(alpha_from_rsi(record["rsi"], 0.05)))
+        assert record["alpha_beta_gy"] == pytest.approx(record["alpha_per_gy"] / 0.05)
+        assert (record["n_fractions"], record["dose_per_fraction_gy"], record["target_gard"]) == (35.0, 2.0, 33.0)
+        assert record["gard"] == pytest.approx(70.0 * (record["alpha_per_gy"] + 0.05 * 2.0))
+        assert record["dose_for_target_gard_gy"] == pytest.approx(33.0 / (record["alpha_per_gy"] + 0.1))
+        total = record["recommended_total_dose_gy"]
+        assert rails.min_total_dose_gy - 1e-9 <= total <= rails.max_total_dose_gy + 1e-9
+        assert record["recommended_n_fractions"] * record["recommended_dose_per_fraction_gy"] == pytest.approx(total)
+        if not math.isnan(record["dose_for_target_gard_upper_gy"]):
+            assert record["dose_for_target_gard_lower_gy"] <= record["dose_for_target_gard_gy"] \
+                <= record["dose_for_target_gard_upper_gy"]
+        assert set(record["toxicity"]) == {"xerostomia_grade_ge2"}
+        assert 0.0 <= record["toxicity"]["xerostomia_grade_ge2"] <= 1.0
+        assert len(record["input_sha256"]) == 64
+        assert datetime.fromisoformat(record["created_at"]).utcoffset().total_seconds() == 0
+    # the rails clip: a dose above the site maximum is flagged clipped_max
+    for record in records:
+        if record["dose_for_target_gard_gy"] > rails.max_total_dose_gy:
+            assert "clipped_max" in record["flags"]
+
+
+def test_toxicity_is_at_the_recommended_dose(prescriber: Prescriber, features: pd.DataFrame,
+                                             bundle: Bundle) -> None:
+    rows = features.head(4)
+    records = prescriber.predict_records(rows)
+    table, _ = prescriber.prepare(rows)
+    totals = np.array([r["recommended_total_dose_gy"] for r in records])
+    expected = bundle.toxicity["xerostomia"].predict_proba_at_dose(table, prescription_gy=totals)[:, 1]
+    got = [r["toxicity"]["xerostomia_grade_ge2"] for r in records]
+    np.testing.assert_allclose(got, expected)
+    delivered = bundle.toxicity["xerostomia"].predict_proba(table)[:, 1]
+    changed = np.abs(table["clinical.total_dose_gy"].to_numpy(dtype=float) - totals) > 1.0
+    assert changed.any() and not np.allclose(np.array(got)[changed], delivered[changed])
+
+
+def test_measured_rsi_is_used_and_missing_genomics_flagged(prescriber: Prescriber, features: pd.DataFrame,
+                                                           bundle: Bundle) -> None:
+    rows = features.head(5)
+    measured = prescriber.predict_records(rows)
+    clip = bundle.radiosensitivity.clip
+    for record, rsi in zip(measured, rows["genomic.rsi"], strict=True):
+        assert "missing_genomics" not in record["flags"]
+        if "population_fallback" not in record["flags"]:
+            assert record["rsi"] == pytest.approx(float(np.clip(rsi, *clip)))
+    blind = rows.assign(**{"genomic.rsi": np.nan})
+    predicted = prescriber.predict_records(blind)
+    imaging = bundle.radiosensitivity.predict_imaging(prescriber.prepare(blind)[0])
+    for record, value in zip(predicted, imaging, strict=True):
+        assert "missing_genomics" in record["flags"]
+        if "population_fallback" not in record["flags"]:
+            assert record["rsi"] == pytest.approx(value)
+
+
+def test_missing_imaging_and_missing_columns(prescriber: Prescriber, features: pd.DataFrame) -> None:
+    rows = features.head(3).copy()
+    assert not any("missing_imaging" in r["flags"] for r in prescriber.predict_records(rows))
+    no_pet = rows.drop(columns=[c for c in rows.columns if c.startswith("pet_fdg.")]).assign(
+        **{"available.pet_fdg": 0})
+    records = prescriber.predict_records(no_pet)
+    assert all("missing_imaging" in r["flags"] for r in records)
+    assert all(math.isfinite(r["recommended_total_dose_gy"]) for r in records)
+    # a column the caller leaves out is missing (NaN), not an error; an absent availability flag is 0
+    minimal = rows[["patient_id", "genomic.rsi", "clinical.site"]]
+    records = prescriber.predict_records(minimal)
+    assert all("missing_imaging" in r["flags"] for r in records)
+    assert all(r["toxicity"] == {} for r in records)  # dose features are never imputed
+
+
+def test_unknown_and_non_finite_inputs_are_input_errors(prescriber: Prescriber, features: pd.DataFrame) -> None:
+    rows = features.head(2)
+    with pytest.raises(InputError, match="ct.gtv.not_a_feature"):
+        prescriber.predict_records(rows.assign(**{"ct.gtv.not_a_feature": 1.0}))
+    column = imaging_columns(rows)[0]
+    bad = rows.copy()
+    bad.loc[bad.index[1], column] = np.inf
+    with pytest.raises(InputError, match=column) as info:
+        prescriber.predict_records(bad)
+    assert info.value.patient_id == rows["patient_id"].iloc[1]
+    with pytest.raises(InputError, match="n_fractions"):
+        prescriber.predict_records(rows, n_fractions=0)
+    with pytest.raises(InputError, match="whole number"):
+        prescriber.predict_records(rows.assign(n_fractions=[30, 30.5]))
+    with pytest.raises(InputError, match="dose_per_fraction_gy"):
+        prescriber.predict_records(rows.assign(dose_per_fraction_gy=[2.0, np.inf]))
+
+
+def test_regimen_per_row_and_defaults(prescriber: Prescriber, features: pd.DataFrame) -> None:
+    rows = features.head(3).assign(target_gard=[30.0, np.nan, 45.0], n_fractions=[30, 35, 33],
+                                   dose_per_fraction_gy=[2.2, 2.0, 1.8])
+    records = prescriber.predict_records(rows, target_gard=40.0)
+    assert [r["target_gard"] for r in records] == [30.0, 40.0, 45.0]
+    assert [r["n_fractions"] for r in records] == [30.0, 35.0, 33.0]
+    for r in records:
+        expected = dose_for_gard_lq(r["alpha_per_gy"], r["target_gard"], beta_per_gy2=0.05,
+                                    dose_per_fraction_gy=r["dose_per_fraction_gy"])
+        assert r["dose_for_target_gard_gy"] == pytest.approx(float(expected))
+        assert r["gard"] == pytest.approx(r["n_fractions"] * r["dose_per_fraction_gy"]
+                                          * (r["alpha_per_gy"] + 0.05 * r["dose_per_fraction_gy"]))
+
+
+def test_out_of_distribution_falls_back_to_population(prescriber: Prescriber, features: pd.DataFrame,
+                                                      bundle: Bundle) -> None:
+    typical = prescriber.predict_records(features)
+    assert sum("out_of_distribution" in r["flags"] for r in typical) <= 0.2 * len(typical)
+    rows = features.head(2).copy()
+    columns = imaging_columns(rows)
+    rows[columns] = rows[columns] * 50.0 + 1e4
+    rows["genomic.rsi"] = np.nan
+    records = prescriber.predict_records(rows)
+    median, low, high = population_rsi(bundle.table["genomic.rsi"])
+    for record in records:
+        assert {"out_of_distribution", "population_fallback", "missing_genomics"} <= set(record["flags"])
+        assert (record["rsi"], record["rsi_lower"], record["rsi_upper"]) == pytest.approx((median, low, high))
+        assert record["alpha_per_gy"] == pytest.approx(float(alpha_from_rsi(median, 0.05)))
+    # with a measured RSI the imaging is flagged but the measured value is kept
+    measured = prescriber.predict_records(rows.assign(**{"genomic.rsi": 0.4}))
+    assert all("out_of_distribution" in r["flags"] and "population_fallback" not in r["flags"] for r in measured)
+    assert all(r["rsi"] == pytest.approx(0.4) for r in measured)
+
+
+def test_population_rsi_is_the_training_median_and_percentiles() -> None:
+    values = np.r_[np.linspace(0.1, 0.7, 101), np.nan, 0.95]  # 0.95 is outside the LQ domain (alpha < 0)
+    median, low, high = population_rsi(values)
+    assert (median, low, high) == pytest.approx((0.4, 0.13, 0.67))
+    with pytest.raises(InputError):
+        population_rsi([np.nan, 0.9])
+
+
+def test_input_hash_is_canonical_and_sensitive(prescriber: Prescriber, features: pd.DataFrame) -> None:
+    rows = features.head(2)
+    first = prescriber.predict_records(rows, model=INFO)
+    again = prescriber.predict_records(rows.iloc[::-1], model=INFO)[::-1]
+    assert [r["input_sha256"] for r in first] == [r["input_sha256"] for r in again]
+    assert first[0]["input_sha256"] != first[1]["input_sha256"]
+    other_version = prescriber.predict_records(rows, model=ModelInfo(INFO.name, "8", INFO.uri))
+    other_target = prescriber.predict_records(rows, model=INFO, target_gard=34.0)
+    changed = rows.copy()
+    changed.loc[changed.index[0], "clinical.age_years"] += 1.0
+    other_feature = prescriber.predict_records(changed, model=INFO)
+    for variant in (other_version, other_target, other_feature):
+        assert variant[0]["input_sha256"] != first[0]["input_sha256"]
+    assert other_feature[1]["input_sha256"] == first[1]["input_sha256"]
+    # the documented canonical form, computed independently
+    table, _ = prescriber.prepare(rows)
+    row = table.iloc[0].drop(labels=["patient_id", *[c for c in table.columns if c.startswith("outcome.")]])
+    features_json = {}
+    for key, value in row.items():
+        if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+            features_json[key] = None
+        elif isinstance(value, str):
+            features_json[key] = value
+        else:
+            features_json[key] = float(value)
+    payload = {"format": HASH_FORMAT, "features": features_json,
+               "regimen": {"n_fractions": 35.0, "dose_per_fraction_gy": 2.0, "target_gard": 33.0},
+               "model": {"name": INFO.name, "version": INFO.version}}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    assert first[0]["input_sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    assert input_sha256(row.to_dict(), payload["regimen"], INFO) == first[0]["input_sha256"]
+
+
+def test_applicability_domain(bundle: Bundle) -> None:
+    domain = ApplicabilityDomain(n_splits=4).fit(bundle.table)
+    scores = domain.score_samples(bundle.table)
+    assert np.isfinite(domain.z_threshold_) and np.isfinite(domain.distance_threshold_)
+    assert scores["in_domain"].mean() >= 0.8
+    far = bundle.table.head(3).copy()
+    far[domain.columns_] = far[domain.columns_] * 50.0 + 1e4
+    assert not domain.in_domain(far).any()
+    with pytest.raises(InputError):
+        ApplicabilityDomain().fit(bundle.table.head(4))
+
+
+def test_prescriber_pickles(prescriber: Prescriber, features: pd.DataFrame, tmp_path: Path) -> None:
+    import joblib
+
+    joblib.dump(prescriber, tmp_path / "p.joblib")
+    loaded = joblib.load(tmp_path / "p.joblib")
+    a = prescriber.predict_records(features.head(2))
+    b = loaded.predict_records(features.head(2))
+    assert [r["input_sha256"] for r in a] == [r["input_sha256"] for r in b]
+    assert [r["recommended_total_dose_gy"] for r in a] == [r["recommended_total_dose_gy"] for r in b]
