@@ -1,0 +1,240 @@
+"""Nested cross-validation with an Optuna search in the inner loop, estimator-agnostic.
+
+For each outer fold (grouped by patient, stratified by centre, or one centre held out with
+``cv.leave_one_centre_out``) an Optuna study searches the hyperparameters with inner cross-validation on the
+outer *training* rows only; the best parameters are refitted on the whole outer training fold and scored on
+the outer test fold, which no fit and no search has seen. Imputation, scaling, ComBat and feature selection
+live inside the estimator's pipeline, so they are fitted on training rows only as well. Finally an inner
+search on all rows chooses the parameters of the model refitted on all data (the one to register); its
+performance estimate is the outer folds' mean, never its own fit.
+
+``build_estimator(params)`` returns a new unfitted estimator; ``search_space(trial)`` returns a params dict.
+Out-of-fold predictions come from ``predict`` (or the positive-class column of ``predict_proba`` for a
+probability scorer) and, where the estimator has ``predict_interval(X)``, its interval.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from radiogenomics.progress import progress_bar
+from radiogenomics.training import search
+from radiogenomics.training.config import TrainConfig
+from radiogenomics.training.metrics import FAMILY_METRICS, Scorer, get_scorer, interval_metrics, survival_arrays
+from radiogenomics.training.splits import Fold, grouped_folds, leave_one_centre_out
+
+if TYPE_CHECKING:
+    from radiogenomics.training.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+BuildEstimator = Callable[[dict[str, Any]], Any]
+
+
+@dataclass
+class FoldResult:
+    """One outer fold: its rows, the parameters the inner search chose, and the held-out metrics."""
+
+    index: int
+    name: str
+    train: np.ndarray
+    test: np.ndarray
+    best_params: dict[str, Any]
+    best_inner_score: float
+    metrics: dict[str, float]
+
+
+@dataclass
+class NestedCVResult:
+    """Per-fold metrics, out-of-fold predictions, chosen parameters and the model refitted on all data.
+
+    ``oof`` has one row per input row (in input order): ``group``, ``fold``, the target (``y_true``, or
+    ``event`` and ``time`` for survival), ``y_pred`` and, with intervals, ``lower`` and ``upper``.
+    """
+
+    scorer: str
+    kind: str
+    folds: list[FoldResult]
+    oof: pd.DataFrame
+    final_params: dict[str, Any]
+    final_estimator: Any
+    studies: list[str] = field(default_factory=list)
+
+    def metrics_frame(self) -> pd.DataFrame:
+        """One row per outer fold, one column per metric."""
+        return pd.DataFrame([f.metrics for f in self.folds], index=[f.name for f in self.folds])
+
+    def summary(self) -> dict[str, float]:
+        """``<metric>_mean`` and ``<metric>_sd`` (sample SD, ddof=1) over the outer folds where the metric is
+        defined (a NaN fold, e.g. a calibration slope under perfect separation, is left out)."""
+        frame = self.metrics_frame()
+        out: dict[str, float] = {}
+        for name in frame.columns:
+            values = frame[name].astype(float)
+            out[f"{name}_mean"] = float(values.mean())
+            out[f"{name}_sd"] = float(values.std(ddof=1)) if values.notna().sum() > 1 else float("nan")
+        return out
+
+
+def _take(obj: Any, idx: np.ndarray) -> Any:
+    """Rows ``idx`` (positions) of a DataFrame, Series or array."""
+    if isinstance(obj, pd.DataFrame | pd.Series):
+        return obj.iloc[idx]
+    return np.asarray(obj)[idx]
+
+
+def _fold_fit_params(fit_params: Mapping[str, Any] | None, n_rows: int, idx: np.ndarray) -> dict[str, Any]:
+    """``fit_params`` with per-row values (arrays of length n_rows) restricted to the fold's rows."""
+    out: dict[str, Any] = {}
+    for key, value in (fit_params or {}).items():
+        per_row = hasattr(value, "__len__") and not isinstance(value, str | bytes | Mapping) and len(value) == n_rows
+        out[key] = _take(value, idx) if per_row else value
+    return out
+
+
+def _predict(estimator: Any, X: Any, scorer: Scorer) -> np.ndarray:
+    if scorer.response == "predict_proba":
+        proba = np.asarray(estimator.predict_proba(X))
+        return proba[:, 1] if proba.ndim == 2 else proba
+    return np.asarray(estimator.predict(X), dtype=float)
+
+
+def _interval(estimator: Any, X: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """(lower, upper) from ``predict_interval``: an (n, 2) or MAPIE (n, 2, 1) array, or (prediction, that)."""
+    if not hasattr(estimator, "predict_interval"):
+        return None
+    out = estimator.predict_interval(X)
+    if isinstance(out, tuple):
+        out = out[-1]
+    arr = np.asarray(out, dtype=float)
+    if arr.ndim == 3:
+        arr = arr[:, :, 0]
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"predict_interval returned shape {arr.shape}; expected (n, 2) or (n, 2, 1)")
+    return arr[:, 0], arr[:, 1]
+
+
+class _Runner:
+    """Shared state of one nested CV: data, search settings, progress and tracking."""
+
+    def __init__(self, build_estimator: BuildEstimator, search_space: search.SearchSpace, X: Any, y: Any,
+                 scorer: Scorer, config: TrainConfig, groups: np.ndarray, strata: np.ndarray | None,
+                 fit_params: Mapping[str, Any] | None, tracker: Tracker | None, storage_url: str | None,
+                 study_prefix: str) -> None:
+        self.build, self.space, self.X, self.y = build_estimator, search_space, X, y
+        self.scorer, self.config, self.groups, self.strata = scorer, config, groups, strata
+        self.fit_params, self.tracker, self.storage_url = fit_params, tracker, storage_url
+        self.study_prefix = study_prefix
+        self.n_rows = len(groups)
+        self.update: search.OnTrial = lambda done, note: None
+        self.trials_done = 0
+
+    def fit(self, params: dict[str, Any], idx: np.ndarray) -> Any:
+        estimator = self.build(dict(params))
+        estimator.fit(_take(self.X, idx), _take(self.y, idx), **_fold_fit_params(self.fit_params, self.n_rows, idx))
+        return estimator
+
+    def inner_score(self, params: dict[str, Any], rows: np.ndarray, folds: list[Fold]) -> float:
+        """Mean inner-fold score of ``params`` (fits on inner training rows of ``rows`` only)."""
+        scores = []
+        for fold in folds:
+            train, valid = rows[fold.train], rows[fold.test]
+            estimator = self.fit(params, train)
+            scores.append(self.scorer(_take(self.y, valid), _predict(estimator, _take(self.X, valid), self.scorer)))
+        return float(np.mean(scores))
+
+    def search(self, rows: np.ndarray, label: str) -> tuple[dict[str, Any], float, str]:
+        """Inner search on ``rows``; returns (best params, best inner score, study name)."""
+        cv = self.config.cv
+        strata = None if self.strata is None else self.strata[rows]
+        folds = grouped_folds(self.groups[rows], strata, cv.inner_folds, self.config.seed, prefix="inner")
+        name = f"{self.study_prefix}/{label}"
+        study = search.open_study(self.storage_url, name, direction=self.scorer.direction,
+                                  seed=self.config.sampler_seed)
+
+        def on_trial(done: int, note: str) -> None:
+            self.trials_done += 1
+            self.update(self.trials_done, f"{label} {note}")
+
+        search.run_search(study, self.space, lambda params: self.inner_score(params, rows, folds),
+                          n_trials=self.config.search.n_trials, timeout_s=self.config.search.timeout_s,
+                          tracker=self.tracker, tags={"fold": label}, on_trial=on_trial,
+                          storage_url=self.storage_url)
+        return search.best_params(study, self.space), float(study.best_value), name
+
+    def targets(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        y = _take(self.y, idx)
+        if self.scorer.kind == "survival":
+            event, time = survival_arrays(y)
+            return {"event": event, "time": time}
+        return {"y_true": np.asarray(y)}
+
+
+def nested_cv(build_estimator: BuildEstimator, search_space: search.SearchSpace, X: Any, y: Any, *,
+              scorer: str | Scorer, config: TrainConfig, groups: Any, strata: Any = None,
+              fit_params: Mapping[str, Any] | None = None, tracker: Tracker | None = None,
+              run_dir: Path | str | None = None, study_prefix: str = "", metric_prefix: str = "",
+              progress: bool = True) -> NestedCVResult:
+    """Nested CV of the estimators ``build_estimator`` makes, tuned over ``search_space``; see the module doc.
+
+    ``groups``: one patient ID per row (rows of a patient stay together). ``strata``: one centre per row (None:
+    no stratification; required for ``cv.leave_one_centre_out``). The Optuna storage is ``config.search``'s
+    (default ``sqlite:///<run_dir>/optuna.db``; in memory without ``run_dir``); studies are named
+    ``<search.study_name>/<study_prefix>/outer-<k>`` and ``.../final``. With a ``tracker`` whose parent run is
+    active, fold metrics are logged with ``step = fold`` (names prefixed by ``metric_prefix``) and every
+    trial as a nested run.
+    """
+    scorer = get_scorer(scorer)
+    groups_arr = np.asarray(groups, dtype=object).astype(str)
+    strata_arr = None if strata is None else np.asarray(strata, dtype=object).astype(str)
+    if len(groups_arr) != len(X) or len(np.asarray(y)) != len(X):
+        raise ValueError(f"X has {len(X)} rows, y {len(np.asarray(y))}, groups {len(groups_arr)}: they must match")
+    if config.cv.leave_one_centre_out:
+        if strata_arr is None:
+            raise ValueError("leave-one-centre-out needs the centres as strata")
+        outer = leave_one_centre_out(groups_arr, strata_arr)
+    else:
+        outer = grouped_folds(groups_arr, strata_arr, config.cv.outer_folds, config.seed, prefix="outer-")
+    prefix = "/".join(p for p in (config.search.study_name, study_prefix) if p)
+    runner = _Runner(build_estimator, search_space, X, y, scorer, config, groups_arr, strata_arr, fit_params,
+                     tracker, config.search.storage_url(run_dir), prefix)
+
+    oof = pd.DataFrame({"group": groups_arr, "fold": -1})
+    folds: list[FoldResult] = []
+    studies: list[str] = []
+    with progress_bar(f"nested CV {study_prefix or scorer.name}", enabled=progress) as update:
+        runner.update = lambda done, note: update(done, (len(outer) + 1) * config.search.n_trials, note)
+        for fold in outer:
+            params, inner, study = runner.search(fold.train, fold.name)
+            estimator = runner.fit(params, fold.train)
+            X_test = _take(X, fold.test)
+            pred = _predict(estimator, X_test, scorer)
+            y_test = _take(y, fold.test)
+            metrics = dict(FAMILY_METRICS[scorer.kind](y_test, pred))
+            oof.loc[fold.test, "fold"] = fold.index
+            oof.loc[fold.test, "y_pred"] = pred
+            for key, values in runner.targets(fold.test).items():
+                oof.loc[fold.test, key] = values
+            bounds = _interval(estimator, X_test)
+            if bounds is not None:
+                oof.loc[fold.test, "lower"], oof.loc[fold.test, "upper"] = bounds
+                metrics.update(interval_metrics(np.asarray(y_test, dtype=float), *bounds))
+            metrics[f"inner_{scorer.name}"] = inner
+            folds.append(FoldResult(fold.index, fold.name, fold.train, fold.test, params, inner, metrics))
+            studies.append(study)
+            log.info("%s %s: %s", study_prefix or scorer.name, fold.name,
+                     ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+            if tracker is not None:
+                tracker.log_fold_metrics(metrics, step=fold.index, prefix=metric_prefix)
+        all_rows = np.arange(len(groups_arr))
+        final_params, _, study = runner.search(all_rows, "final")
+        studies.append(study)
+        final = runner.fit(final_params, all_rows)
+    return NestedCVResult(scorer.name, scorer.kind, folds, oof, final_params, final, studies)
