@@ -22,7 +22,10 @@ WORKER = textwrap.dedent("""
     url, worker, folder = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     study = open_study(url, "shared", direction="minimize", seed=5, worker=worker)
     (folder / f"ready{worker}").touch()  # start together, whatever each process's import time
+    deadline = time.monotonic() + 120
     while len(list(folder.glob("ready*"))) < 2:
+        if time.monotonic() > deadline:
+            sys.exit("the other worker never opened the study")
         time.sleep(0.01)
     space = lambda t: {"x": t.suggest_float("x", -5.0, 5.0)}
 

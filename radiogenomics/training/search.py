@@ -62,9 +62,13 @@ def open_storage(url: str | None) -> optuna.storages.BaseStorage | None:
 
 def open_study(storage_url: str | None, study_name: str, *, direction: Literal["minimize", "maximize"], seed: int,
                worker: int = 0) -> optuna.Study:
-    """Create or join the study ``study_name`` with a seeded TPE sampler."""
+    """Create or join the study ``study_name`` with a seeded TPE sampler.
+
+    Workers starting together would race to create the storage's tables and the study (sqlite: a UNIQUE
+    constraint error in one of them), so creation holds the same lock as the trial budget.
+    """
     sampler = optuna.samplers.TPESampler(seed=seed + worker)
-    with _quiet_optuna():
+    with _quiet_optuna(), budget_lock(storage_url):
         return optuna.create_study(storage=open_storage(storage_url), study_name=study_name, direction=direction,
                                    sampler=sampler, load_if_exists=True)
 
