@@ -38,7 +38,7 @@ def test_bad_input_is_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_pending_commands_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["train", str(tmp_path)]) == 1
+    assert main(["serve", "--model", "models:/x@champion"]) == 1
     assert "not in this release" in capsys.readouterr().err
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,7 @@ def test_docs_have_an_example_for_every_command() -> None:
 
 @pytest.mark.slow
 def test_cli_examples_run(tmp_path: Path) -> None:
+    shutil.copytree(DOCS.parents[1] / "examples", tmp_path / "examples")  # configs the examples use
     for args, expected in _examples():
         proc = subprocess.run([sys.executable, "-m", "radiogenomics", *args[1:]], cwd=tmp_path,
                               capture_output=True, text=True, timeout=600)
@@ -43,4 +45,5 @@ def test_cli_examples_run(tmp_path: Path) -> None:
         if expected == 2:
             assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert (tmp_path / "features.parquet").exists()
+    assert (tmp_path / "prescriptions.csv").exists() and (tmp_path / "mlflow" / "mlflow.db").exists()
     assert (tmp_path / "demo" / "cohort" / "truth.csv").exists()

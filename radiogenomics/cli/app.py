@@ -18,6 +18,7 @@ from radiogenomics.cli import extract as extract_cmd
 from radiogenomics.cli import pending as pending_cmd
 from radiogenomics.cli import predict as predict_cmd
 from radiogenomics.cli import synth as synth_cmd
+from radiogenomics.cli import train as train_cmd
 from radiogenomics.cli import validate as validate_cmd
 from radiogenomics.cli.console import fail_line
 from radiogenomics.errors import InputError
@@ -52,7 +53,7 @@ def _root(
 app.command("synth")(synth_cmd.synth)
 app.command("validate")(validate_cmd.validate)
 app.command("extract")(extract_cmd.extract)
-app.command("train")(pending_cmd.train)
+app.command("train")(train_cmd.train)
 app.command("predict")(predict_cmd.predict)
 app.command("serve")(pending_cmd.serve)
 app.add_typer(pending_cmd.token_app, name="token")

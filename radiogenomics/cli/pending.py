@@ -18,15 +18,6 @@ def _unavailable(command: str, capability: str) -> None:
     raise typer.Exit(1)
 
 
-def train(
-    cohort: Path = typer.Argument(..., help="Cohort folder (format v1)."),
-    features: Path | None = typer.Option(None, "--features", help="Fused feature table (Parquet)."),
-    config: Path | None = typer.Option(None, "--config", help="Training configuration (YAML)."),
-) -> None:
-    """Train radiosensitivity and toxicity models with grouped nested CV; track in MLflow; register the winner."""
-    _unavailable("train", "training package (models/ + training/)")
-
-
 def serve(
     model: str = typer.Option(..., "--model", help="MLflow model URI."),
     host: str = typer.Option("127.0.0.1", "--host"),

@@ -39,9 +39,13 @@ def load_prescriber(uri: str) -> tuple[Any, Any]:
     """(Prescriber, ModelInfo) of a pyfunc ``radiogenomics-prescriber`` model; InputError when it cannot load."""
     import mlflow
     from mlflow.exceptions import MlflowException
+    from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
 
     from radiogenomics.serving.pyfunc import PrescriberModel
+    from radiogenomics.training.config import TrackingConfig
 
+    if not is_tracking_uri_set():  # neither MLFLOW_TRACKING_URI nor set_tracking_uri: the store `train` uses
+        mlflow.set_tracking_uri(TrackingConfig().tracking_uri())
     try:
         model = mlflow.pyfunc.load_model(uri)
     except (MlflowException, OSError) as exc:

@@ -367,10 +367,14 @@ class ToxicityClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             raise InputError(f"toxicity {self.endpoint_}: no input columns selected", fix="check groups/exclude")
         base = self._base_model(X, dose, other)
         train = X.loc[kept]
-        if self.calibration is None:
+        # calibration folds need >= 1 event and non-event each: fewer folds on tiny training sets, none below 2
+        n_cal = min(int(self.calibration_cv), int(np.bincount(label).min()))
+        if self.calibration is not None and n_cal < 2:
+            log.warning("toxicity %s: too few events to calibrate (%d); uncalibrated", self.endpoint_, n_cal)
+        if self.calibration is None or n_cal < 2:
             self.model_ = base.fit(train, label)
         else:
-            folds = StratifiedKFold(int(self.calibration_cv), shuffle=True, random_state=self.random_state)
+            folds = StratifiedKFold(n_cal, shuffle=True, random_state=self.random_state)
             self.model_ = CalibratedClassifierCV(base, method=self.calibration, cv=folds).fit(train, label)
             _keep_platt_increasing(self.model_, folds, train, label)
         self.classes_ = np.array([0, 1])

@@ -43,7 +43,7 @@ class CVConfig(_Section):
 class SearchConfig(_Section):
     """Optuna hyperparameter search (TPE sampler, RDB storage)."""
 
-    n_trials: int = Field(default=30, ge=1)
+    n_trials: int = Field(default=5, ge=1)
     timeout_s: float | None = Field(default=None, gt=0)
     storage: str | None = None
     study_name: str = "radiogenomics"

@@ -121,6 +121,16 @@ def _interval(estimator: Any, X: Any) -> tuple[np.ndarray, np.ndarray] | None:
     return arr[:, 0], arr[:, 1]
 
 
+def _fixed_params(search_space: search.SearchSpace) -> dict[str, Any] | None:
+    """The params of a search space that suggests no hyperparameter, else None (it needs a search)."""
+    import optuna
+
+    try:
+        return search_space(optuna.trial.FixedTrial({}))  # type: ignore[arg-type]
+    except ValueError:  # FixedTrial: a suggested parameter has no value
+        return None
+
+
 class _Runner:
     """Shared state of one nested CV: data, search settings, progress and tracking."""
 
@@ -151,7 +161,15 @@ class _Runner:
         return float(np.mean(scores))
 
     def search(self, rows: np.ndarray, label: str) -> tuple[dict[str, Any], float, str]:
-        """Inner search on ``rows``; returns (best params, best inner score, study name)."""
+        """Inner search on ``rows``; returns (best params, best inner score, study name).
+
+        A search space that suggests nothing (fixed parameters) is not searched: its params, NaN, no study.
+        """
+        fixed = _fixed_params(self.space)
+        if fixed is not None:
+            self.trials_done += 1
+            self.update(self.trials_done, f"{label} (fixed parameters)")
+            return fixed, float("nan"), ""
         cv = self.config.cv
         strata = None if self.strata is None else self.strata[rows]
         folds = grouped_folds(self.groups[rows], strata, cv.inner_folds, self.config.seed, prefix="inner")
@@ -228,13 +246,13 @@ def nested_cv(build_estimator: BuildEstimator, search_space: search.SearchSpace,
                 metrics.update(interval_metrics(np.asarray(y_test, dtype=float), *bounds))
             metrics[f"inner_{scorer.name}"] = inner
             folds.append(FoldResult(fold.index, fold.name, fold.train, fold.test, params, inner, metrics))
-            studies.append(study)
+            studies += [study] if study else []
             log.info("%s %s: %s", study_prefix or scorer.name, fold.name,
                      ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
             if tracker is not None:
                 tracker.log_fold_metrics(metrics, step=fold.index, prefix=metric_prefix)
         all_rows = np.arange(len(groups_arr))
         final_params, _, study = runner.search(all_rows, "final")
-        studies.append(study)
+        studies += [study] if study else []
         final = runner.fit(final_params, all_rows)
     return NestedCVResult(scorer.name, scorer.kind, folds, oof, final_params, final, studies)

@@ -1,0 +1,389 @@
+"""`radiogenomics train`: features -> nested CV of every candidate per task -> winners -> MLflow registry.
+
+:func:`train` ties the training package together (docs/training.md, "Training from the command line"):
+
+1. the feature table: ``--features`` (its patients must belong to the cohort) or a cached extraction into
+   ``<out>/features.parquet``; labels come from the ``outcome.*`` columns (``genomic.rsi`` for the RSI surrogate);
+2. one MLflow parent run (config, feature table as dataset input, cohort content hash, versions, git commit);
+3. per enabled task (and toxicity endpoint), for each candidate (:mod:`~radiogenomics.training.candidates`):
+   :func:`~radiogenomics.training.nested_cv.nested_cv` grouped by patient, stratified by centre, Optuna studies
+   in ``<out>/runs/<run id>/optuna.db``; fold metrics, pooled held-out metrics, out-of-fold predictions and plots
+   logged under ``<task>/<candidate>/``; out-of-fold predictions also written to ``<out>/runs/<run id>/oof/``;
+4. the winner per task is the candidate with the best pooled held-out (outer-fold) selection metric; its model
+   refitted on all patients (nested_cv's final refit) is the one registered;
+5. :func:`~radiogenomics.training.registry.register_models` with the winning RSI model and one toxicity model
+   per endpoint: first version ``champion``, later ones ``challenger`` + the promotion rule.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from radiogenomics.errors import InputError
+from radiogenomics.training.candidates import CandidateContext, make_candidate, validate_candidates
+from radiogenomics.training.config import DEFAULT_CONFIG_PATH, TrainConfig, load_train_config
+from radiogenomics.training.metrics import (
+    GREATER_IS_BETTER,
+    classification_metrics,
+    interval_metrics,
+    regression_metrics,
+    survival_metrics,
+)
+
+log = logging.getLogger(__name__)
+
+RSI_COLUMN = "genomic.rsi"
+LC_EVENT, LC_MONTHS = "outcome.lc_event", "outcome.lc_months"
+#: Scorer (optimised in the inner search, and the held-out selection metric) per task.
+TASK_SCORER = {"radiosensitivity": "spearman", "multimodal": "spearman", "outcome_alpha": "c_index",
+               "toxicity": "auc", "survival": "c_index"}
+#: Held-out metrics handed to the registry (names ``radiosensitivity.<m>``, ``toxicity.<endpoint>.<m>``).
+REGISTRY_METRICS = {"radiosensitivity": ("spearman", "mae", "coverage", "mean_width"),
+                    "toxicity": ("auc", "brier", "calibration_slope", "calibration_intercept")}
+
+
+@dataclass
+class CandidateOutcome:
+    """One candidate of one task: pooled held-out metrics, fold means, the nested-CV result or the error."""
+
+    candidate: str
+    heldout: dict[str, float] = field(default_factory=dict)
+    fold_summary: dict[str, float] = field(default_factory=dict)
+    result: Any = None
+    error: str | None = None
+    fit_s: float = 0.0
+
+
+@dataclass
+class TaskOutcome:
+    """One task (``toxicity.xerostomia`` per endpoint): its candidates and the winner."""
+
+    label: str
+    task: str
+    metric: str
+    candidates: list[CandidateOutcome]
+    endpoint: str | None = None
+    winner: str | None = None
+
+    def winning(self) -> CandidateOutcome | None:
+        return next((c for c in self.candidates if c.candidate == self.winner), None)
+
+
+@dataclass
+class TrainSummary:
+    """What one `radiogenomics train` did."""
+
+    run_id: str
+    tracking_uri: str
+    experiment: str
+    out_dir: Path
+    run_dir: Path
+    features_path: Path
+    n_patients: int
+    tasks: list[TaskOutcome]
+    registered: dict[str, Any] = field(default_factory=dict)
+    registry_metrics: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+    peak_rss_mb: float = 0.0
+
+    @property
+    def ui_command(self) -> str:
+        """The command that opens the MLflow UI on the store (a server URL is opened in a browser instead)."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return f"open {self.tracking_uri} in a browser"
+        return f"mlflow ui --backend-store-uri {self.tracking_uri}"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process and its finished children (MiB; ru_maxrss is KiB on Linux)."""
+    scale = 1.0 / 1024 if sys.platform != "darwin" else 1.0 / 1024 ** 2
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) * scale
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+def cohort_patient_ids(cohort: Path) -> set[str]:
+    """Patient IDs of the cohort's ``patients.csv``; InputError when the cohort is missing or unreadable."""
+    patients = cohort / "patients.csv"
+    if not cohort.is_dir():
+        raise InputError(f"cohort folder {cohort} does not exist", file=str(cohort),
+                         fix="give the path of a cohort folder (format v1)")
+    if not patients.is_file():
+        raise InputError("the cohort has no patients.csv", file=str(patients),
+                         fix="give a cohort folder in the format of docs/cohort-format.md")
+    ids = pd.read_csv(patients, usecols=["patient_id"], dtype=str)["patient_id"].dropna()
+    return set(ids.astype(str))
+
+
+def load_features(cohort: Path, features: Path | None, out_dir: Path, progress: bool) -> Path:
+    """The feature table's path: ``features`` (checked against the cohort's patients) or a cached extraction."""
+    from radiogenomics.features.schema import read_feature_table
+
+    ids = cohort_patient_ids(cohort)
+    if features is None:
+        from radiogenomics.features.pipeline import ExtractOptions, extract
+
+        features = out_dir / "features.parquet"
+        summary = extract(cohort, features, ExtractOptions(progress=progress))
+        if summary.failed:
+            log.warning("feature extraction failed for %d item(s); reasons in %s", summary.failed, summary.failures)
+    table = read_feature_table(features)
+    table_ids = set(table["patient_id"].astype(str))
+    foreign = sorted(table_ids - ids)
+    if foreign:
+        raise InputError(f"the feature table has {len(foreign)} patient(s) that are not in the cohort "
+                         f"(e.g. {', '.join(foreign[:3])}): it belongs to another cohort", file=str(features),
+                         fix="extract the features of this cohort, or omit --features to extract them")
+    if len(table_ids) < len(ids):
+        log.warning("%d cohort patient(s) have no feature row", len(ids - table_ids))
+    return features
+
+
+def _finite(values: Any) -> np.ndarray:
+    return np.isfinite(pd.to_numeric(pd.Series(np.asarray(values, dtype=object)), errors="coerce")
+                       .to_numpy(dtype=float))
+
+
+def _need_columns(table: pd.DataFrame, task: str, columns: tuple[str, ...]) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise InputError(f"tasks.{task} is enabled but the feature table has no {missing[0]} column",
+                         fix=f"add the label to patients.csv, or set tasks.{task}.enabled: false")
+
+
+def task_data(table: pd.DataFrame, task: str, endpoint: str | None = None) -> tuple[pd.DataFrame, Any]:
+    """(rows with a label, the label) of a task; InputError when the task has no labels."""
+    from sksurv.util import Surv
+
+    if task in ("radiosensitivity", "multimodal"):
+        _need_columns(table, task, (RSI_COLUMN,))
+        keep = _finite(table[RSI_COLUMN])
+        label = "a measured genomic.rsi"
+    elif task == "toxicity":
+        column = f"outcome.tox_{endpoint}"
+        _need_columns(table, task, (column,))
+        keep = _finite(table[column])
+        label = f"a {column} grade"
+    else:
+        _need_columns(table, task, (LC_EVENT, LC_MONTHS))
+        keep = _finite(table[LC_EVENT]) & _finite(table[LC_MONTHS])
+        label = "lc_event and lc_months"
+    rows = table.loc[keep].reset_index(drop=True)
+    if int(keep.sum()) < 10:
+        raise InputError(f"tasks.{task}{'.' + endpoint if endpoint else ''}: only {int(keep.sum())} patient(s) "
+                         f"have {label}; need >= 10", fix=f"add labels or set tasks.{task}.enabled: false")
+    if task in ("radiosensitivity", "multimodal"):
+        return rows, rows[RSI_COLUMN].astype(float).to_numpy()
+    if task == "toxicity":
+        grade = pd.to_numeric(rows[f"outcome.tox_{endpoint}"], errors="coerce").to_numpy(dtype=float)
+        y = (grade >= 2.0).astype(np.int64)  # grade >= 2 (CTCAE), the event of docs/models.md
+        if y.min() == y.max():
+            raise InputError(f"tasks.toxicity: every patient has the same tox_{endpoint} class (grade >= 2: "
+                             f"{int(y[0])})", fix="train on a cohort with and without the toxicity")
+        return rows, y
+    return rows, Surv.from_arrays(rows[LC_EVENT].astype(float).to_numpy() > 0.5,
+                                  rows[LC_MONTHS].astype(float).to_numpy())
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+def pooled_metrics(result: Any) -> dict[str, float]:
+    """Held-out metrics of the pooled out-of-fold predictions (rows never tested left out)."""
+    from sksurv.util import Surv
+
+    oof = result.oof[result.oof["fold"] >= 0]
+    if result.kind == "regression":
+        out = regression_metrics(oof["y_true"], oof["y_pred"])
+        if "lower" in oof:
+            out.update(interval_metrics(oof["y_true"], oof["lower"], oof["upper"]))
+        return out
+    if result.kind == "classification":
+        return classification_metrics(oof["y_true"].astype(int), oof["y_pred"])
+    return survival_metrics(Surv.from_arrays(oof["event"].astype(bool), oof["time"].astype(float)), oof["y_pred"])
+
+
+def choose_winner(outcomes: list[CandidateOutcome], metric: str) -> str | None:
+    """The candidate with the best held-out ``metric`` (NaN and failed candidates never win; ties: first)."""
+    sign = 1.0 if GREATER_IS_BETTER.get(metric, True) else -1.0
+    scored = [(sign * c.heldout[metric], -i, c.candidate) for i, c in enumerate(outcomes)
+              if c.error is None and math.isfinite(c.heldout.get(metric, math.nan))]
+    return max(scored)[2] if scored else None
+
+
+# ----------------------------------------------------------------------------------------------- tasks
+def _task_jobs(config: TrainConfig, table: pd.DataFrame) -> list[tuple[str, str | None, list[str]]]:
+    """(task, endpoint, candidates) in run order; toxicity once per endpoint."""
+    jobs: list[tuple[str, str | None, list[str]]] = []
+    for task in ("radiosensitivity", "multimodal", "outcome_alpha", "toxicity", "survival"):
+        section = getattr(config.tasks, task)
+        if not section.enabled:
+            continue
+        if task == "toxicity":
+            endpoints = config.tasks.toxicity.resolve_endpoints(table.columns)
+            if not endpoints:
+                raise InputError("tasks.toxicity is enabled but the feature table has no outcome.tox_* column",
+                                 fix="add tox_<endpoint> grades to patients.csv and re-extract, or set "
+                                     "tasks.toxicity.enabled: false")
+            jobs += [(task, e.removeprefix("tox_"), list(section.candidates)) for e in endpoints]
+        else:
+            jobs.append((task, None, list(section.candidates)))
+    return jobs
+
+
+def _run_candidate(task: str, endpoint: str | None, name: str, rows: pd.DataFrame, y: Any, config: TrainConfig,
+                   context: CandidateContext, tracker: Any, run_dir: Path, progress: bool) -> CandidateOutcome:
+    from radiogenomics.training.nested_cv import nested_cv
+    from radiogenomics.training.splits import groups_and_strata
+
+    candidate = make_candidate(task, name, context)
+    label = f"{task}.{endpoint}" if endpoint else task
+    prefix = f"{label}/{name}"
+    groups, strata = groups_and_strata(rows, config.cv)
+    cfg = config
+    if candidate.fixed:  # nothing to search: nested_cv skips the search; one progress step per fold
+        cfg = config.model_copy(update={"search": config.search.model_copy(update={"n_trials": 1})})
+    result = nested_cv(candidate.build, candidate.space, rows, y, scorer=TASK_SCORER[task], config=cfg,
+                       groups=groups, strata=strata, tracker=tracker, run_dir=run_dir, study_prefix=prefix,
+                       metric_prefix=f"{prefix}/", progress=progress)
+    tracker.log_result(result, prefix=f"{prefix}/")
+    heldout = pooled_metrics(result)
+    import mlflow
+
+    mlflow.log_metrics({f"{prefix}/heldout.{k}": v for k, v in heldout.items() if math.isfinite(v)},
+                       run_id=tracker.parent_run_id)
+    oof = result.oof.copy()
+    if task == "outcome_alpha":
+        oof["alpha_per_gy"] = -oof["y_pred"]
+    oof_dir = run_dir / "oof"
+    oof_dir.mkdir(parents=True, exist_ok=True)
+    oof.to_csv(oof_dir / f"{label}__{name}.csv", index=False)
+    log.info("%s: held-out %s", prefix, ", ".join(f"{k}={v:.3f}" for k, v in heldout.items()))
+    return CandidateOutcome(name, heldout, result.summary(), result)
+
+
+def run_task(task: str, endpoint: str | None, names: list[str], table: pd.DataFrame, config: TrainConfig,
+             cohort: Path, tracker: Any, run_dir: Path, progress: bool, *, skip_bad_input: bool) -> TaskOutcome:
+    """Every candidate of one task; a candidate that refuses the input (InputError) is recorded as failed when
+    ``skip_bad_input`` (auto-detected toxicity endpoints), else the error propagates."""
+    rows, y = task_data(table, task, endpoint)
+    context = CandidateContext(seed=config.seed, endpoint=endpoint, cohort=cohort)
+    outcome = TaskOutcome(f"{task}.{endpoint}" if endpoint else task, task, TASK_SCORER[task], [], endpoint)
+    for name in names:
+        started = time.monotonic()
+        try:
+            outcome.candidates.append(_run_candidate(task, endpoint, name, rows, y, config, context, tracker,
+                                                     run_dir, progress))
+            outcome.candidates[-1].fit_s = time.monotonic() - started
+        except InputError as exc:
+            if not skip_bad_input:
+                raise
+            log.warning("%s/%s skipped: %s", outcome.label, name, exc)
+            outcome.candidates.append(CandidateOutcome(name, error=str(exc)))
+    outcome.winner = choose_winner(outcome.candidates, outcome.metric)
+    return outcome
+
+
+# ------------------------------------------------------------------------------------------- registry
+def registry_inputs(outcomes: list[TaskOutcome]) -> tuple[Any, dict[str, Any], dict[str, float]]:
+    """(RSI model, {endpoint: toxicity model}, held-out metrics) of the winners, named as the registry expects."""
+    rsi_model = None
+    toxicity: dict[str, Any] = {}
+    metrics: dict[str, float] = {}
+    rsi_tasks = [o for o in outcomes if o.task in ("radiosensitivity", "multimodal") and o.winning()]
+    # the registered RSI model needs conformal intervals (predict_interval): best such winner
+    rsi_tasks = [o for o in rsi_tasks if hasattr(o.winning().result.final_estimator, "predict_interval")]  # type: ignore[union-attr]
+    if rsi_tasks:
+        best = max(rsi_tasks, key=lambda o: o.winning().heldout["spearman"])  # type: ignore[union-attr]
+        win = best.winning()
+        assert win is not None
+        rsi_model = win.result.final_estimator
+        if "measured" in rsi_model.get_params():
+            rsi_model.set_params(measured="use")  # prediction time: a measured RSI is used (docs/models.md)
+        metrics.update({f"radiosensitivity.{m}": win.heldout[m] for m in REGISTRY_METRICS["radiosensitivity"]
+                        if m in win.heldout})
+    for outcome in outcomes:
+        win = outcome.winning()
+        if outcome.task != "toxicity" or win is None:
+            continue
+        toxicity[str(outcome.endpoint)] = win.result.final_estimator
+        metrics.update({f"toxicity.{outcome.endpoint}.{m}": win.heldout[m] for m in REGISTRY_METRICS["toxicity"]
+                        if m in win.heldout})
+    return rsi_model, toxicity, {k: float(v) for k, v in metrics.items()}
+
+
+# ------------------------------------------------------------------------------------------------ train
+def train(cohort: Path | str, features: Path | str | None = None, config: TrainConfig | Path | str | None = None,
+          out_dir: Path | str = "training", progress: bool = True) -> TrainSummary:
+    """Train, track and register (see the module docstring); returns what happened."""
+    from radiogenomics.features.schema import read_feature_schema, read_feature_table
+    from radiogenomics.training.registry import register_models
+    from radiogenomics.training.tracking import Tracker, cohort_content_hash
+
+    started = time.monotonic()
+    cohort, out_dir = Path(cohort), Path(out_dir)
+    config_path = None if isinstance(config, TrainConfig) or config is None else Path(config)
+    cfg = config if isinstance(config, TrainConfig) else load_train_config(config_path)
+    validate_candidates(cfg)
+    cohort_patient_ids(cohort)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    features_path = load_features(cohort, None if features is None else Path(features), out_dir, progress)
+    table = read_feature_table(features_path)
+    schema = read_feature_schema(features_path)
+    jobs = _task_jobs(cfg, table)
+    for task, endpoint, _ in jobs:  # every task's labels before anything is fitted
+        task_data(table, task, endpoint)
+    tracker = Tracker.from_config(cfg)
+    outcomes: list[TaskOutcome] = []
+    skipped: list[str] = []
+    with tracker.start_run("train", config=cfg, config_path=config_path or DEFAULT_CONFIG_PATH, features=table,
+                           features_source=str(features_path.resolve()),
+                           cohort_hash=cohort_content_hash(cohort)) as run_id:
+        run_dir = out_dir / "runs" / run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for task, endpoint, names in jobs:
+            auto = task == "toxicity" and cfg.tasks.toxicity.endpoints is None
+            outcome = run_task(task, endpoint, names, table, cfg, cohort, tracker, run_dir, progress,
+                               skip_bad_input=auto)
+            if outcome.winner is None:
+                reasons = "; ".join(f"{c.candidate}: {c.error}" for c in outcome.candidates if c.error)
+                skipped.append(f"{outcome.label}: no candidate could be evaluated ({reasons or 'no finite metric'})")
+                log.warning(skipped[-1])
+            outcomes.append(outcome)
+        if any(o.task == "toxicity" for o in outcomes) and not any(
+                o.task == "toxicity" and o.winner for o in outcomes):
+            raise InputError("tasks.toxicity: no endpoint could be modelled: " + "; ".join(skipped),
+                             fix="see the reasons; add the endpoint's dose features or set tasks.toxicity.endpoints")
+        summary = TrainSummary(run_id, tracker.tracking_uri, cfg.tracking.experiment_name, out_dir, run_dir,
+                               features_path, len(table), outcomes, skipped=skipped)
+        _log_task_tags(outcomes)
+        rsi_model, toxicity, metrics = registry_inputs(outcomes)
+        summary.registry_metrics = metrics
+        import mlflow
+
+        mlflow.log_metrics(metrics, run_id=run_id)
+        if rsi_model is None:
+            summary.skipped.append("registry: no radiosensitivity model with intervals was trained; nothing registered")
+        else:
+            registration = register_models(rsi_model, toxicity, metrics, schema, cfg, training_table=table,
+                                           run_id=run_id)
+            summary.registered = dict(registration.versions)
+    summary.wall_s = time.monotonic() - started
+    summary.peak_rss_mb = peak_rss_mb()
+    return summary
+
+
+def _log_task_tags(outcomes: list[TaskOutcome]) -> None:
+    """Winner per task as run tags (``winner.<task>``) and the registry-named held-out metrics."""
+    import mlflow
+
+    mlflow.set_tags({f"winner.{o.label}": o.winner or "none" for o in outcomes})

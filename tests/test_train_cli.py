@@ -1,0 +1,182 @@
+"""`radiogenomics train`: nested CV of the candidates, MLflow tracking, registry aliases, then `predict`.
+
+One small synthetic cohort (40 patients, 16^3 grid, original-image radiomics) is trained twice in one folder
+with a tiny config and no MLFLOW_TRACKING_URI, so both runs and the `predict` subprocess use the default local
+store ``./mlflow/mlflow.db`` of that folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from radiogenomics.cli.app import main
+from radiogenomics.training.registry import CHAMPION, PRESCRIBER_MODEL, RADIOSENSITIVITY_MODEL, TOXICITY_MODEL
+
+N_PATIENTS, GRID, SEED = 40, 16, 11
+CONFIG = """\
+cv: {outer_folds: 2, inner_folds: 2}
+search: {n_trials: 2}
+tasks:
+  radiosensitivity: {candidates: [ridge]}
+  toxicity: {endpoints: [tox_xerostomia], candidates: [logistic]}
+"""
+ENV_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@dataclass
+class Trained:
+    folder: Path
+    cohort: Path
+    features: Path
+    config: Path
+    outputs: list[str]
+    codes: list[int]
+
+    @property
+    def uri(self) -> str:
+        return f"sqlite:///{self.folder / 'mlflow' / 'mlflow.db'}"
+
+
+def _run(args: list[str]) -> tuple[int, str]:
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = main(args)
+    return code, buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
+    from radiogenomics.features.pipeline import ExtractOptions, extract
+    from radiogenomics.synthetic import generate_cohort
+
+    folder = tmp_path_factory.mktemp("train-cli")
+    cohort, features, config = folder / "cohort", folder / "features.parquet", folder / "train.yaml"
+    generate_cohort(cohort, n_patients=N_PATIENTS, seed=SEED, grid_size=GRID, overwrite=True)
+    extract(cohort, features, ExtractOptions(workers=1, cache_dir=folder / "cache", filters=("original",)))
+    config.write_text(CONFIG)
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ENV_VARS:
+            mp.delenv(var, raising=False)
+        mp.chdir(folder)
+        runs = [_run(["train", str(cohort), "--features", str(features), "--config", str(config),
+                      "--out", f"out{i}"]) for i in (1, 2)]
+        yield Trained(folder, cohort, features, config, [r[1] for r in runs], [r[0] for r in runs])
+    mlflow.set_tracking_uri(None)
+
+
+def _client(trained: Trained) -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(tracking_uri=trained.uri, registry_uri=trained.uri)
+
+
+def test_first_run_registers_three_champions(trained: Trained) -> None:
+    assert trained.codes == [0, 0], trained.outputs
+    client = _client(trained)
+    for name in (RADIOSENSITIVITY_MODEL, TOXICITY_MODEL, PRESCRIBER_MODEL):
+        first = client.get_model_version(name, "1")
+        assert first.tags["promotion_decision"] == "first_champion"
+        assert -1.0 <= float(first.tags["heldout.radiosensitivity.spearman"]) <= 1.0
+        assert CHAMPION in (client.get_registered_model(name).aliases or {})
+        assert "heldout.toxicity.xerostomia.auc" in first.tags
+    out = trained.outputs[0]
+    for text in ("radiosensitivity", "ridge", "outcome_alpha", "toxicity.xerostomia", "logistic", "coxnet",
+                 "champion", "mlflow ui --backend-store-uri", trained.uri):
+        assert text in out, text
+
+
+def test_second_run_is_a_challenger_with_a_logged_decision(trained: Trained) -> None:
+    client = _client(trained)
+    second = client.get_model_version(PRESCRIBER_MODEL, "2")
+    # same data, same seeds: identical held-out metrics, within tolerance -> promoted over the champion
+    assert second.tags["promotion_decision"] == "promoted"
+    assert "within tolerance" in second.tags["promotion_reason"]
+    assert str(client.get_model_version_by_alias(PRESCRIBER_MODEL, CHAMPION).version) == "2"
+    run = client.get_run(second.run_id)
+    assert run.data.tags[f"registry.{PRESCRIBER_MODEL}.decision"] == "promoted"
+    assert run.data.tags["winner.radiosensitivity"] == "ridge"
+
+
+def test_parent_run_tracks_folds_provenance_and_artifacts(trained: Trained) -> None:
+    client = _client(trained)
+    run = client.get_run(client.get_model_version(PRESCRIBER_MODEL, "1").run_id)
+    history = client.get_metric_history(run.info.run_id, "radiosensitivity/ridge/spearman")
+    assert sorted(m.step for m in history) == [0, 1]
+    assert "radiogenomics.cohort_sha256" in run.data.tags and "version.mlflow" in run.data.tags
+    assert run.inputs.dataset_inputs[0].dataset.name == "features"
+    assert -1.0 <= run.data.metrics["radiosensitivity.spearman"] <= 1.0
+    assert 0.0 <= run.data.metrics["toxicity.xerostomia.auc"] <= 1.0
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "toxicity.xerostomia/logistic")}
+    assert {"toxicity.xerostomia/logistic/oof_predictions.csv", "toxicity.xerostomia/logistic/roc.png",
+            "toxicity.xerostomia/logistic/calibration.png"} <= artifacts
+    survival = {a.path for a in client.list_artifacts(run.info.run_id, "survival/coxnet")}
+    assert "survival/coxnet/km_by_predicted_group.png" in survival
+    trials = client.search_runs([run.info.experiment_id],
+                                f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert trials and all("optuna.study" in t.data.tags for t in trials)
+    # out-of-fold predictions on disk: every patient tested exactly once
+    oof = pd.read_csv(next((trained.folder / "out1" / "runs").glob("*/oof/outcome_alpha__outcome_alpha.csv")))
+    assert (oof["fold"] >= 0).all() and len(oof) == N_PATIENTS and (oof["alpha_per_gy"] > 0).all()
+
+
+def test_predict_uses_the_default_store_and_the_champion(trained: Trained) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    proc = subprocess.run([sys.executable, "-m", "radiogenomics", "predict", str(trained.cohort), "--model",
+                           f"models:/{PRESCRIBER_MODEL}@champion", "--out", "records.csv", "--workers", "1"],
+                          cwd=trained.folder, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = pd.read_csv(trained.folder / "records.csv")
+    assert len(records) == N_PATIENTS and records["recommended_total_dose_gy"].notna().any()
+
+
+def test_unknown_config_key_is_exit_2_naming_it(trained: Trained, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cv: {outer_fold: 2}\n")
+    code = main(["train", str(trained.cohort), "--features", str(trained.features), "--config", str(bad),
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "cv.outer_fold" in err and err.strip().count("\n") == 0
+
+
+def test_unknown_candidate_is_exit_2(trained: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tasks: {toxicity: {candidates: [xgboost]}}\n")
+    code = main(["train", str(trained.cohort), "--features", str(trained.features), "--config", str(bad),
+                 "--out", str(tmp_path / "o")])
+    assert code == 2 and "tasks.toxicity.candidates" in capsys.readouterr().err
+
+
+def test_no_tox_labels_with_toxicity_enabled_is_exit_2(trained: Trained, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from radiogenomics.features.fusion import write_parquet
+    from radiogenomics.features.schema import build_schema, read_feature_table
+
+    table = read_feature_table(trained.features)
+    table = table.drop(columns=[c for c in table.columns if c.startswith("outcome.tox_")])
+    path = tmp_path / "no_tox.parquet"
+    write_parquet(table, path, build_schema(table).to_metadata())
+    code = main(["train", str(trained.cohort), "--features", str(path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "outcome.tox_" in err and "tasks.toxicity" in err
+
+
+def test_features_of_another_cohort_and_missing_cohort_are_exit_2(trained: Trained, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from radiogenomics.synthetic import generate_cohort
+
+    small = tmp_path / "small"
+    generate_cohort(small, n_patients=6, seed=SEED, grid_size=GRID, overwrite=True)
+    code = main(["train", str(small), "--features", str(trained.features), "--out", str(tmp_path / "o")])
+    assert code == 2 and "another cohort" in capsys.readouterr().err
+    code = main(["train", str(tmp_path / "nope"), "--features", str(trained.features)])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
