@@ -144,3 +144,11 @@ def test_clone_keeps_params_and_score_is_harrell(cohorts: tuple[pd.DataFrame, pd
     assert fitted.score(test, y) == pytest.approx(harrell)
     surv = fitted.predict_survival_function(test.iloc[:3], return_array=True)
     assert surv.shape[0] == 3 and np.all(np.diff(surv, axis=1) <= 1e-12)
+
+
+def test_no_event_is_bad_input_not_a_crash(cohorts: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    train = cohorts[0].copy()
+    train["outcome.lc_event"] = 0  # everyone censored: no partial likelihood to maximise
+    with pytest.raises(InputError, match="no local-failure event") as err:
+        LocalControlCox().fit(train)
+    assert "tasks.survival" in str(err.value)

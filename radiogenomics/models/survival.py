@@ -190,6 +190,11 @@ class LocalControlCox(SurvivalAnalysisMixin, BaseEstimator):  # type: ignore[mis
     def fit(self, X: Any, y: Any = None) -> LocalControlCox:
         frame = _table(X, "LocalControlCox")
         target = lc_target(frame) if y is None else y
+        names = np.asarray(target).dtype.names or ()
+        if names and not np.asarray(target[names[0]], dtype=bool).any():
+            raise InputError(f"no local-failure event among the {len(frame)} training patients: a Cox model "
+                             "cannot be fitted", fix="add patients with observed local failures, or disable "
+                             "tasks.survival in the training config")
         include = (GARD_COLUMN,) + tuple(self.covariates)
         steps = [("gard", GARDFeature(self.rsi_column, self.rsi_estimator, self.beta_per_gy2))]
         steps += tabular_steps(groups=(), include=include, exclude=("outcome",))
