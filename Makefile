@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	# Test-only: rt-utils 1.2.7 writes third-party RTSTRUCTs for the round-trip tests. --no-deps because it
 	# requires the GUI opencv-python, which would shadow opencv-python-headless (cv2 is already installed).
 	$(BIN)/python -m pip install --quiet --no-deps rt-utils==1.2.7
+	# The optimizer extra's planner, without its LLM client stack (see pyproject.toml [optimizer]).
+	$(BIN)/python -m pip install --quiet --no-deps pyradplan==0.5.0
 	touch $(STAMP)
 
 install: $(STAMP)
