@@ -1,0 +1,307 @@
+"""The optimizer hand-off (contract section 7): per patient, the record, ``objectives.json`` and a dose map.
+
+:func:`handoff` predicts the requested patients of a feature table - with the registered model loaded
+in-process (``models:/radiogenomics-prescriber@champion``) or through the REST API (``api_url`` + a Bearer
+token) - and writes, for each patient, ``DIR/<patient_id>/``:
+
+- ``prescription.json``: the prescription record (contract section 2);
+- ``objectives.json``: :func:`~radiogenomics.serving.optimizer.objectives.build_objectives` (validated);
+- with a cohort that has FDG and/or FMISO PET for the patient: ``dose_prescription.nii.gz`` and the DICOM RT
+  Dose ``dose_prescription.dcm``, the TCP-optimal map of :mod:`.dose_map`.
+
+Every file is written atomically (a staging folder in ``DIR``, then ``os.replace`` per file); files of an
+earlier run that this run does not produce (a map the patient no longer gets) are removed. A patient that
+fails (not in the table, bad input, no safe dose, unreadable images) is listed in ``DIR/failures.csv``
+(``patient_id, reason``) and the others complete. ``DIR/handoff.json`` summarises the run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from radiogenomics.errors import InputError
+from radiogenomics.features import naming
+from radiogenomics.radiobiology.structures import resolve_structure
+from radiogenomics.serving.optimizer import records as record_source
+from radiogenomics.serving.optimizer.dose_map import PrescriptionMap, load_pet, prescription_map
+from radiogenomics.serving.optimizer.objectives import build_objectives, validate_objectives
+
+log = logging.getLogger(__name__)
+
+PRESCRIPTION_FILE = "prescription.json"
+OBJECTIVES_FILE = "objectives.json"
+MAP_STEM = "dose_prescription"
+MAP_FILES = (f"{MAP_STEM}.nii.gz", f"{MAP_STEM}.dcm")
+OUTPUT_FILES = (PRESCRIPTION_FILE, OBJECTIVES_FILE, *MAP_FILES)
+FAILURES_FILE = "failures.csv"
+MANIFEST_FILE = "handoff.json"
+#: A patient id is a folder name: pseudonymous characters only (the REST API's rule), never ``..``.
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
+SITE_COLUMN = naming.clinical_column("site")
+
+
+@dataclass
+class PatientHandoff:
+    """What was written for one patient (paths relative to the hand-off folder)."""
+
+    patient_id: str
+    files: list[str]
+    alpha_per_gy: float
+    recommended_total_dose_gy: float
+    recommended_n_fractions: float
+    recommended_dose_per_fraction_gy: float
+    effect_per_fraction: float
+    n_oars: int
+    flags: list[str]
+    notes: list[str] = field(default_factory=list)
+    map_modalities: list[str] = field(default_factory=list)
+    map_mean_dose_gy: float | None = None
+    map_min_dose_gy: float | None = None
+    map_max_dose_gy: float | None = None
+    map_tcp: float | None = None
+
+
+@dataclass
+class HandoffResult:
+    """The hand-off folder, the model that produced it, the patients written and the failures."""
+
+    out_dir: Path
+    model_uri: str
+    model_version: str
+    source: str
+    patients: list[PatientHandoff]
+    failures: list[tuple[str, str]]
+
+    @property
+    def failures_csv(self) -> Path:
+        return self.out_dir / FAILURES_FILE
+
+    @property
+    def manifest(self) -> Path:
+        return self.out_dir / MANIFEST_FILE
+
+
+def _json_bytes(value: Any) -> bytes:
+    from radiogenomics.serving.schemas import json_safe
+
+    return (json.dumps(json_safe(value), indent=1, allow_nan=False) + "\n").encode("utf-8")
+
+
+def _select(table: pd.DataFrame, patients: Sequence[str] | None) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """The rows to predict (request order) and failures for ids that are unknown or unsafe as folder names."""
+    if naming.PATIENT_ID not in table.columns:
+        raise InputError("the feature table has no patient_id column", fix="give a table written by extract")
+    ids = table[naming.PATIENT_ID].astype(str)
+    wanted = list(dict.fromkeys(str(p) for p in patients)) if patients is not None else ids.tolist()
+    failures = []
+    for pid in wanted:
+        if not _SAFE_ID.match(pid):
+            failures.append((pid, "the patient id is not pseudonymous ([A-Za-z0-9._-], at most 64): it names a "
+                                  "folder of the hand-off"))
+        elif pid not in set(ids):
+            failures.append((pid, "not in the feature table"))
+    bad = {p for p, _ in failures}
+    keep = [p for p in wanted if p not in bad]
+    rows = table.set_index(ids, drop=False).loc[keep].reset_index(drop=True) if keep else table.iloc[:0]
+    return rows, failures
+
+
+def _patient_oars(cohort: Any, patient_id: str) -> list[str]:
+    """The patient's ROI names in images.csv that are organs at risk (targets and the body outline left out)."""
+    rows = cohort.image_rows(patient_id)
+    names = [str(r) for r in rows["roi"].dropna() if str(r).strip()]
+    return [n for n in dict.fromkeys(names) if (m := resolve_structure(n)) is None or m.kind == "oar"]
+
+
+def _stage_patient(staging: Path, record: Mapping[str, Any], objectives: Mapping[str, Any],
+                   dose_map: PrescriptionMap | None) -> list[str]:
+    from radiogenomics.radiobiology.export import write_prescription
+
+    (staging / PRESCRIPTION_FILE).write_bytes(_json_bytes(dict(record)))
+    (staging / OBJECTIVES_FILE).write_bytes(_json_bytes(dict(objectives)))
+    written = [PRESCRIPTION_FILE, OBJECTIVES_FILE]
+    if dose_map is not None:
+        write_prescription(dose_map.dose_gy, dose_map.reference, staging, patient_id=str(record["patient_id"]),
+                           stem=MAP_STEM)
+        written.extend(MAP_FILES)
+    return written
+
+
+def _publish(staging: Path, folder: Path, written: Sequence[str]) -> None:
+    """Move the staged files into the patient's folder (atomic per file); drop outputs of an earlier run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in written:
+        os.replace(staging / name, folder / name)
+    for name in set(OUTPUT_FILES) - set(written):
+        (folder / name).unlink(missing_ok=True)
+
+
+class _Writer:
+    """Writes one patient's folder; holds what every patient shares (cohort, site, OARs, options)."""
+
+    def __init__(self, out_dir: Path, table: pd.DataFrame, *, cohort: Any, site: str | None, default_site: str | None,
+                 oars: Sequence[str] | None, target_name: str, fmiso_reference_suv: float | None) -> None:
+        self.out_dir, self.cohort, self.site, self.default_site = out_dir, cohort, site, default_site
+        self.oars, self.target_name, self.fmiso_reference_suv = oars, target_name, fmiso_reference_suv
+        self.sites = {}
+        if SITE_COLUMN in table.columns:
+            self.sites = {str(p): s for p, s in zip(table[naming.PATIENT_ID], table[SITE_COLUMN], strict=True)
+                          if isinstance(s, str) and s}
+
+    def site_of(self, pid: str) -> str | None:
+        return self.site or self.sites.get(pid) or self.default_site
+
+    def write(self, record: Mapping[str, Any]) -> PatientHandoff:
+        pid = str(record["patient_id"])
+        site = self.site_of(pid)
+        oars = self.oars
+        if oars is None and self.cohort is not None and pid in self.cohort.patient_ids:
+            oars = _patient_oars(self.cohort, pid) or None
+        objectives = build_objectives(record, site=site, oars=oars, target_name=self.target_name)
+        validate_objectives(objectives)
+        notes = list(objectives["notes"])
+        dose_map = None
+        if self.cohort is None:
+            notes.append("no cohort given: no dose-prescription map")
+        elif pid not in self.cohort.patient_ids:
+            notes.append("not in the cohort: no dose-prescription map")
+        else:
+            pet, reason = load_pet(self.cohort, pid, self.target_name)
+            if pet is None:
+                notes.append(reason)
+            else:
+                if site is None:
+                    raise InputError("no treatment site for the dose-map rails", patient_id=pid,
+                                     fix="give --site or a feature table with clinical.site")
+                dose_map = prescription_map(dict(record), pet, site=site,
+                                            fmiso_reference_suv=self.fmiso_reference_suv)
+                notes.extend(dose_map.notes)
+        staging = Path(tempfile.mkdtemp(prefix=f".{pid}.", suffix=".tmp", dir=self.out_dir))
+        try:
+            written = _stage_patient(staging, record, objectives, dose_map)
+            _publish(staging, self.out_dir / pid, written)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        target = objectives["structures"][0]["objectives"][0]
+        return PatientHandoff(
+            patient_id=pid, files=[f"{pid}/{name}" for name in written], alpha_per_gy=float(record["alpha_per_gy"]),
+            recommended_total_dose_gy=float(record["recommended_total_dose_gy"]),
+            recommended_n_fractions=float(record["recommended_n_fractions"]),
+            recommended_dose_per_fraction_gy=float(record["recommended_dose_per_fraction_gy"]),
+            effect_per_fraction=float(target["effect_per_fraction"]), n_oars=len(objectives["structures"]) - 1,
+            flags=list(objectives["flags"]), notes=notes,
+            map_modalities=dose_map.modalities if dose_map else [],
+            map_mean_dose_gy=dose_map.mean_dose_gy if dose_map else None,
+            map_min_dose_gy=dose_map.min_dose_gy if dose_map else None,
+            map_max_dose_gy=dose_map.max_dose_gy if dose_map else None,
+            map_tcp=dose_map.tcp if dose_map else None)
+
+
+def _api_client(api_url: str, token: str | None) -> Any:
+    import httpx
+
+    if not token:
+        raise InputError("calling the API needs a token", fix="put it in the environment variable named by "
+                                                              "--token-env (never on the command line)")
+    return httpx.Client(base_url=api_url.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=120.0)
+
+
+def handoff(model_uri: str, features: Path, out_dir: Path, *, patients: Sequence[str] | None = None,
+            cohort: Path | None = None, api_url: str | None = None, token: str | None = None,
+            n_fractions: float | None = None, dose_per_fraction_gy: float | None = None,
+            target_gard: float | None = None, site: str | None = None, oars: Sequence[str] | None = None,
+            target_name: str = "GTV", fmiso_reference_suv: float | None = None,
+            http_client: Any = None) -> HandoffResult:
+    """Write the hand-off folder ``out_dir`` for ``patients`` (default: all) of the feature table ``features``.
+
+    Records come from ``model_uri`` loaded from the registry, or, with ``api_url`` (or an ``http_client``,
+    e.g. a FastAPI ``TestClient``, whose base URL and token are set), from ``POST /v1/prescriptions``; then the
+    records must name the same registered model as ``model_uri``. ``site`` overrides the table's
+    ``clinical.site`` (rails, default OARs); ``oars`` overrides the patient's OAR ROIs in the cohort (default) or
+    the site's list. InputError when nothing could be written (after writing ``failures.csv``).
+    """
+    from radiogenomics.features.cache import atomic_write_bytes
+    from radiogenomics.features.schema import read_feature_table
+
+    out_dir = Path(out_dir)
+    if site is not None:
+        from radiogenomics.radiobiology.rails import load_rails
+
+        load_rails().site(site)  # an unknown site is bad input for the whole run
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir} is a file", file=str(out_dir), fix="give a folder for --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    loaded_cohort = None
+    if cohort is not None:
+        from radiogenomics.cohort.loader import load_cohort
+
+        loaded_cohort = load_cohort(cohort)
+    table = read_feature_table(features)
+    table = table.drop(columns=[c for c in table.columns if c.startswith(f"{naming.OUTCOME}.")])
+    rows, failures = _select(table, patients)
+    regimen = {"n_fractions": n_fractions, "dose_per_fraction_gy": dose_per_fraction_gy, "target_gard": target_gard}
+    default_site: str | None = None
+    records: list[dict[str, Any]] = []
+    if len(rows) and (api_url is not None or http_client is not None):
+        client = http_client if http_client is not None else _api_client(str(api_url), token)
+        source = f"API {api_url or client.base_url}"
+        try:
+            records, failed = record_source.from_api(client, rows, regimen)
+        finally:
+            if http_client is None:
+                client.close()
+        failures.extend(failed)
+        _check_model(records, model_uri)
+    elif len(rows):
+        source = f"registry {model_uri}"
+        records, failed, default_site = record_source.from_registry(model_uri, rows, regimen)
+        failures.extend(failed)
+    else:
+        source = "none"
+    writer = _Writer(out_dir, rows, cohort=loaded_cohort, site=site, default_site=default_site, oars=oars,
+                     target_name=target_name, fmiso_reference_suv=fmiso_reference_suv)
+    written: list[PatientHandoff] = []
+    for record in records:
+        try:
+            written.append(writer.write(record))
+        except (InputError, RuntimeError, OSError) as exc:  # RuntimeError: SimpleITK cannot read an image
+            if not isinstance(exc, InputError):
+                log.exception("handoff: patient %s failed", record.get("patient_id"))
+            failures.append((str(record.get("patient_id")), " ".join(str(exc).split())))
+    frame = pd.DataFrame(failures, columns=["patient_id", "reason"])
+    atomic_write_bytes(out_dir / FAILURES_FILE, frame.to_csv(index=False).encode("utf-8"))
+    version = str(records[0].get("model_version", "")) if records else ""
+    uri = str(records[0].get("model_uri", "")) if records else model_uri
+    result = HandoffResult(out_dir, uri or model_uri, version, source, written, failures)
+    manifest = {"format": "radiogenomics-handoff/1", "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "model_uri": result.model_uri, "model_version": version, "source": source,
+                "patients": [asdict(p) for p in written],
+                "failures": [{"patient_id": p, "reason": r} for p, r in failures]}
+    atomic_write_bytes(out_dir / MANIFEST_FILE, _json_bytes(manifest))
+    if not written:
+        raise InputError(f"no patient could be handed off ({len(failures)} failed); reasons in "
+                         f"{out_dir / FAILURES_FILE}", fix="see the reasons; check --patients and the inputs")
+    return result
+
+
+def _check_model(records: Sequence[Mapping[str, Any]], model_uri: str) -> None:
+    """The API's records must come from the registered model named by ``model_uri`` (``models:/NAME...``)."""
+    match = re.match(r"^models:/([^/@]+)", model_uri)
+    if match is None or not records:
+        return
+    served = {str(r.get("model_name", "")) for r in records}
+    if served != {match.group(1)}:
+        raise InputError(f"the API serves {', '.join(sorted(served))}, not {match.group(1)} of {model_uri}",
+                         fix="point --api-url at a server of that model or change --model")

@@ -1,0 +1,230 @@
+"""``objectives.json`` (format ``radiogenomics-objectives/1``, contract section 7) from a prescription record.
+
+What a plan optimizer reads for one patient:
+
+- the **target** (``target_name``, default ``GTV``) with the patient's alpha/beta from the record and
+  - ``target_effect``: the LQ effect per fraction ``alpha d + beta d^2`` at the record's recommended dose per
+    fraction d (Fowler, Br J Radiol 1989;62:679);
+  - ``min_dvh``: D95 >= 95 % of the recommended total dose, and ``max_dose``: at most 107 % of it (capped by the
+    site's ``max_voxel_dose_gy`` rail) - the ICRU 50/62 homogeneity convention, dose within +7 % / -5 % of the
+    prescription (ICRU Reports 50, 1993, and 62, 1999);
+- every **organ at risk** with the tissue table's alpha/beta (:mod:`.tissues`) and one objective per limit of
+  the safety rails (:mod:`radiogenomics.radiobiology.rails`, QUANTEC): ``max_dose_gy`` -> ``max_dose``,
+  ``max_mean_dose_gy`` -> ``mean_dose``, an NTCP limit -> ``geud`` at the gEUD whose LKB NTCP equals it
+  (``TD50 (1 + m Phi^-1(p))``, ``a = 1/n``; Burman et al. IJROBP 1991;21:123). The rails are conventional
+  (2 Gy per fraction) doses: for the recommended number of fractions n a limit L becomes
+  ``min(L, D_n)``, D_n the total in n fractions with the same BED as L in 2 Gy fractions at the organ's
+  alpha/beta (Fowler 1989) - so no objective is ever looser than the rail. An OAR without a rail limit is
+  listed with its alpha/beta, no objective and a note. An OAR name that is not an organ raises InputError.
+
+The record's flags are copied into ``flags`` (population fallback, out of distribution ... still get
+objectives); ``notes`` explains what was left out. :func:`validate_objectives` checks a document against the
+JSON Schema ``serving/data/objectives.schema.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from radiogenomics.errors import InputError
+from radiogenomics.radiobiology.lq import isoeffective_total_dose
+from radiogenomics.radiobiology.ntcp import geud_for_ntcp, ntcp_parameters
+from radiogenomics.radiobiology.rails import OARLimit, Rails, load_rails
+from radiogenomics.radiobiology.structures import resolve_structure
+from radiogenomics.serving.optimizer.tissues import Tissue, TissueTable, load_tissues
+
+FORMAT = "radiogenomics-objectives/1"
+SCHEMA_RESOURCE = "data/objectives.schema.json"
+#: D95 >= 95 % and Dmax <= 107 % of the prescription (ICRU Reports 50 and 62: +7 % / -5 %).
+COVERAGE_VOLUME_PCT = 95.0
+COVERAGE_DOSE_FRACTION = 0.95
+HOTSPOT_DOSE_FRACTION = 1.07
+#: Relative weights for the optimizer (the contract's example values; an optimizer may rescale them).
+PRIORITY = {"target_effect": 1000.0, "min_dvh": 500.0, "target_max_dose": 300.0, "max_dose": 800.0,
+            "mean_dose": 400.0, "geud": 400.0}
+#: The rails' OAR limits are conventional doses: 2 Gy per fraction.
+RAIL_DOSE_PER_FRACTION_GY = 2.0
+CONVENTIONS = {
+    "doses": "total physical dose in Gy over the course, unless a name says per fraction",
+    "target_effect": "LQ effect per fraction alpha*d + beta*d^2 at the recommended dose per fraction "
+                     "(Fowler, Br J Radiol 1989;62:679)",
+    "min_dvh": "at least volume_pct % of the structure receives >= dose_gy; target: D95 >= 95 % of the "
+               "recommended total (ICRU 50/62)",
+    "max_dose": "no voxel above dose_gy; target: 107 % of the recommended total, capped by the site's max voxel "
+                "dose rail (ICRU 50/62)",
+    "oar_limits": "QUANTEC rails in 2 Gy fractions, converted to the recommended number of fractions at the "
+                  "organ's alpha/beta (equal BED) and never above the rail (min of both)",
+    "geud": "NTCP limit of the rails as gEUD = TD50 (1 + m Phi^-1(p)), a = 1/n (LKB, Burman 1991)",
+}
+
+
+def _number(record: Mapping[str, Any], key: str) -> float:
+    value = record.get(key)
+    pid = str(record.get("patient_id") or "") or None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise InputError(f"the record's {key} is {value!r}: no objectives without a finite positive value",
+                         patient_id=pid, fix="the rails found no safe dose (see the record's flags) or the record "
+                                             "is incomplete; check the regimen and the rails")
+    return float(value)
+
+
+def scaled_limit_gy(limit_gy: float, n_fractions: float, alpha_beta_gy: float) -> float:
+    """A rail limit (Gy in 2 Gy fractions) for ``n_fractions``: ``min(L, D_n)`` with equal BED (Fowler 1989)."""
+    iso = float(isoeffective_total_dose(limit_gy, limit_gy / RAIL_DOSE_PER_FRACTION_GY, alpha_beta_gy,
+                                        new_n_fractions=n_fractions))
+    return min(limit_gy, iso)
+
+
+def _oar_objectives(limit: OARLimit, n_fractions: float, tissue: Tissue) -> tuple[list[dict[str, Any]], list[str]]:
+    """Objectives for one OAR from its rails row, and notes (what the objectives cannot express)."""
+    objectives: list[dict[str, Any]] = []
+    notes: list[str] = []
+
+    def add(kind: str, rail_gy: float, **extra: Any) -> None:
+        objectives.append({"type": kind, "dose_gy": scaled_limit_gy(rail_gy, n_fractions, tissue.alpha_beta_gy),
+                           **extra, "priority": PRIORITY[kind], "rail_dose_gy": rail_gy, "source": limit.source})
+
+    if limit.max_dose_gy is not None:
+        add("max_dose", limit.max_dose_gy)
+    if limit.max_mean_dose_gy is not None:
+        add("mean_dose", limit.max_mean_dose_gy)
+    if limit.max_ntcp is not None and limit.endpoint is not None:
+        params = ntcp_parameters(limit.endpoint)
+        add("geud", float(geud_for_ntcp(limit.max_ntcp, params.td50_gy, params.m)), a=params.a)
+        objectives[-1]["source"] = (f"{limit.source}; NTCP <= {limit.max_ntcp:g} ({limit.endpoint}) as gEUD, "
+                                    f"LKB TD50 {params.td50_gy:g} Gy, m {params.m:g}, n {params.n:g}: {params.source}")
+    if limit.spared_one_max_mean_dose_gy is not None:
+        notes.append(f"the rails also accept one gland with a mean dose <= {limit.spared_one_max_mean_dose_gy:g} Gy "
+                     "instead; each gland here gets the stricter limit")
+    if limit.combine_sides:
+        notes.append("the rails' limits are for both sides together; applied to this structure alone (stricter)")
+    return objectives, notes
+
+
+def _oar_structure(name: str, n_fractions: float, rails: Rails, tissues: TissueTable,
+                   patient_id: str | None) -> dict[str, Any]:
+    try:
+        tissue, match = tissues.lookup(name)
+    except InputError as exc:
+        raise InputError(exc.reason, patient_id=patient_id, file=exc.file, fix=exc.fix) from exc
+    entry: dict[str, Any] = {"name": name, "role": "oar", "tg263_name": match.canonical,
+                             "alpha_per_gy": tissue.alpha_per_gy, "beta_per_gy2": tissue.beta_per_gy2,
+                             "alpha_beta_gy": tissue.alpha_beta_gy,
+                             "source": f"alpha/beta: {tissue.source}"
+                                       f"{'' if tissue.verified else ' (unverified)'}; alpha: {tissue.alpha_source}"}
+    limit = rails.oar(name)
+    if limit is None:
+        entry["objectives"] = []
+        entry["notes"] = [f"{match.canonical}: no limit in the safety rails, so no objective (alpha/beta given for "
+                          "the optimizer's biological evaluation)"]
+        return entry
+    objectives, notes = _oar_objectives(limit, n_fractions, tissue)
+    entry["objectives"] = objectives
+    if notes:
+        entry["notes"] = notes
+    return entry
+
+
+def _target_structure(record: Mapping[str, Any], target_name: str, site: str | None, rails: Rails,
+                      total_gy: float, d_gy: float) -> dict[str, Any]:
+    alpha = _number(record, "alpha_per_gy")
+    beta = record.get("beta_per_gy2")
+    if isinstance(beta, bool) or not isinstance(beta, int | float) or not math.isfinite(beta) or beta < 0:
+        raise InputError(f"the record's beta_per_gy2 is {beta!r}", patient_id=str(record.get("patient_id")),
+                         fix="give a record of contract section 2")
+    hotspot = HOTSPOT_DOSE_FRACTION * total_gy
+    hotspot_source = "ICRU 50/62: at most 107 % of the prescription"
+    if site is not None:
+        cap = rails.site(site).max_voxel_dose_gy
+        if cap < hotspot:
+            hotspot, hotspot_source = cap, f"site {site} max_voxel_dose_gy rail ({rails.site(site).source})"
+    objectives = [
+        {"type": "target_effect", "effect_per_fraction": alpha * d_gy + float(beta) * d_gy**2,
+         "priority": PRIORITY["target_effect"],
+         "source": f"alpha*d + beta*d^2 at d = {d_gy:.4g} Gy (Fowler 1989), patient alpha/beta from the model"},
+        {"type": "min_dvh", "dose_gy": COVERAGE_DOSE_FRACTION * total_gy, "volume_pct": COVERAGE_VOLUME_PCT,
+         "priority": PRIORITY["min_dvh"], "source": "ICRU 50/62: D95 >= 95 % of the prescription"},
+        {"type": "max_dose", "dose_gy": hotspot, "priority": PRIORITY["target_max_dose"], "source": hotspot_source},
+    ]
+    return {"name": target_name, "role": "target", "alpha_per_gy": alpha, "beta_per_gy2": float(beta),
+            "alpha_beta_gy": alpha / float(beta) if beta > 0 else math.inf,
+            "source": "the patient's predicted LQ parameters (prescription record)", "objectives": objectives}
+
+
+def build_objectives(record: Mapping[str, Any], *, site: str | None = None, oars: Sequence[str] | None = None,
+                     target_name: str = "GTV", rails: Rails | None = None,
+                     tissues: TissueTable | None = None) -> dict[str, Any]:
+    """The ``radiogenomics-objectives/1`` document of one prescription record (see the module docstring).
+
+    ``oars``: OAR structure names as the patient's structure set spells them (TG-263 or an alias); None takes
+    the site's list from the tissue table (none without a site). ``site`` also caps the target hotspot by its
+    ``max_voxel_dose_gy`` rail. InputError for a record without a safe dose, an unknown OAR name, or a target
+    name that names an organ.
+    """
+    rails = rails or load_rails()
+    tissues = tissues or load_tissues()
+    pid = str(record.get("patient_id") or "")
+    if not pid:
+        raise InputError("the record has no patient_id", fix="give a record of contract section 2")
+    match = resolve_structure(target_name)
+    if match is not None and match.kind != "target":
+        raise InputError(f"target_name {target_name!r} is not a target volume ({match.canonical})", patient_id=pid,
+                         fix="name the target GTV, CTV or PTV (with any suffix)")
+    total = _number(record, "recommended_total_dose_gy")
+    n = _number(record, "recommended_n_fractions")
+    d = _number(record, "recommended_dose_per_fraction_gy")
+    if site is not None:
+        rails.site(site)  # unknown site: InputError naming the known ones
+    notes: list[str] = []
+    if oars is None:
+        oars = tissues.site_oars.get(site, []) if site is not None else []
+        if not oars:
+            notes.append("no organs at risk: give the site or the OAR names")
+    names = list(dict.fromkeys(oars))
+    structures = [_target_structure(record, target_name, site, rails, total, d),
+                  *(_oar_structure(name, n, rails, tissues, pid) for name in names)]
+    alpha_beta = structures[0]["alpha_beta_gy"]
+    if not math.isfinite(alpha_beta):
+        del structures[0]["alpha_beta_gy"]
+    flags = [str(f) for f in record.get("flags") or []]
+    if flags:
+        notes.append(f"the record is flagged {', '.join(flags)}: review before planning")
+    return {"format": FORMAT, "patient_id": pid, "model_uri": str(record.get("model_uri") or ""),
+            "model_version": str(record.get("model_version") or ""),
+            "input_sha256": str(record.get("input_sha256") or ""), "n_fractions": int(round(n)),
+            "dose_per_fraction_gy": d, "total_dose_gy": total, "site": site, "flags": flags, "notes": notes,
+            "conventions": dict(CONVENTIONS), "structures": structures}
+
+
+@lru_cache(maxsize=1)
+def objectives_schema() -> dict[str, Any]:
+    """The JSON Schema of ``radiogenomics-objectives/1`` (``serving/data/objectives.schema.json``)."""
+    return dict(json.loads(resources.files("radiogenomics.serving").joinpath(SCHEMA_RESOURCE).read_text()))
+
+
+def validate_objectives(doc: Any) -> None:
+    """Check a document against the ``radiogenomics-objectives/1`` JSON Schema; InputError naming the field.
+
+    Also checks what a schema cannot: structure names are unique and exactly one structure is the target.
+    """
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(objectives_schema())
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    pid = doc.get("patient_id") if isinstance(doc, dict) else None
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "(document)"
+        raise InputError(f"objectives.json is not {FORMAT}: {where}: {first.message}"
+                         f"{f' (+{len(errors) - 1} more)' if len(errors) > 1 else ''}",
+                         patient_id=str(pid) if pid else None, fix="write it with build_objectives()")
+    names = [s["name"] for s in doc["structures"]]
+    if len(set(names)) != len(names):
+        raise InputError(f"objectives.json: structure names repeat ({names})", patient_id=str(pid))
+    if sum(s["role"] == "target" for s in doc["structures"]) != 1:
+        raise InputError("objectives.json: exactly one structure must have role 'target'", patient_id=str(pid))
