@@ -1,0 +1,129 @@
+"""TCP and NTCP against prescribed total dose for one patient: the planner page's dose-response plot.
+
+* **TCP**: Poisson LQ (Webb & Nahum, Phys Med Biol 1993;38:653; :func:`radiogenomics.radiobiology.tcp_poisson`)
+  with the record's ``alpha_per_gy`` / ``beta_per_gy2``, at the regimen's dose per fraction (the total dose
+  varies through the number of fractions), for a uniform dose to the GTV. Clonogens: a density of
+  :data:`CLONOGEN_DENSITY_PER_CC` = 10^7 per cm^3 (Webb & Nahum 1993; the value the outcome-calibrated alpha
+  model fixes too, docs/models.md) times the GTV volume from the patient's shape features
+  (:data:`GTV_VOLUME_COLUMNS`, mm^3), else :data:`DEFAULT_GTV_VOLUME_CC`. No oxygen effect: the record's
+  alpha is used as given. ``tcp_source`` says which of these applied.
+* **NTCP**: the prescriber's toxicity models (``predict_proba_at_dose``, the plan scaled to each total dose),
+  i.e. exactly the function that gives the record's ``toxicity`` at the recommended dose; one curve per
+  endpoint the record has a value for.
+* **Rails**: the site's min/max total dose (``data/rails.yaml``).
+
+The dose grid is ``n_points`` evenly spaced doses in (0, top] Gy, top = 1.25 x the larger of the site's maximum
+and the recommended dose rounded up to 10 Gy, plus the recommended dose and the target-GARD dose (when inside the
+range) as exact grid points, so the markers lie on the curves.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from radiogenomics.errors import InputError
+from radiogenomics.models.prescriber import SITE_COLUMN, ModelInfo, Prescriber, toxicity_key
+from radiogenomics.radiobiology import load_rails, tcp_poisson
+
+#: Clonogen density of a tumour (per cm^3): Webb & Nahum, Phys Med Biol 1993;38:653 (10^7 cm^-3).
+CLONOGEN_DENSITY_PER_CC = 1e7
+#: GTV volume when the features have none: 30 cm^3, a typical head-and-neck primary (an assumption, unverified).
+DEFAULT_GTV_VOLUME_CC = 30.0
+#: Feature columns holding the GTV volume (pyradiomics shape, mm^3), in order of preference.
+GTV_VOLUME_COLUMNS: tuple[str, ...] = (
+    "ct.gtv.original_shape_MeshVolume", "ct.gtv.original_shape_VoxelVolume",
+    "pet_fdg.gtv.original_shape_MeshVolume", "pet_fdg.gtv.original_shape_VoxelVolume",
+    "mr_t1.gtv.original_shape_MeshVolume", "mr_t2.gtv.original_shape_MeshVolume")
+MM3_PER_CC = 1000.0
+
+
+def _finite_or_none(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def gtv_volume_cc(row: pd.Series) -> tuple[float, str]:
+    """(GTV volume in cm^3, where it came from): the first positive :data:`GTV_VOLUME_COLUMNS` value, else
+    :data:`DEFAULT_GTV_VOLUME_CC`."""
+    for column in GTV_VOLUME_COLUMNS:
+        volume_mm3 = _finite_or_none(row.get(column))
+        if volume_mm3 is not None and volume_mm3 > 0:
+            return volume_mm3 / MM3_PER_CC, f"GTV volume {volume_mm3 / MM3_PER_CC:.3g} cm^3 from {column}"
+    return DEFAULT_GTV_VOLUME_CC, (f"no GTV volume in the features: default {DEFAULT_GTV_VOLUME_CC:g} cm^3 "
+                                   "(typical head-and-neck primary, unverified)")
+
+
+def dose_grid(top_gy: float, n_points: int, exact: list[float]) -> np.ndarray:
+    """``n_points`` doses evenly spaced in (0, top_gy] plus the ``exact`` doses inside it, sorted, unique."""
+    grid = np.linspace(top_gy / n_points, top_gy, n_points)
+    extra = [d for d in exact if 0 < d <= top_gy]
+    return np.unique(np.concatenate([grid, np.asarray(extra, dtype=np.float64)]))
+
+
+def dose_response(prescriber: Prescriber, features: pd.DataFrame, model: ModelInfo, *,
+                  n_fractions: float | None = None, dose_per_fraction_gy: float | None = None,
+                  target_gard: float | None = None, n_points: int = 61) -> dict[str, Any]:
+    """TCP and NTCP curves against total dose for the one patient in ``features`` (see the module docstring).
+
+    Returns ``patient_id``, ``total_dose_gy`` (list), ``tcp`` (list), ``ntcp`` ({record toxicity key: list}),
+    ``rails`` ({``min_total_dose_gy``, ``max_total_dose_gy``}), ``recommended_total_dose_gy``,
+    ``dose_for_target_gard_gy`` (None when not finite) and ``tcp_source``. InputError for more or fewer than
+    one patient, or bad features/regimen (as :meth:`Prescriber.predict_records`).
+    """
+    if isinstance(n_points, bool) or not isinstance(n_points, int) or not 2 <= n_points <= 1001:
+        raise InputError(f"n_points must be a whole number in [2, 1001], got {n_points!r}", fix="use e.g. 61")
+    if not isinstance(features, pd.DataFrame) or len(features) != 1:
+        count = len(features) if isinstance(features, pd.DataFrame) else "no table"
+        raise InputError(f"a dose-response curve needs exactly one patient, got {count}",
+                         fix="send one patient per request")
+    regimen = {"n_fractions": n_fractions, "dose_per_fraction_gy": dose_per_fraction_gy, "target_gard": target_gard}
+    record = prescriber.predict_records(features, model=model, **regimen)[0]
+    table, _ = prescriber.prepare(features, **regimen)
+    row = table.iloc[0]
+    site = row[SITE_COLUMN] if isinstance(row.get(SITE_COLUMN), str) and row[SITE_COLUMN] else prescriber.site
+    site_rails = load_rails().site(str(site))
+    recommended = _finite_or_none(record["recommended_total_dose_gy"])
+    for_gard = _finite_or_none(record["dose_for_target_gard_gy"])
+    top = 1.25 * max(site_rails.max_total_dose_gy, recommended or 0.0)
+    doses = dose_grid(10.0 * math.ceil(top / 10.0), n_points, [d for d in (recommended, for_gard) if d is not None])
+
+    alpha, beta = float(record["alpha_per_gy"]), float(record["beta_per_gy2"])
+    d = float(record["dose_per_fraction_gy"])
+    volume_cc, volume_note = gtv_volume_cc(row)
+    clonogens = CLONOGEN_DENSITY_PER_CC * volume_cc
+    tcp = tcp_poisson(doses, clonogens, alpha, beta, doses / d, axis=())
+    return {
+        "patient_id": str(record["patient_id"]),
+        "total_dose_gy": [float(v) for v in doses],
+        "tcp": [float(v) for v in np.atleast_1d(tcp)],
+        "ntcp": _ntcp_curves(prescriber, table, record, doses),
+        "rails": {"min_total_dose_gy": _finite_or_none(site_rails.min_total_dose_gy),
+                  "max_total_dose_gy": _finite_or_none(site_rails.max_total_dose_gy)},
+        "recommended_total_dose_gy": recommended,
+        "dose_for_target_gard_gy": for_gard,
+        "tcp_source": (f"Poisson LQ TCP (Webb & Nahum, Phys Med Biol 1993;38:653) at {d:g} Gy per fraction, "
+                       f"alpha {alpha:.4g} /Gy and beta {beta:.4g} /Gy^2 of the record, uniform GTV dose, no oxygen "
+                       f"effect; clonogens {clonogens:.3g} = {CLONOGEN_DENSITY_PER_CC:.0e} per cm^3 (Webb & Nahum "
+                       f"1993) x {volume_note}"),
+    }
+
+
+def _ntcp_curves(prescriber: Prescriber, table: pd.DataFrame, record: dict[str, Any],
+                 doses: np.ndarray) -> dict[str, list[float]]:
+    """P(grade >= 2) per endpoint at each dose, for the endpoints the record has a toxicity value for."""
+    rows = table.loc[table.index.repeat(len(doses))].reset_index(drop=True)
+    curves: dict[str, list[float]] = {}
+    for endpoint, model in sorted(prescriber.toxicity.items()):
+        key = toxicity_key(endpoint)
+        if key not in record["toxicity"]:
+            continue  # no recommended dose, or the plan's dose features are missing (never imputed)
+        probability = model.predict_proba_at_dose(rows, prescription_gy=doses)[:, 1]
+        curves[key] = [float(p) for p in probability]
+    return curves

@@ -1,0 +1,132 @@
+"""Dose-response curves: TCP rises with dose and with alpha, NTCP is monotone and meets the record."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from prescriber_factory import Bundle, build_bundle, session_base
+
+from radiogenomics.errors import InputError
+from radiogenomics.models.prescriber import RSI_COLUMN, ModelInfo, Prescriber
+from radiogenomics.radiobiology import alpha_from_rsi, load_rails, tcp_poisson
+from radiogenomics.serving.dose_response import (
+    CLONOGEN_DENSITY_PER_CC,
+    DEFAULT_GTV_VOLUME_CC,
+    GTV_VOLUME_COLUMNS,
+    dose_response,
+)
+
+INFO = ModelInfo(name="radiogenomics-prescriber", version="1", uri="models:/radiogenomics-prescriber/1")
+KEYS = {"patient_id", "total_dose_gy", "tcp", "ntcp", "rails", "recommended_total_dose_gy", "dose_for_target_gard_gy",
+        "tcp_source"}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    return build_bundle(session_base(tmp_path_factory))
+
+
+@pytest.fixture(scope="module")
+def prescriber(bundle: Bundle) -> Prescriber:
+    return Prescriber.from_training(bundle.table, bundle.schema, bundle.radiosensitivity, bundle.toxicity)
+
+
+@pytest.fixture(scope="module")
+def patient(bundle: Bundle) -> pd.DataFrame:
+    """One patient with a measured RSI inside the LQ domain (alpha from the RSI)."""
+    rsi = pd.to_numeric(bundle.table[RSI_COLUMN], errors="coerce")
+    row = bundle.table.loc[rsi.between(0.2, 0.6)].iloc[[0]].reset_index(drop=True)
+    return row.drop(columns=[c for c in row.columns if c.startswith("outcome.")])
+
+
+@pytest.fixture(scope="module")
+def curve(prescriber: Prescriber, patient: pd.DataFrame) -> dict:
+    return dose_response(prescriber, patient, INFO)
+
+
+def test_keys_rails_and_grid(curve: dict, patient: pd.DataFrame, prescriber: Prescriber) -> None:
+    assert set(curve) == KEYS
+    assert curve["patient_id"] == str(patient["patient_id"].iloc[0])
+    doses = np.asarray(curve["total_dose_gy"])
+    assert 61 <= doses.size <= 63 and (np.diff(doses) > 0).all() and doses[0] > 0
+    site = load_rails().site(str(patient["clinical.site"].iloc[0]))
+    assert curve["rails"] == {"min_total_dose_gy": site.min_total_dose_gy, "max_total_dose_gy": site.max_total_dose_gy}
+    assert doses[-1] >= 1.25 * site.max_total_dose_gy
+    record = prescriber.predict_records(patient, model=INFO)[0]
+    assert curve["recommended_total_dose_gy"] == pytest.approx(record["recommended_total_dose_gy"], abs=0)
+    assert curve["recommended_total_dose_gy"] in curve["total_dose_gy"]
+    assert curve["dose_for_target_gard_gy"] == pytest.approx(record["dose_for_target_gard_gy"])
+    assert len(curve["tcp"]) == doses.size and all(len(v) == doses.size for v in curve["ntcp"].values())
+
+
+def test_tcp_rises_with_dose_and_matches_poisson_lq(curve: dict, patient: pd.DataFrame,
+                                                     prescriber: Prescriber) -> None:
+    tcp = np.asarray(curve["tcp"])
+    assert (np.diff(tcp) >= 0).all() and tcp[0] < 0.01 and tcp[-1] > 0.9
+    record = prescriber.predict_records(patient, model=INFO)[0]
+    volume_mm3 = float(patient[GTV_VOLUME_COLUMNS[0]].iloc[0])
+    assert GTV_VOLUME_COLUMNS[0] in curve["tcp_source"]
+    i = int(np.argmin(np.abs(np.asarray(curve["tcp"]) - 0.5)))
+    dose = curve["total_dose_gy"][i]
+    d = record["dose_per_fraction_gy"]
+    expected = tcp_poisson(dose, CLONOGEN_DENSITY_PER_CC * volume_mm3 / 1000.0, record["alpha_per_gy"],
+                           record["beta_per_gy2"], dose / d)
+    assert tcp[i] == pytest.approx(expected, rel=1e-9)
+    # the closed form of one uniform compartment: TCP = exp(-N0 exp(-D (alpha + beta d)))
+    n0 = CLONOGEN_DENSITY_PER_CC * volume_mm3 / 1000.0
+    assert tcp[i] == pytest.approx(math.exp(-n0 * math.exp(-dose * (record["alpha_per_gy"]
+                                                                     + record["beta_per_gy2"] * d))), rel=1e-9)
+
+
+def test_more_radiosensitive_patient_has_higher_tcp(prescriber: Prescriber, patient: pd.DataFrame) -> None:
+    sensitive, resistant = patient.copy(), patient.copy()
+    sensitive[RSI_COLUMN], resistant[RSI_COLUMN] = 0.30, 0.50
+    assert alpha_from_rsi(0.30) > alpha_from_rsi(0.50)
+    a = dose_response(prescriber, sensitive, INFO, n_points=31)
+    b = dose_response(prescriber, resistant, INFO, n_points=31)
+    common = sorted(set(a["total_dose_gy"]) & set(b["total_dose_gy"]))
+    assert len(common) >= 31
+    tcp_a = dict(zip(a["total_dose_gy"], a["tcp"], strict=True))
+    tcp_b = dict(zip(b["total_dose_gy"], b["tcp"], strict=True))
+    assert all(tcp_a[d] >= tcp_b[d] for d in common)
+    assert any(tcp_a[d] > tcp_b[d] + 0.1 for d in common)
+    assert b["dose_for_target_gard_gy"] > a["dose_for_target_gard_gy"]  # the resistant one needs more dose
+
+
+def test_ntcp_is_monotone_and_equals_the_record_at_the_recommended_dose(curve: dict, patient: pd.DataFrame,
+                                                                         prescriber: Prescriber) -> None:
+    record = prescriber.predict_records(patient, model=INFO)[0]
+    assert set(curve["ntcp"]) == set(record["toxicity"]) == {"xerostomia_grade_ge2"}
+    i = curve["total_dose_gy"].index(curve["recommended_total_dose_gy"])
+    for key, values in curve["ntcp"].items():
+        ntcp = np.asarray(values)
+        assert ((ntcp >= 0) & (ntcp <= 1)).all()
+        assert (np.diff(ntcp) >= -1e-12).all()
+        assert ntcp[-1] > ntcp[0]
+        assert ntcp[i] == pytest.approx(record["toxicity"][key], rel=1e-9, abs=1e-12)
+
+
+def test_regimen_and_missing_volume(prescriber: Prescriber, patient: pd.DataFrame) -> None:
+    no_volume = patient.drop(columns=[c for c in GTV_VOLUME_COLUMNS if c in patient.columns])
+    hypo = dose_response(prescriber, no_volume, INFO, dose_per_fraction_gy=2.2, target_gard=40.0)
+    assert f"default {DEFAULT_GTV_VOLUME_CC:g} cm^3" in hypo["tcp_source"]
+    assert "2.2 Gy per fraction" in hypo["tcp_source"]
+    record = prescriber.predict_records(no_volume, model=INFO, dose_per_fraction_gy=2.2, target_gard=40.0)[0]
+    assert hypo["dose_for_target_gard_gy"] == pytest.approx(record["dose_for_target_gard_gy"])
+    assert record["target_gard"] == 40.0
+
+
+def test_bad_input(prescriber: Prescriber, bundle: Bundle, patient: pd.DataFrame) -> None:
+    with pytest.raises(InputError, match="exactly one patient"):
+        dose_response(prescriber, bundle.table.iloc[:2], INFO)
+    with pytest.raises(InputError, match="exactly one patient"):
+        dose_response(prescriber, bundle.table.iloc[:0], INFO)
+    with pytest.raises(InputError, match="n_points"):
+        dose_response(prescriber, patient, INFO, n_points=1)
+    with pytest.raises(InputError, match="unknown feature"):
+        dose_response(prescriber, patient.assign(**{"ct.gtv.no_such_feature": 1.0}), INFO)
+    with pytest.raises(InputError, match="n_fractions"):
+        dose_response(prescriber, patient, INFO, n_fractions=-3)
