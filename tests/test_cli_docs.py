@@ -45,5 +45,6 @@ def test_cli_examples_run(tmp_path: Path) -> None:
         if expected == 2:
             assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert (tmp_path / "features.parquet").exists()
+    assert (tmp_path / "training" / "features.parquet").exists()  # `train` without --features extracts (cached)
     assert (tmp_path / "prescriptions.csv").exists() and (tmp_path / "mlflow" / "mlflow.db").exists()
     assert (tmp_path / "demo" / "cohort" / "truth.csv").exists()

@@ -180,3 +180,73 @@ def test_features_of_another_cohort_and_missing_cohort_are_exit_2(trained: Train
     assert code == 2 and "another cohort" in capsys.readouterr().err
     code = main(["train", str(tmp_path / "nope"), "--features", str(trained.features)])
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_survival_without_local_failure_event_is_exit_2(trained: Trained, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Every patient censored: the Cox model cannot be fitted; `train` says so (exit 2), it does not crash."""
+    from radiogenomics.features.fusion import write_parquet
+    from radiogenomics.features.schema import read_feature_schema, read_feature_table
+
+    table = read_feature_table(trained.features)
+    table["outcome.lc_event"] = 0.0
+    path = tmp_path / "censored.parquet"
+    write_parquet(table, path, read_feature_schema(trained.features).to_metadata())
+    config = tmp_path / "survival.yaml"
+    config.write_text("cv: {outer_folds: 2, inner_folds: 2}\nsearch: {n_trials: 1}\n"
+                      "tasks:\n  radiosensitivity: {enabled: false}\n  outcome_alpha: {enabled: false}\n"
+                      "  toxicity: {enabled: false}\n  survival: {enabled: true}\n")
+    code = main(["train", str(trained.cohort), "--features", str(path), "--config", str(config),
+                 "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "lc_event" in err and err.strip().count("\n") == 0
+
+
+def test_multimodal_competes_and_the_interval_model_is_registered(trained: Trained, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """tasks.multimodal with fixed small-network params: it is cross-validated and tracked like the others; the
+    registered radiosensitivity model is the best one with conformal intervals (the network has none)."""
+    config = tmp_path / "mm.yaml"
+    config.write_text("cv: {outer_folds: 2, inner_folds: 2}\nsearch: {n_trials: 1}\n"
+                      "tasks:\n  radiosensitivity: {candidates: [ridge]}\n  outcome_alpha: {enabled: false}\n"
+                      "  toxicity: {enabled: false}\n  survival: {enabled: false}\n"
+                      "  multimodal:\n    enabled: true\n    candidates: [multimodal]\n"
+                      "    params: {multimodal: {epochs: 2, crop_size: 16, width: 4, hidden: 8, patience: 1,"
+                      " augment: false, n_threads: 1}}\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        code, out = _run(["train", str(trained.cohort), "--features", str(trained.features), "--config",
+                          str(config), "--out", str(tmp_path / "o")])
+    mlflow.set_tracking_uri(None)
+    assert code == 0, capsys.readouterr().err
+    assert "multimodal" in out and "ridge" in out
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    run = client.search_runs([client.get_experiment_by_name("radiogenomics").experiment_id],
+                             "tags.mlflow.parentRunId IS NULL")[0]
+    assert "multimodal/multimodal/heldout.spearman" in run.data.metrics
+    assert run.data.tags["winner.multimodal"] == "multimodal"
+    table = pd.read_parquet(trained.features).drop(columns=[c for c in pd.read_parquet(trained.features).columns
+                                                             if c.startswith("outcome.")])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        rsi = mlflow.pyfunc.load_model(f"models:/{RADIOSENSITIVITY_MODEL}@{CHAMPION}")
+        pred = rsi.predict(table.head(3))
+    mlflow.set_tracking_uri(None)
+    assert (pred["rsi_lower"] <= pred["rsi"]).all() and (pred["rsi"] <= pred["rsi_upper"]).all()
+
+
+def test_params_for_an_unlisted_candidate_or_unknown_parameter_is_exit_2(
+        trained: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for text, expected in (("tasks: {toxicity: {candidates: [logistic], params: {lkb_patient: {lkb_alpha: 1}}}}",
+                            "tasks.toxicity.params.lkb_patient"),
+                           ("tasks: {toxicity: {candidates: [logistic], params: {logistic: {no_such: 1}}}}",
+                            "no_such")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text + "\n")
+        code = main(["train", str(trained.cohort), "--features", str(trained.features), "--config", str(bad),
+                     "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err
+        assert code == 2 and expected in err, err

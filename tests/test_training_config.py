@@ -95,3 +95,14 @@ def test_toxicity_endpoints_default_to_every_tox_column() -> None:
     wrong = parse_train_config({"tasks": {"toxicity": {"endpoints": ["tox_mucositis"]}}})
     with pytest.raises(InputError, match="tox_mucositis"):
         wrong.tasks.toxicity.resolve_endpoints(columns)
+
+
+def test_a_task_section_without_candidates_keeps_the_default_candidates() -> None:
+    from radiogenomics.training.config import parse_train_config
+
+    config = parse_train_config({"tasks": {"survival": {"enabled": True}, "multimodal": {"enabled": True},
+                                           "toxicity": {"endpoints": ["tox_xerostomia"]}}})
+    assert config.tasks.survival.candidates == ["coxnet"]
+    assert config.tasks.multimodal.candidates == ["multimodal"] and config.tasks.multimodal.enabled
+    assert config.tasks.toxicity.candidates == ["logistic", "lkb_patient"]
+    assert parse_train_config({"tasks": {"survival": {"candidates": []}}}).tasks.survival.candidates == []

@@ -54,6 +54,7 @@ class CandidateContext:
     seed: int
     endpoint: str | None = None
     cohort: Path | None = None
+    params: Params | None = None  #: fixed parameters of the candidate (``tasks.<task>.params.<name>``)
 
 
 @dataclass(frozen=True)
@@ -165,9 +166,16 @@ def make_candidate(task: str, name: str, context: CandidateContext) -> Candidate
     if name in ("logistic", "lkb_patient"):
         estimator = "logistic" if name == "logistic" else "patient_lkb"
         space = _log_float("C", 0.01, 10.0) if name == "logistic" else _log_float("lkb_alpha", 0.1, 10.0)
-        return Candidate(name, task, _toxicity(estimator, context), space)
+        return Candidate(name, task, _with_fixed(_toxicity(estimator, context), context.params), space)
     build, space = factories[name]
-    return Candidate(name, task, build, space)
+    return Candidate(name, task, _with_fixed(build, context.params), space)
+
+
+def _with_fixed(build: Callable[[Params], Any], fixed: Params | None) -> Callable[[Params], Any]:
+    """``build`` with the configured fixed parameters under the searched ones."""
+    if not fixed:
+        return build
+    return lambda params: build({**fixed, **params})
 
 
 def validate_candidates(config: Any) -> None:
@@ -181,3 +189,14 @@ def validate_candidates(config: Any) -> None:
                              f"{', '.join(TASK_CANDIDATES[task])}, or set tasks.{task}.enabled: false")
         for name in section.candidates:
             make_candidate(task, name, CandidateContext(seed=0, endpoint="x"))
+        for name, fixed in section.params.items():
+            if name not in section.candidates:
+                listed = ", ".join(section.candidates)
+                raise InputError(f"tasks.{task}.params.{name}: {name!r} is not a candidate of tasks.{task}",
+                                 fix=f"give parameters only for the candidates listed ({listed})")
+            candidate = make_candidate(task, name, CandidateContext(seed=0, endpoint="x", params=fixed))
+            try:
+                candidate.build({})
+            except TypeError as exc:
+                raise InputError(f"tasks.{task}.params.{name}: {exc}",
+                                 fix="use the estimator's parameter names (docs/models.md)") from exc

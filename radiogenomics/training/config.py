@@ -70,6 +70,8 @@ class TaskConfig(_Section):
 
     enabled: bool = True
     candidates: list[str] = Field(default_factory=list)
+    #: Fixed estimator parameters per candidate (``{multimodal: {epochs: 5}}``), on top of the searched ones.
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class ToxicityConfig(TaskConfig):
@@ -190,6 +192,20 @@ def _message(exc: ValidationError) -> str:
     return "invalid training config: " + "; ".join(lines)
 
 
+def _with_default_candidates(data: dict[str, Any]) -> dict[str, Any]:
+    """A task section that does not name ``candidates`` keeps the default ones (a file names only what it
+    changes: ``tasks: {survival: {enabled: true}}`` means coxnet, not no candidate)."""
+    tasks = data.get("tasks")
+    if not isinstance(tasks, dict):
+        return data
+    defaults = TasksConfig()
+    merged = dict(tasks)
+    for name, section in tasks.items():
+        if isinstance(section, dict) and "candidates" not in section and name in TasksConfig.model_fields:
+            merged[name] = {**section, "candidates": list(getattr(defaults, name).candidates)}
+    return {**data, "tasks": merged}
+
+
 def parse_train_config(data: Any, source: str = "") -> TrainConfig:
     """Validate a mapping (parsed YAML) into a :class:`TrainConfig`; problems are an InputError."""
     if data is None:
@@ -197,6 +213,7 @@ def parse_train_config(data: Any, source: str = "") -> TrainConfig:
     if not isinstance(data, dict):
         raise InputError(f"training config {source} must be a mapping of sections, got {type(data).__name__}",
                          file=source or None, fix="see docs/training.md for the file's layout")
+    data = _with_default_candidates(data)
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:

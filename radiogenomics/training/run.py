@@ -276,10 +276,11 @@ def run_task(task: str, endpoint: str | None, names: list[str], table: pd.DataFr
     """Every candidate of one task; a candidate that refuses the input (InputError) is recorded as failed when
     ``skip_bad_input`` (auto-detected toxicity endpoints), else the error propagates."""
     rows, y = task_data(table, task, endpoint)
-    context = CandidateContext(seed=config.seed, endpoint=endpoint, cohort=cohort)
     outcome = TaskOutcome(f"{task}.{endpoint}" if endpoint else task, task, TASK_SCORER[task], [], endpoint)
     for name in names:
         started = time.monotonic()
+        context = CandidateContext(seed=config.seed, endpoint=endpoint, cohort=cohort,
+                                   params=getattr(config.tasks, task).params.get(name))
         try:
             outcome.candidates.append(_run_candidate(task, endpoint, name, rows, y, config, context, tracker,
                                                      run_dir, progress))
