@@ -1,62 +1,147 @@
-"""Command-line options, cohort/output folders and the synthetic voxel truth shared by the notebooks (and tests)."""
+"""Folders, cohort, feature table and the synthetic voxel truth shared by the notebooks (and their tests).
+
+Every notebook reads its inputs from the environment, so that the same file runs in Jupyter, in CI and with
+``jupyter execute``:
+
+* ``RADIOGENOMICS_NOTEBOOK_OUT``: the output folder (default: ``<temp>/radiogenomics-notebooks``, shared by
+  the four notebooks so that they can run in order: 01 extracts, 02 trains, 03 analyses, 04 serves);
+* ``RADIOGENOMICS_COHORT``: the cohort folder (format v1). Default: ``<out>/cohort``, a synthetic cohort
+  (120 patients, 24^3 voxels, seed 0) generated on first use and reused afterwards;
+* ``RADIOGENOMICS_FEATURES``: the cohort's feature table. Default: ``<out>/features.parquet``, extracted on
+  first use (original-image radiomics only, to keep it quick; ``radiogenomics extract`` gives the full set).
+"""
 
 from __future__ import annotations
 
-import argparse
+import json
+import math
 import os
 import sys
 import tempfile
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
 
 from radiogenomics.cohort import Cohort, load_cohort
-from radiogenomics.synthetic import generate_cohort
+from radiogenomics.errors import InputError
+
+ENV_COHORT = "RADIOGENOMICS_COHORT"
+ENV_OUT = "RADIOGENOMICS_NOTEBOOK_OUT"
+ENV_FEATURES = "RADIOGENOMICS_FEATURES"
+#: the synthetic cohort made when no cohort is given
+SYNTHETIC = {"n_patients": 120, "grid_size": 24, "seed": 0}
 
 
-def notebook_parser(description: str) -> argparse.ArgumentParser:
-    """Options every notebook takes: cohort, output folder, RSI imputation, synthetic fallback cohort."""
-    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
-    parser.add_argument("--cohort", default=os.environ.get("RADIOGENOMICS_COHORT") or None)
-    parser.add_argument("--out", default=os.environ.get("RADIOGENOMICS_NOTEBOOK_OUT") or None)
-    parser.add_argument("--rsi-missing", choices=("raise", "median", "mean"), default="median")
-    parser.add_argument("--synthetic-patients", type=int, default=120)
-    parser.add_argument("--synthetic-grid", type=int, default=24)
-    parser.add_argument("--seed", type=int, default=0)
-    return parser
+@dataclass(frozen=True)
+class Folders:
+    """Where a notebook reads its cohort and writes its outputs."""
+
+    cohort: Path
+    out: Path
+    synthetic: bool  # True: the cohort is the default synthetic one under ``out``
+
+    def describe(self) -> str:
+        kind = " (synthetic default)" if self.synthetic else ""
+        return f"cohort: {self.cohort}{kind}\noutput: {self.out}"
 
 
-def parse_notebook_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse known options only (Jupyter passes its own arguments to the kernel)."""
-    args, _ignored = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    return args
+def in_jupyter() -> bool:
+    """True inside a Jupyter kernel (plots show inline); False in a plain interpreter."""
+    return "ipykernel" in sys.modules
 
 
-def cohort_and_output(args: argparse.Namespace, out_prefix: str) -> tuple[Path, Path]:
-    """The cohort folder (a synthetic one is generated when none is given) and the output folder."""
-    if args.cohort:
-        cohort_dir = Path(args.cohort)
-    else:
-        cohort_dir = Path(tempfile.mkdtemp(prefix="radiogenomics_synth_")) / "cohort"
-        print(f"no cohort given: generating a synthetic cohort ({args.synthetic_patients} patients, "
-              f"{args.synthetic_grid}^3 voxels, seed {args.seed}) in {cohort_dir}")
-        generate_cohort(cohort_dir, n_patients=args.synthetic_patients, seed=args.seed,
-                        grid_size=args.synthetic_grid)
-    out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix=f"{out_prefix}_"))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"cohort: {cohort_dir}\noutput: {out_dir}")
-    return cohort_dir, out_dir
+def notebook_folders(env: Mapping[str, str] | None = None) -> Folders:
+    """The output folder (created) and the cohort folder (the synthetic default is generated when missing)."""
+    env = os.environ if env is None else env
+    out = Path(env.get(ENV_OUT) or Path(tempfile.gettempdir()) / "radiogenomics-notebooks").expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    given = env.get(ENV_COHORT)
+    if given:
+        cohort = Path(given).expanduser()
+        if not (cohort / "patients.csv").is_file():
+            raise InputError(f"{ENV_COHORT}={given} is not a cohort folder (no patients.csv)", file=str(cohort),
+                             fix="point it at a cohort folder in format v1, or unset it for a synthetic cohort")
+        return Folders(cohort, out, synthetic=False)
+    cohort = out / "cohort"
+    on_disk = synthetic_options(cohort)
+    if on_disk != SYNTHETIC:
+        from radiogenomics.synthetic import generate_cohort
+
+        if on_disk is None and cohort.is_dir() and any(cohort.iterdir()):
+            raise InputError(f"{cohort} holds files that were not generated here", file=str(cohort),
+                             fix=f"set {ENV_COHORT} to use it as the cohort, or choose another {ENV_OUT}")
+        generate_cohort(cohort, n_patients=SYNTHETIC["n_patients"], seed=SYNTHETIC["seed"],
+                        grid_size=SYNTHETIC["grid_size"], overwrite=on_disk is not None)
+    return Folders(cohort, out, synthetic=True)
+
+
+def synthetic_options(cohort: Path) -> dict[str, Any] | None:
+    """Seed, size and grid of a cohort written by ``radiogenomics.synthetic`` (None when there is none)."""
+    meta_path = cohort / "cohort.yaml"
+    if not meta_path.is_file():
+        return None
+    meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) or {}
+    gen = meta.get("generator") if isinstance(meta, dict) else None
+    if not isinstance(gen, dict) or gen.get("module") != "radiogenomics.synthetic":
+        return None
+    return {"n_patients": gen.get("n_patients"), "grid_size": gen.get("grid_size"), "seed": gen.get("seed")}
+
+
+def feature_table(folders: Folders, env: Mapping[str, str] | None = None) -> Path:
+    """``$RADIOGENOMICS_FEATURES``, else ``<out>/features.parquet`` (extracted, cached, when missing)."""
+    env = os.environ if env is None else env
+    given = env.get(ENV_FEATURES)
+    if given:
+        path = Path(given).expanduser()
+        if not path.is_file():
+            raise InputError(f"{ENV_FEATURES}={given} does not exist", file=str(path),
+                             fix="give the Parquet file of `radiogenomics extract`, or unset it to extract here")
+        return path
+    path = folders.out / "features.parquet"
+    if not path.is_file():
+        from radiogenomics.features.pipeline import ExtractOptions, extract
+
+        extract(folders.cohort, path, ExtractOptions(workers=2, filters=("original",), progress=True))
+    return path
 
 
 def load_cohort_with_expression(cohort_dir: Path) -> Cohort:
     """The cohort, which must have expression.csv (RSI and GARD need it)."""
     cohort = load_cohort(cohort_dir)
     if cohort.expression is None:
-        raise SystemExit(f"{cohort_dir} has no expression.csv: RSI and GARD cannot be computed.")
+        raise InputError("the cohort has no expression.csv: RSI and GARD cannot be computed",
+                         file=str(cohort_dir / "expression.csv"), fix="add the expression table (format v1)")
     return cohort
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _finite_or_none(value: object) -> object:
+    """NaN/inf -> None, recursively (strict JSON has no NaN)."""
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, Mapping):
+        return {str(k): _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def write_json(path: Path, data: Mapping[str, object]) -> Path:
+    """``data`` as strict JSON (NaN -> null) at ``path``."""
+    path.write_text(json.dumps(_finite_or_none(data), indent=2, default=_json_default, allow_nan=False) + "\n",
+                    encoding="utf-8")
+    return path
 
 
 @dataclass(frozen=True)
