@@ -1,0 +1,374 @@
+"""Plan an `objectives.json` (format radiogenomics-objectives/1, contract §7) with pyRadPlan.
+
+pyRadPlan (a Python reimplementation of matRad, https://github.com/e0404/pyRadPlan) is the downstream optimizer:
+each structure gets the objectives file's alpha/beta as `VOI.alpha_x` / `VOI.beta_x`, the target's
+`target_effect` becomes an LQ-effect squared-deviation objective, and OAR limits become physical-dose objectives
+per fraction (total / n_fractions). The photon engine gives physical dose only, so the RBE = 1 LQ matrices
+`dij.alpha_dose = diag(alpha_x) D` and `dij.sqrt_beta_dose = diag(sqrt(beta_x)) D` are built here from the
+physical dij. The pitfalls avoided are listed in docs/serving.md ("pyRadPlan: the downstream optimizer").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import Field
+from pyRadPlan import PhotonPlan, calc_dose_influence, fluence_optimization, generate_stf, load_tg119
+from pyRadPlan.core import ProgressReporter
+from pyRadPlan.optimization.objectives import MaxDVH, MinDVH, SquaredDeviation, SquaredOverdosing
+from pyRadPlan.optimization.objectives._objective import Objective, ParameterMetadata
+
+from radiogenomics.errors import InputError
+from radiogenomics.serving.optimizer.objectives import validate_objectives
+
+logger = logging.getLogger(__name__)
+
+DVH_METRICS = ("mean_gy", "d95_gy", "d50_gy", "d2_gy", "max_gy")
+# The normal-tissue objective on BODY: squared overdosing above 60 % of the target dose with priority 100, the
+# ratio of the objectives shipped with pyRadPlan's TG119 phantom (OuterTarget 50 Gy, BODY overdosing above 30 Gy at
+# priority 100; AAPM TG-119, Ezzell et al., Med Phys 36:5359, 2009, as set up in matRad's TG119.mat).
+NORMAL_TISSUE_DOSE_FRACTION = 0.6
+NORMAL_TISSUE_PRIORITY = 100.0
+
+
+class PlanningError(RuntimeError):
+    """The optimizer ran but produced no usable plan (e.g. all-zero fluence)."""
+
+
+class UpperGEUD(Objective):  # type: ignore[misc]  # pyRadPlan is untyped
+    """One-sided gEUD limit: max(0, gEUD - eud_max)^2, gEUD = mean(d^a)^(1/a) (Niemierko, Med Phys 26:1100, 1999).
+
+    pyRadPlan's MeanDose and EUD objectives are two-sided (they pull an OAR *up* to the reference); a limit must
+    only penalise doses above it. `a = 1` is the mean dose.
+    """
+
+    name: Literal["radiogenomics upper gEUD"] = "radiogenomics upper gEUD"
+    eud_max: Annotated[float, Field(default=0.0, ge=0.0), ParameterMetadata(kind="reference")]
+    a: Annotated[float, Field(default=1.0, ge=1.0), ParameterMetadata(kind="numeric")]
+
+    def _geud(self, values: np.ndarray) -> tuple[float, float]:
+        moment = float(np.mean(np.power(np.clip(values, 0.0, None), self.a)))
+        return moment, moment ** (1.0 / self.a)
+
+    def compute_objective(self, values: np.ndarray) -> float:
+        return max(0.0, self._geud(values)[1] - self.eud_max) ** 2
+
+    def compute_gradient(self, values: np.ndarray) -> np.ndarray:
+        moment, geud = self._geud(values)
+        excess = geud - self.eud_max
+        if excess <= 0.0 or moment <= 0.0:
+            return np.zeros_like(values)
+        dgeud = moment ** (1.0 / self.a - 1.0) * np.power(np.clip(values, 0.0, None), self.a - 1.0) / values.size
+        return 2.0 * excess * dgeud
+
+
+@dataclass
+class PlanGeometry:
+    """The geometry-only part of a plan (CT, structures, beams, physical dij): reusable across patients."""
+
+    ct: Any
+    cst: Any
+    stf: Any
+    pln: Any
+    dij: Any
+    beams: int
+    dose_grid_mm: float
+    bixel_width_mm: float
+    seconds: float
+    default_alpha_beta: dict[str, tuple[float, float]] = field(default_factory=dict)  # the structures' own
+
+
+@dataclass
+class PlanResult:
+    """An optimized pyRadPlan plan for one objectives file.
+
+    `dvh_total` / `dvh_per_fraction`: {pyRadPlan structure: {mean_gy, d95_gy, d50_gy, d2_gy, max_gy}} of the
+    physical dose over the course and per fraction (dose grid, structures without overlap removal).
+    `structure_map`: objectives structure name -> pyRadPlan structure name.
+    """
+
+    patient_id: str
+    target: str
+    n_fractions: int
+    dose_per_fraction_gy: float
+    dvh_total: dict[str, dict[str, float]]
+    dvh_per_fraction: dict[str, dict[str, float]]
+    structure_map: dict[str, str]
+    fluence: np.ndarray
+    iterations: int | None
+    objective_value: float | None
+    solver_message: str
+    wall_time_s: float
+    geometry: PlanGeometry
+    dose_per_fraction: np.ndarray = field(repr=False)
+
+    @property
+    def target_median_per_fraction_gy(self) -> float:
+        """Median physical dose per fraction in the target."""
+        return self.dvh_per_fraction[self.target]["d50_gy"]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready summary (no arrays, no pyRadPlan objects)."""
+        return {"patient_id": self.patient_id, "target": self.target, "n_fractions": self.n_fractions,
+                "dose_per_fraction_gy": self.dose_per_fraction_gy, "structure_map": self.structure_map,
+                "dvh_total": self.dvh_total, "dvh_per_fraction": self.dvh_per_fraction,
+                "iterations": self.iterations, "objective_value": self.objective_value,
+                "solver_message": self.solver_message, "wall_time_s": round(self.wall_time_s, 3),
+                "beams": self.geometry.beams, "dose_grid_mm": self.geometry.dose_grid_mm,
+                "bixel_width_mm": self.geometry.bixel_width_mm, "n_beamlets": int(self.fluence.size)}
+
+    def table(self) -> str:
+        """The DVH summary as a fixed-width text table (total Gy over the course, then per fraction)."""
+        header = f"{'structure':<14}" + "".join(f"{m:>10}" for m in DVH_METRICS) + f"{'(per fx)':>10}"
+        lines = [f"patient {self.patient_id}: {self.n_fractions} x {self.dose_per_fraction_gy:.3f} Gy "
+                 f"(total physical dose in Gy; last column: median per fraction)", header]
+        for name, stats in self.dvh_total.items():
+            values = "".join(f"{stats[m]:>10.2f}" for m in DVH_METRICS)
+            lines.append(f"{name:<14}{values}{self.dvh_per_fraction[name]['d50_gy']:>10.3f}")
+        return "\n".join(lines)
+
+
+@contextmanager
+def _quiet_progress(show: bool) -> Iterator[None]:
+    """Switch pyRadPlan's console progress bars off for the duration (restored afterwards)."""
+    previous = ProgressReporter.console_progress
+    ProgressReporter.console_progress = show
+    try:
+        yield
+    finally:
+        ProgressReporter.console_progress = previous
+
+
+def load_objectives(objectives: Mapping[str, Any] | Path) -> dict[str, Any]:
+    """The objectives document as a dict, checked against the radiogenomics-objectives/1 schema."""
+    if not isinstance(objectives, Path):
+        document = dict(objectives)
+        validate_objectives(document)
+        return document
+    try:
+        document = json.loads(objectives.read_text())
+        validate_objectives(document)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read the objectives file: {exc}", file=str(objectives),
+                         fix="pass an objectives.json written by `radiogenomics handoff`") from exc
+    except InputError as exc:
+        raise InputError(exc.reason, patient_id=exc.patient_id, file=str(objectives), fix=exc.fix) from exc
+    return dict(document)
+
+
+def prepare_geometry(*, ct: Any = None, cst: Any = None, beams: int = 5, dose_grid_mm: float = 8.0,
+                     bixel_width_mm: float = 10.0, alpha_beta: Mapping[str, tuple[float, float]] | None = None,
+                     progress: bool = False) -> PlanGeometry:
+    """CT, structures (a copy), beams at equispaced gantry angles and the physical dij (TG119 by default).
+
+    `alpha_beta` ({pyRadPlan structure: (alpha_x, beta_x)}) is set on the structures BEFORE the dose influence
+    calculation, which copies them into `dij.alphax/betax` once.
+    """
+    if beams < 1 or dose_grid_mm <= 0 or bixel_width_mm <= 0:
+        raise InputError(f"beams={beams}, dose_grid_mm={dose_grid_mm}, bixel_width_mm={bixel_width_mm}: "
+                         "all must be positive", fix="use e.g. beams=5, dose_grid_mm=8, bixel_width_mm=10")
+    start = time.perf_counter()
+    if ct is None or cst is None:
+        ct, cst = load_tg119()
+    else:
+        cst = cst.model_copy(deep=True)
+    defaults = {voi.name: (float(voi.alpha_x), float(voi.beta_x)) for voi in cst.vois}
+    for voi in cst.vois:
+        voi.objectives = []
+        if alpha_beta and voi.name in alpha_beta:
+            voi.alpha_x, voi.beta_x = alpha_beta[voi.name]
+    pln = PhotonPlan(machine="Generic")
+    pln.prop_stf = {"generator": "photonIMRT", "bixel_width": float(bixel_width_mm),
+                    "gantry_angles": np.linspace(0.0, 360.0, beams, endpoint=False).tolist(),
+                    "couch_angles": [0.0] * beams}
+    pln.prop_dose_calc = {"engine": "SVDPB", "dose_grid": {"resolution": dict.fromkeys("xyz", float(dose_grid_mm))}}
+    with _quiet_progress(progress):
+        stf = generate_stf(ct, cst, pln)
+        dij = calc_dose_influence(ct, cst, stf, pln)
+    seconds = time.perf_counter() - start
+    logger.info("pyRadPlan geometry: %d beams, %d beamlets, %d dose voxels in %.1f s", beams,
+                dij.total_num_of_bixels, dij.num_of_voxels, seconds)
+    return PlanGeometry(ct, cst, stf, pln, dij, beams, dose_grid_mm, bixel_width_mm, seconds, defaults)
+
+
+def structure_map(document: Mapping[str, Any], cst_names: list[str], *, target: str,
+                  oar_map: Mapping[str, str] | None) -> dict[str, str]:
+    """Objectives structure name -> pyRadPlan structure: `oar_map` first, the target onto `target`, else by name."""
+    oar_map = dict(oar_map or {})
+    patient = str(document.get("patient_id") or "") or None
+    mapping: dict[str, str] = {}
+    for structure in document["structures"]:
+        name = str(structure.get("name"))
+        if name in oar_map:
+            mapping[name] = oar_map[name]
+        elif structure.get("role") == "target" and target not in mapping.values():
+            mapping[name] = target
+        elif name in cst_names:
+            mapping[name] = name
+        else:
+            raise InputError(f"structure {name!r} of the objectives is not mapped and not in the structure set "
+                             f"{cst_names}", patient_id=patient,
+                             fix=f"map it with oar_map={{{name!r}: <one of {cst_names}>}}")
+    unknown = sorted(set(mapping.values()) - set(cst_names))
+    if unknown:
+        raise InputError(f"structure(s) {unknown} are not in the structure set {cst_names}", patient_id=patient,
+                         fix="map onto structures that exist (target=..., oar_map=...)")
+    doubled = sorted({v for v in mapping.values() if list(mapping.values()).count(v) > 1})
+    if doubled:
+        raise InputError(f"several objectives structures map onto {doubled}", patient_id=patient,
+                         fix="map each objectives structure onto its own pyRadPlan structure")
+    return mapping
+
+
+def _radiosensitivity(document: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, tuple[float, float]]:
+    """{pyRadPlan structure: (alpha_x, beta_x)} from the objectives' per-structure alpha/beta."""
+    return {mapping[str(s["name"])]: (float(s["alpha_per_gy"]), float(s["beta_per_gy2"]))
+            for s in document["structures"]}
+
+
+def _objective(spec: Mapping[str, Any], n_fractions: float, where: str) -> Any:
+    """One objectives-file objective as a pyRadPlan objective; doses become per fraction (total / n_fractions)."""
+    kind = spec.get("type")
+    priority = float(spec.get("priority", 1.0))
+    try:
+        if kind == "target_effect":
+            return SquaredDeviation(priority=priority, d_ref=float(spec["effect_per_fraction"]), quantity="effect")
+        dose = float(spec["dose_gy"]) / n_fractions
+        if kind == "max_dose":
+            return SquaredOverdosing(priority=priority, d_max=dose)
+        if kind == "min_dvh":
+            return MinDVH(priority=priority, d=dose, v_min=float(spec["volume_pct"]))
+        if kind == "max_dvh":
+            return MaxDVH(priority=priority, d=dose, v_max=float(spec["volume_pct"]))
+        if kind == "mean_dose":
+            return UpperGEUD(priority=priority, eud_max=dose, a=1.0)
+        if kind == "geud":
+            return UpperGEUD(priority=priority, eud_max=dose, a=float(spec["a"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{where}: objective {dict(spec)} is incomplete or invalid ({exc})",
+                         fix="see contract §7 for the fields of each objective type") from exc
+    raise InputError(f"{where}: unknown objective type {kind!r}",
+                     fix="use target_effect, min_dvh, max_dvh, max_dose, mean_dose or geud")
+
+
+def _assign_objectives(cst: Any, document: Mapping[str, Any], mapping: Mapping[str, str],
+                       normal_tissue: str | None) -> None:
+    """Replace every structure's objectives with the objectives file's (plus the normal-tissue objective)."""
+    n_fractions = float(document["n_fractions"])
+    by_name = {voi.name: voi for voi in cst.vois}
+    for voi in cst.vois:
+        voi.objectives = []
+    for structure in document["structures"]:
+        where = f"patient {document.get('patient_id')}, structure {structure.get('name')!r}"
+        specs = structure.get("objectives") or []
+        by_name[mapping[str(structure["name"])]].objectives = [_objective(s, n_fractions, where) for s in specs]
+    if normal_tissue is not None:
+        if normal_tissue not in by_name:
+            raise InputError(f"normal-tissue structure {normal_tissue!r} is not in the structure set {list(by_name)}",
+                             fix="pass normal_tissue=<the body outline> or normal_tissue=None")
+        if normal_tissue not in mapping.values():
+            limit = NORMAL_TISSUE_DOSE_FRACTION * float(document["dose_per_fraction_gy"])
+            by_name[normal_tissue].objectives = [SquaredOverdosing(priority=NORMAL_TISSUE_PRIORITY, d_max=limit)]
+
+
+def attach_lq_matrices(dij: Any, cst: Any) -> None:
+    """Refresh `dij.alphax/betax` from the structures and build the RBE = 1 LQ influence matrices.
+
+    alpha_dose = diag(alpha_x) D and sqrt_beta_dose = diag(sqrt(beta_x)) D, so effect = alpha d + beta d^2 per voxel.
+    """
+    alphax, betax = cst.get_reference_lq_params(overlap_is_applied=False, resample_grid=dij.dose_grid)
+    dij.alphax, dij.betax = np.asarray(alphax, dtype=float), np.asarray(betax, dtype=float)
+    alpha_dose = np.empty(dij.physical_dose.shape, dtype=object)
+    sqrt_beta_dose = np.empty(dij.physical_dose.shape, dtype=object)
+    for index, dose in enumerate(dij.physical_dose.flat):
+        alpha_dose.flat[index] = sp.csc_array(sp.diags_array(dij.alphax) @ dose)
+        sqrt_beta_dose.flat[index] = sp.csc_array(sp.diags_array(np.sqrt(dij.betax)) @ dose)
+    dij.alpha_dose, dij.sqrt_beta_dose = alpha_dose, sqrt_beta_dose
+
+
+def dvh_summary(dose_gy: np.ndarray, cst: Any, ct: Any, dose_grid: Any) -> dict[str, dict[str, float]]:
+    """{structure: {mean_gy, d95_gy, d50_gy, d2_gy, max_gy}} of a dose on the dose grid (D_x: dose to x % volume)."""
+    resampled = cst.resample_on_new_ct(ct.resample_to_grid(dose_grid))
+    summary = {}
+    for voi in resampled.vois:
+        voxels = np.asarray(dose_gy)[np.asarray(voi.indices_numpy)]
+        if voxels.size == 0:
+            continue
+        d95, d50, d2 = np.percentile(voxels, [5.0, 50.0, 98.0])
+        summary[voi.name] = {"mean_gy": float(voxels.mean()), "d95_gy": float(d95), "d50_gy": float(d50),
+                             "d2_gy": float(d2), "max_gy": float(voxels.max())}
+    return summary
+
+
+def plan_with_pyradplan(objectives: Mapping[str, Any] | Path, *, ct: Any = None, cst: Any = None,
+                        target: str = "OuterTarget", oar_map: Mapping[str, str] | None = None, beams: int = 5,
+                        dose_grid_mm: float = 8.0, bixel_width_mm: float = 10.0, max_iter: int = 150,
+                        normal_tissue: str | None = "BODY", geometry: PlanGeometry | None = None,
+                        progress: bool = False) -> PlanResult:
+    """Optimize the objectives file with pyRadPlan (photons, scipy L-BFGS-B) on `ct`/`cst` (default TG119).
+
+    The objectives' target maps onto `target`, OARs onto pyRadPlan structures through `oar_map` (e.g.
+    {"spinal_cord": "Core"}) or by name. `normal_tissue` (default BODY) gets a low-priority overdosing objective
+    unless the file names it. `geometry` (e.g. `previous.geometry`) reuses a physical dij on the same CT, beams and
+    grid; alpha_x/beta_x are refreshed from this file either way. Raises InputError for bad objectives or
+    structures, PlanningError when the optimizer returns zero fluence.
+    """
+    start = time.perf_counter()
+    document = load_objectives(objectives)
+    if max_iter < 1:
+        raise InputError(f"max_iter={max_iter} must be >= 1", fix="use e.g. max_iter=150")
+    if geometry is not None and (ct is not None or cst is not None):
+        raise InputError("give either geometry or ct/cst, not both", fix="plan on geometry=previous.geometry alone")
+    if geometry is None:
+        if ct is None or cst is None:
+            ct, cst = load_tg119()
+        mapping = structure_map(document, [voi.name for voi in cst.vois], target=target, oar_map=oar_map)
+        geometry = prepare_geometry(ct=ct, cst=cst, beams=beams, dose_grid_mm=dose_grid_mm,
+                                    bixel_width_mm=bixel_width_mm, alpha_beta=_radiosensitivity(document, mapping),
+                                    progress=progress)
+    mapping = structure_map(document, [voi.name for voi in geometry.cst.vois], target=target, oar_map=oar_map)
+    alpha_beta = {**geometry.default_alpha_beta, **_radiosensitivity(document, mapping)}
+    for voi in geometry.cst.vois:  # structures the file does not name get back their own alpha_x/beta_x
+        voi.alpha_x, voi.beta_x = alpha_beta.get(voi.name, (voi.alpha_x, voi.beta_x))
+    _assign_objectives(geometry.cst, document, mapping, normal_tissue)
+    attach_lq_matrices(geometry.dij, geometry.cst)
+
+    n_fractions = int(round(float(document["n_fractions"])))
+    pln = geometry.pln
+    pln.num_of_fractions = n_fractions
+    pln.prop_opt = {"convert_dose_objectives": False, "solver": "scipy", "max_iter": int(max_iter)}
+    info: dict[str, Any] = {}
+    with _quiet_progress(progress):
+        fluence = np.asarray(fluence_optimization(geometry.ct, geometry.cst, geometry.stf, geometry.dij, pln,
+                                                  opt_info=info))
+    result_info = info.get("result_info") or {}
+    patient = str(document.get("patient_id"))
+    if not np.isfinite(fluence).all() or not np.any(fluence > 0):
+        raise PlanningError(f"patient {patient}: pyRadPlan returned zero or non-finite fluence after "
+                            f"{info.get('num_iter')} iteration(s) ({result_info.get('message', '')!s})")
+    dose = np.asarray(geometry.dij.physical_dose.flat[0] @ fluence, dtype=float)
+    per_fraction = dvh_summary(dose, geometry.cst, geometry.ct, geometry.dij.dose_grid)
+    total = {name: {k: v * n_fractions for k, v in stats.items()} for name, stats in per_fraction.items()}
+    history = info.get("obj_history") or []
+    wall = time.perf_counter() - start
+    logger.info("pyRadPlan plan for %s: %s iterations, %.1f s", patient, info.get("num_iter"), wall)
+    return PlanResult(patient_id=patient, target=mapping_target(mapping, document), n_fractions=n_fractions,
+                      dose_per_fraction_gy=float(document["dose_per_fraction_gy"]), dvh_total=total,
+                      dvh_per_fraction=per_fraction, structure_map=mapping, fluence=fluence,
+                      iterations=info.get("num_iter"), objective_value=float(history[-1]) if history else None,
+                      solver_message=str(result_info.get("message", "")), wall_time_s=wall, geometry=geometry,
+                      dose_per_fraction=dose)
+
+
+def mapping_target(mapping: Mapping[str, str], document: Mapping[str, Any]) -> str:
+    """The pyRadPlan structure the (first) target of the objectives maps onto."""
+    return next(mapping[str(s["name"])] for s in document["structures"] if s.get("role") == "target")
