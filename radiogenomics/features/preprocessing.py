@@ -60,6 +60,37 @@ def _output(frame: pd.DataFrame, as_frame: bool) -> Any:
     return frame if as_frame else frame.to_numpy(dtype=np.float64)
 
 
+def numeric_matrix(frame: pd.DataFrame) -> np.ndarray:
+    """``frame`` as a float64 array, as ``frame.apply(pd.to_numeric, errors="coerce")`` would give it: numeric
+    columns as they are (missing -> NaN), only the other columns parsed (unparseable -> NaN), in one block
+    conversion instead of one pandas call per column."""
+    dtypes = frame.dtypes.tolist()
+    numeric = {dtype: pd.api.types.is_numeric_dtype(dtype) for dtype in set(dtypes)}
+    other = [c for c, dtype in zip(frame.columns.tolist(), dtypes, strict=True) if not numeric[dtype]]
+    if other:
+        frame = frame.copy()
+        for column in other:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    return frame.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def with_columns(frame: pd.DataFrame, names: Sequence[str], values: np.ndarray) -> pd.DataFrame:
+    """``frame`` with the columns ``names`` replaced by the float64 columns of ``values``, column order kept.
+
+    One block operation instead of one ``frame[name] = ...`` per column (which costs ~0.1 ms each): float64
+    columns are overwritten in place in a copy, others rebuilt by a concatenation.
+    """
+    positions = frame.columns.get_indexer(list(names))
+    if (positions >= 0).all() and bool((frame.dtypes == np.float64).to_numpy()[positions].all()):
+        out = frame.copy()
+        out.iloc[:, positions] = values
+        return out
+    replaced = pd.DataFrame(values, index=frame.index, columns=list(names))
+    if len(names) < frame.shape[1]:
+        replaced = pd.concat([frame.drop(columns=list(names)), replaced], axis=1)
+    return replaced[frame.columns]
+
+
 def _is_numeric(column: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
 
@@ -188,14 +219,25 @@ class GroupImputer(_Tags, TransformerMixin, BaseEstimator):  # type: ignore[misc
     def transform(self, X: Any) -> Any:
         check_is_fitted(self, "statistics_")
         frame, as_frame = _frame(self, X, reset=False)
-        flags = {f"{c}{MISSING_SUFFIX}": frame[c].isna().astype(np.int8) for c in self.indicator_columns_}
-        filled = frame.copy()
-        for name in filled.columns:
-            fill = self.statistics_[str(name)]
-            if fill is not None and filled[name].isna().any():
-                filled[name] = filled[name].fillna(fill)
-        out = pd.concat([filled, pd.DataFrame(flags, index=frame.index)], axis=1) if flags else filled
-        return _output(out, as_frame)
+        missing = frame.isna()
+        has_missing = missing.any(axis=0)
+        to_fill = [c for c in frame.columns[has_missing.to_numpy()] if self.statistics_[str(c)] is not None]
+        floats = [c for c in to_fill if frame[c].dtype == np.float64]  # filled in one block
+        filled = frame
+        if floats:
+            values = frame[floats].to_numpy(dtype=np.float64)
+            fills = np.array([self.statistics_[str(c)] for c in floats], dtype=np.float64)
+            filled = with_columns(frame, floats, np.where(np.isnan(values), fills, values))
+        others = [c for c in to_fill if frame[c].dtype != np.float64]
+        if others:
+            filled = filled.copy()
+            for name in others:
+                filled[name] = filled[name].fillna(self.statistics_[str(name)])
+        if not self.indicator_columns_:
+            return _output(filled, as_frame)
+        flags = pd.DataFrame(missing[self.indicator_columns_].to_numpy().astype(np.int8), index=frame.index,
+                             columns=[f"{c}{MISSING_SUFFIX}" for c in self.indicator_columns_])
+        return _output(pd.concat([filled, flags], axis=1), as_frame)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "statistics_")
@@ -243,10 +285,13 @@ class FeatureScaler(_Tags, OneToOneFeatureMixin, TransformerMixin, BaseEstimator
     def transform(self, X: Any) -> Any:
         check_is_fitted(self, "center_")
         frame, as_frame = _frame(self, X, reset=False)
-        out = frame.copy()
-        for name, mid in self.center_.items():
-            out[name] = (out[name].astype(np.float64) - mid) / self.scale_[name]
-        return _output(out, as_frame)
+        if not self.center_:
+            return _output(frame.copy(), as_frame)
+        names = list(self.center_)
+        center = np.array([self.center_[n] for n in names], dtype=np.float64)
+        scale = np.array([self.scale_[n] for n in names], dtype=np.float64)
+        values = frame[names].to_numpy(dtype=np.float64, na_value=np.nan)
+        return _output(with_columns(frame, names, (values - center) / scale), as_frame)
 
 
 def _is_flag(name: str, column: pd.Series) -> bool:

@@ -10,7 +10,8 @@ applicability-domain methods; robust z-scores after Rousseeuw & Croux, JASA 1993
   the robust z-scores winsorised at +-``z_clip`` (so that one heavy-tailed feature cannot dominate the
   components; missing values at the median, i.e. z = 0): ``sqrt(sum_k s_k^2 / var_k)``.
 
-A feature whose IQR is 0 uses its standard deviation instead; a constant feature is left out.
+A feature whose IQR is 0 uses its standard deviation instead; a constant feature (spread below 1e-9 of its
+magnitude) is left out, also inside the out-of-fold fits.
 
 Each threshold is the ``quantile`` (default 0.99) of the same score on **out-of-fold** training patients
 (``n_splits``-fold: the domain refitted without the fold, the fold scored), so that the threshold is not
@@ -32,6 +33,7 @@ from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted
 
 from radiogenomics.errors import InputError
+from radiogenomics.features.preprocessing import numeric_matrix
 from radiogenomics.features.schema import IMAGING, column_group
 
 log = logging.getLogger(__name__)
@@ -98,7 +100,9 @@ class ApplicabilityDomain(BaseEstimator):  # type: ignore[misc]
 
     def _fit_arrays(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, PCA]:
         centre, spread = _robust_centre(values)
-        spread = np.where(np.isfinite(spread) & (spread > 0), spread, 1.0)
+        # A feature without spread in this (sub-)fit carries no information here: z = 0, not (x - c) / 1, which
+        # made one such feature's out-of-fold z as large as its raw value (thresholds of ~1e15).
+        spread = np.where(np.isfinite(spread) & (spread > 0), spread, np.inf)
         centre = np.where(np.isfinite(centre), centre, 0.0)
         z = np.clip(np.nan_to_num((values - centre) / spread, nan=0.0), -self.z_clip, self.z_clip)
         k = max(1, min(int(self.n_components), z.shape[0] - 1, z.shape[1]))
@@ -107,8 +111,7 @@ class ApplicabilityDomain(BaseEstimator):  # type: ignore[misc]
     def score_samples(self, X: pd.DataFrame) -> pd.DataFrame:
         """``max_abs_z``, ``mahalanobis`` and ``in_domain`` per row (index of ``X``)."""
         check_is_fitted(self, "pca_")
-        frame = X.reindex(columns=self.columns_)
-        values = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        values = numeric_matrix(X.reindex(columns=self.columns_))
         z, d = _scores(values, self.median_, self.scale_, self.pca_, self.z_clip)
         inside = (z <= self.z_threshold_) & (d <= self.distance_threshold_)
         return pd.DataFrame({"max_abs_z": z, "mahalanobis": d, "in_domain": inside}, index=X.index)
@@ -125,8 +128,11 @@ def _robust_centre(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         warnings.simplefilter("ignore", RuntimeWarning)  # 'All-NaN slice' for an all-missing column
         q25, median, q75 = np.nanpercentile(values, [25.0, 50.0, 75.0], axis=0)
         sd = np.nanstd(values, axis=0)
+    # A spread below 1e-9 of the feature's magnitude is floating-point noise of a constant feature, not a spread.
+    tol = 1e-9 * np.maximum(np.abs(median), np.finfo(np.float64).tiny)
     robust = (q75 - q25) / IQR_PER_SD
-    return median, np.where(robust > 0, robust, sd)
+    spread = np.where(robust > tol, robust, sd)
+    return median, np.where(spread > tol, spread, 0.0)
 
 
 def _scores(values: np.ndarray, centre: np.ndarray, spread: np.ndarray, pca: PCA,

@@ -92,21 +92,23 @@ def scale_dose_features(X: pd.DataFrame, factor: Any, *, dvhs: Mapping[str, Mapp
     V_x column without a DVH becomes NaN, or raises an ``InputError`` when it is in ``required``.
     """
     from radiogenomics.features.dosimetric import dvh_metrics, geud_a
+    from radiogenomics.features.preprocessing import numeric_matrix, with_columns
 
     f = np.broadcast_to(np.asarray(factor, dtype=np.float64), (len(X),))
-    out = X.copy()
+    linear: list[str] = []
     vx_columns: dict[str, list[tuple[str, str]]] = {}
-    for column in (str(c) for c in X.columns):
+    for column in (str(c) for c in X.columns.tolist()):
         parts = split_dose_column(column)
         if parts is not None and is_linear_dose_metric(parts[1]):
-            out[column] = pd.to_numeric(X[column], errors="coerce").to_numpy(dtype=np.float64) * f
+            linear.append(column)
         elif parts is not None and vx_threshold_gy(parts[1]) is not None:
             vx_columns.setdefault(parts[0], []).append((column, parts[1]))
-    for column in PRESCRIPTION_DOSE_COLUMNS:
-        if column in X.columns:
-            out[column] = pd.to_numeric(X[column], errors="coerce").to_numpy(dtype=np.float64) * f
+    linear += [c for c in PRESCRIPTION_DOSE_COLUMNS if c in X.columns]
+    out = with_columns(X, linear, numeric_matrix(X[linear]) * f[:, None]) if linear else X.copy()
     ids = _patient_ids(X)
     needed = set(required)
+    vx_names: list[str] = []
+    vx_values: list[np.ndarray] = []
     for structure, columns in vx_columns.items():
         values = np.full((len(X), len(columns)), np.nan)
         for row, pid in enumerate(ids):
@@ -125,9 +127,9 @@ def scale_dose_features(X: pd.DataFrame, factor: Any, *, dvhs: Mapping[str, Mapp
             metrics = dvh_metrics(scaled.dose_gy, scaled.volume_cc, geud_a(structure)[0],
                                   vx_gy=[v for v in vx if v is not None], dx_pct=())
             values[row] = [metrics[m] for _, m in columns]
-        for j, (column, _) in enumerate(columns):
-            out[column] = values[:, j]
-    return out
+        vx_names += [column for column, _ in columns]
+        vx_values.append(values)
+    return with_columns(out, vx_names, np.hstack(vx_values)) if vx_names else out
 
 
 def dvhs_from_table(table: pd.DataFrame) -> dict[str, dict[str, DVH]]:

@@ -223,6 +223,11 @@ class RSISurrogate(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         label = SOURCE_FUSED if self.measured == "fuse" else SOURCE_MEASURED
         return np.where(np.isfinite(measured), label, SOURCE_PREDICTED).astype(object)
 
+    def predict_all(self, X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(:meth:`predict`, :meth:`predict_interval`, :meth:`predict_source`) from one pass of the models."""
+        point, bounds = self._combine(X)
+        return np.clip(point, *self.clip), np.clip(bounds, *self.clip), self.predict_source(X)
+
     def predict_imaging(self, X: Any) -> np.ndarray:
         """RSI predicted from the inputs alone (CV+ fold models averaged), clipped into ``clip``."""
         check_is_fitted(self, "conformal_")

@@ -18,6 +18,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -178,8 +179,22 @@ def parse_rails(doc: Any, where: str = "rails.yaml") -> Rails:
 
 
 def load_rails(path: str | Path | None = None) -> Rails:
-    """Load and validate the rails (default: the packaged ``data/rails.yaml``)."""
+    """Load and validate the rails (default: the packaged ``data/rails.yaml``).
+
+    The packaged table is parsed once per process (every prescription needs it); each call gets its own
+    ``sites`` and ``oars`` mappings (the rows are frozen), so a caller that edits its copy changes no other's.
+    A ``path`` is read on every call.
+    """
+    if path is None:
+        rails = _packaged_rails()
+        return Rails(sites=dict(rails.sites), oars=dict(rails.oars))
     doc, where = read_yaml_table("rails.yaml", path, "rails file")
+    return parse_rails(doc, where)
+
+
+@lru_cache(maxsize=1)
+def _packaged_rails() -> Rails:
+    doc, where = read_yaml_table("rails.yaml", None, "rails file")
     return parse_rails(doc, where)
 
 
