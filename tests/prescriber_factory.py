@@ -78,3 +78,24 @@ def use_tracking_uri(uri: str) -> Iterator[str]:
         yield uri
     finally:
         mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None unsets it
+
+
+def register_bundle(bundle: Bundle, folder: Path, *, experiment: str = "test",
+                    metrics: dict[str, float] | None = None) -> str:
+    """Register the bundle's models in a sqlite MLflow store under ``folder``; the prescriber's version.
+
+    Call inside ``use_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")`` (the store stays pointed at).
+    """
+    import mlflow
+
+    from radiogenomics.training.config import TrainConfig
+    from radiogenomics.training.registry import register_models
+
+    client = mlflow.MlflowClient()
+    existing = client.get_experiment_by_name(experiment)
+    experiment_id = (existing.experiment_id if existing is not None else
+                     client.create_experiment(experiment, artifact_location=(folder / "artifacts").as_uri()))
+    mlflow.set_experiment(experiment_id=experiment_id)
+    result = register_models(bundle.radiosensitivity, bundle.toxicity, metrics or {"radiosensitivity.spearman": 0.5},
+                             bundle.schema, TrainConfig(), training_table=bundle.table, experiment_name=experiment)
+    return str(result.versions["radiogenomics-prescriber"].version)

@@ -37,9 +37,11 @@ def test_bad_input_is_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Captur
     assert err.startswith("error:") and "\n" not in err
 
 
-def test_pending_commands_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["serve", "--model", "models:/x@champion"]) == 1
-    assert "not in this release" in capsys.readouterr().err
+def test_serve_without_tokens_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RADIOGENOMICS_TOKENS_FILE", raising=False)
+    assert main(["serve", "--model", "models:/x@champion"]) == 2
+    assert "radiogenomics token create" in capsys.readouterr().err
 
 
 def test_internal_error_is_exit_1(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,

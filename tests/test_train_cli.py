@@ -200,7 +200,18 @@ def test_survival_without_local_failure_event_is_exit_2(trained: Trained, tmp_pa
                  "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2, err
-    assert "lc_event" in err and err.strip().count("\n") == 0
+    assert "local-failure event" in err and err.strip().count("\n") == 0
+    # with a registrable task next to it, survival's failure is a note and the rest completes (exit 0)
+    config.write_text(config.read_text().replace("radiosensitivity: {enabled: false}",
+                                                 "radiosensitivity: {candidates: [ridge]}"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        code = main(["train", str(trained.cohort), "--features", str(path), "--config", str(config),
+                     "--out", str(tmp_path / "o2")])
+    mlflow.set_tracking_uri(None)
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "survival: no candidate could be evaluated" in err and "local-failure event" in err
 
 
 def test_multimodal_competes_and_the_interval_model_is_registered(trained: Trained, tmp_path: Path,

@@ -120,7 +120,7 @@ def _ntcp_curves(prescriber: Prescriber, table: pd.DataFrame, record: dict[str, 
     """P(grade >= 2) per endpoint at each dose, for the endpoints the record has a toxicity value for."""
     rows = table.loc[table.index.repeat(len(doses))].reset_index(drop=True)
     curves: dict[str, list[float]] = {}
-    for endpoint, model in sorted(prescriber.toxicity.items()):
+    for endpoint, model in sorted(prescriber.fast_models()[1].items()):  # same numbers, compiled pipelines
         key = toxicity_key(endpoint)
         if key not in record["toxicity"]:
             continue  # no recommended dose, or the plan's dose features are missing (never imputed)

@@ -1,0 +1,506 @@
+"""The REST API (contract section 6): :func:`create_app` builds the FastAPI application.
+
+Layers, outermost first:
+
+* :class:`AuditGate` on every ``/v1`` path: the bearer token is checked before anything else (401 with
+  ``WWW-Authenticate: Bearer``), then the body limit (413; streamed bytes are counted whatever
+  Content-Length says; the multipart route has the uploads' larger limit), and when the response starts one
+  audit row per patient is written (one row with no patient when none is known); a response whose audit row
+  cannot be written becomes a 503;
+* the routes, whose request models are strict (:mod:`radiogenomics.serving.schemas`). Unknown feature names
+  and values of the wrong type for the model's schema are 422s naming the field; so is every
+  ``InputError`` of the prescriber. Validation errors never echo the input back (it may hold NaN, which
+  JSON cannot carry, and patient data).
+
+Each request takes the served model once (:meth:`ServingState.current`) and finishes on it, also while the
+registry alias moves (:mod:`radiogenomics.serving.state`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import anyio
+import numpy as np
+import pandas as pd
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, Security, UploadFile
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from radiogenomics import __version__
+from radiogenomics.errors import InputError
+from radiogenomics.features import naming
+from radiogenomics.serving import schemas
+from radiogenomics.serving.schemas import (
+    ErrorResponse,
+    PrescriptionRequest,
+    ServeLimits,
+    ValidationErrorResponse,
+    json_safe,
+)
+from radiogenomics.serving.state import LoadedModel, ServingState
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).with_name("static")
+TEXT_DTYPES = frozenset({"str", "string", "object", "category"})
+#: Environment of :func:`app_from_environment` (``radiogenomics serve --workers N``).
+ENV_MODEL, ENV_TOKENS, ENV_AUDIT = "RADIOGENOMICS_SERVE_MODEL", "RADIOGENOMICS_TOKENS_FILE", "RADIOGENOMICS_AUDIT_DB"
+ENV_FEATURES, ENV_WORKDIR, ENV_RELOAD = ("RADIOGENOMICS_SERVE_FEATURES", "RADIOGENOMICS_SERVE_WORKDIR",
+                                         "RADIOGENOMICS_SERVE_RELOAD_S")
+UNAUTHORIZED = "missing or invalid bearer token"
+IMAGES_PATH = "/v1/prescriptions/images"
+#: The OpenAPI schema, behind the token like every /v1 path (no interactive docs: they load JavaScript from a CDN).
+OPENAPI_URL = "/v1/openapi.json"
+
+_ERR: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "No or wrong bearer token (`WWW-Authenticate: Bearer`)."},
+    405: {"model": ErrorResponse, "description": "Method not allowed on this path."},
+    422: {"model": ValidationErrorResponse, "description": "Invalid request; each item names its field."},
+    503: {"model": ErrorResponse, "description": "The audit log cannot be written: nothing is served."},
+}
+_BODY_ERR: dict[int | str, dict[str, Any]] = {
+    **_ERR,
+    400: {"model": ErrorResponse, "description": "Body bytes that cannot be decoded (not UTF-8 JSON, or a broken "
+                                                 "multipart form). Malformed JSON text is a 422."},
+    413: {"model": ErrorResponse, "description": "Request body larger than the server's limit."},
+    415: {"model": ErrorResponse, "description": "The body is not `application/json`."},
+}
+
+
+# ---------------------------------------------------------------------------------------------- the gate
+class BodyTooLarge(HTTPException):
+    """A request body over the limit (raised while it is read; FastAPI answers 413 with its detail)."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__(413, f"request body larger than {limit_bytes} bytes")
+
+
+class AuditGate:
+    """ASGI middleware for ``/v1``: bearer token first, then the body limit, and one audit row per patient
+    per request.
+
+    The body limit (``limits(path) -> bytes``) refuses a declared Content-Length over it at once and counts
+    the bytes actually streamed otherwise (a missing or lying Content-Length does not help). Routes put what
+    the audit needs into ``request.state``: ``audit_patients`` (list of (patient_id, input_sha256)) and
+    ``model_version``.
+    """
+
+    def __init__(self, app: ASGIApp, *, tokens: Any, audit: Any, limit_bytes: Callable[[str], int],
+                 routes: Sequence[Any] = ()) -> None:
+        self.app, self.tokens, self.audit, self.routes = app, tokens, audit, routes
+        self.limit_bytes = limit_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not (scope["path"] == "/v1" or scope["path"].startswith("/v1/")):
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        token = _bearer(scope)
+        name = await anyio.to_thread.run_sync(self.tokens.verify, token) if token else None
+        state["token_name"] = name or ""
+        audited = self._audited(scope, send)
+        limit = self.limit_bytes(scope["path"])
+        declared = _content_length(scope)
+        if name is None:
+            response = JSONResponse({"detail": UNAUTHORIZED}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        elif declared is not None and declared > limit:
+            response = JSONResponse({"detail": BodyTooLarge(limit).detail}, status_code=413)
+        else:
+            received = 0
+
+            async def receive_limited() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        raise BodyTooLarge(limit)
+                return message
+
+            await self.app(scope, receive_limited, audited)
+            return
+        await response(scope, receive, audited)
+
+    def _audited(self, scope: Scope, send: Send) -> Send:
+        swallow = False
+
+        async def send_audited(message: Message) -> None:
+            nonlocal swallow
+            if swallow:
+                return
+            if message["type"] == "http.response.start":
+                try:
+                    await anyio.to_thread.run_sync(self._write, scope, int(message["status"]))
+                except Exception:
+                    log.exception("audit log write failed: refusing to answer")
+                    swallow = True
+                    await JSONResponse({"detail": "the audit log cannot be written"}, status_code=503)(
+                        scope, _no_body, send)
+                    return
+            await send(message)
+
+        return send_audited
+
+    def _write(self, scope: Scope, status: int) -> None:
+        state = scope.get("state", {})
+        endpoint = f"{scope['method']} {self._route_path(scope)}"
+        outcome = "ok" if status < 400 else (f"rejected:{status}" if status < 500 else f"error:{status}")
+        patients: Sequence[tuple[str | None, str | None]] = state.get("audit_patients") or [(None, None)]
+        for patient_id, digest in patients:
+            self.audit.record(token_name=state.get("token_name", ""), endpoint=endpoint, patient_id=patient_id,
+                              input_sha256=digest if status < 400 else None,
+                              model_version=state.get("model_version"), outcome=outcome, status_code=status)
+
+
+    def _route_path(self, scope: Scope) -> str:
+        """The path template of the route (``/v1/patients/{patient_id}``: no identifier in the endpoint)."""
+        route = scope.get("route")
+        if route is None:  # refused before routing (401): find the route the request was for
+            route = next((r for r in self.routes if r.matches(scope)[0] != Match.NONE), None)
+        return str(getattr(route, "path", "/v1/<unmatched>"))
+
+
+async def _no_body() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers", []):
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _bearer(scope: Scope) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return None
+
+
+_bearer_scheme = HTTPBearer(auto_error=False, description="A token from `radiogenomics token create`.")
+
+
+def require_token(request: Request,
+                  credentials: HTTPAuthorizationCredentials | None = Security(_bearer_scheme)) -> str:
+    """The token's name (checked by :class:`AuditGate`; checked here too when a route is mounted without it)."""
+    name = getattr(request.state, "token_name", None)
+    if not name:
+        name = request.app.state.tokens.verify(credentials.credentials) if credentials else None
+    if not name:
+        raise HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+    return str(name)
+
+
+def require_json(request: Request) -> None:
+    """415 unless the body is declared JSON."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind != "application/json" and not (kind.startswith("application/") and kind.endswith("+json")):
+        raise HTTPException(415, f"send the body as application/json, not {kind or 'no content type'}")
+
+
+# ------------------------------------------------------------------------------------------ request checks
+def _error(loc: Sequence[str | int], msg: str, kind: str) -> dict[str, Any]:
+    return {"loc": list(loc), "msg": msg, "type": kind}
+
+
+def _reject(errors: list[dict[str, Any]]) -> None:
+    if errors:
+        raise RequestValidationError(errors)
+
+
+def check_patients(body: PrescriptionRequest, loaded: LoadedModel, limits: ServeLimits, *,
+                   exactly_one: bool = False) -> None:
+    """422 for too many or duplicate patients, feature names the model does not know, and values whose type
+    does not match the model's schema (a number for a text column or text for a number column)."""
+    n = len(body.patients)
+    if exactly_one and n != 1:
+        _reject([_error(["body", "patients"], f"exactly one patient per request here, got {n}", "one_patient")])
+    if n > limits.max_patients:
+        _reject([_error(["body", "patients"], f"at most {limits.max_patients} patients per request, got {n}",
+                        "too_long")])
+    dtypes = {c.name: c.dtype for c in loaded.prescriber.schema.columns}
+    allowed = set(loaded.prescriber.feature_columns) - {naming.PATIENT_ID}
+    errors, seen = [], set()
+    for i, patient in enumerate(body.patients):
+        if patient.patient_id in seen:
+            errors.append(_error(["body", "patients", i, "patient_id"], f"duplicate patient_id {patient.patient_id}",
+                                 "duplicate_patient"))
+        seen.add(patient.patient_id)
+        for name, value in patient.features.items():
+            loc: list[str | int] = ["body", "patients", i, "features", name]
+            if name not in allowed:
+                errors.append(_error(loc, f"unknown feature {name!r}: model version {loaded.info.version} was "
+                                          "trained without it (GET /v1/model lists its features)", "unknown_feature"))
+            elif value is not None and isinstance(value, str) != (dtypes[name] in TEXT_DTYPES):
+                wanted = "text" if dtypes[name] in TEXT_DTYPES else "a number"
+                errors.append(_error(loc, f"feature {name} must be {wanted} (schema dtype {dtypes[name]})",
+                                     "feature_type"))
+            elif isinstance(value, int | float) and (bounds := _integer_bounds(dtypes[name])) is not None and \
+                    not (value == int(value) and bounds[0] <= value <= bounds[1]):
+                errors.append(_error(loc, f"feature {name} must be a whole number in [{bounds[0]}, {bounds[1]}] "
+                                          f"(schema dtype {dtypes[name]})", "feature_type"))
+    _reject(errors[:50])
+
+
+def _integer_bounds(dtype: str) -> tuple[int, int] | None:
+    """(min, max) of an integer dtype (``int8``, ``Int64``, ``uint8``, ...); None for any other dtype."""
+    try:
+        info = np.iinfo(dtype.lower())
+    except (TypeError, ValueError):
+        return None
+    return int(info.min), int(info.max)
+
+
+def feature_frame(body: PrescriptionRequest) -> pd.DataFrame:
+    """One row per patient: ``patient_id`` and the features sent (absent = missing)."""
+    from radiogenomics.models.prescriber import frame_from_features
+
+    return frame_from_features([{naming.PATIENT_ID: p.patient_id, **p.features} for p in body.patients])
+
+
+def _input_error(request: Request, exc: InputError) -> JSONResponse:
+    loc: list[str | int] = ["body"]
+    ids = [p for p, _ in getattr(request.state, "audit_patients", None) or []]
+    if exc.patient_id and exc.patient_id in ids:
+        loc = ["body", "patients", ids.index(exc.patient_id)]
+    return JSONResponse({"detail": [_error(loc, str(exc), "input_error")]}, status_code=422)
+
+
+def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 without ``input``/``ctx`` (they may hold NaN, which JSON cannot carry, or patient data);
+    the per-member errors of a feature value (number | text | null) merged into one item per field."""
+    merged: dict[tuple[str | int, ...], dict[str, Any]] = {}
+    for e in exc.errors():
+        loc = tuple(p if isinstance(p, int) else str(p) for p in e.get("loc", ()))
+        if len(loc) == 6 and loc[:2] == ("body", "patients") and loc[3] == "features":
+            loc = loc[:5]  # the union member's tag (float, int, str)
+        msg, kind = str(e.get("msg", "")), str(e.get("type", "invalid"))
+        if kind == "finite_number":  # a JSON NaN/Infinity literal: that is the whole story
+            merged[loc] = _error(loc, "Input should be a finite number (NaN and Infinity are not allowed)", kind)
+        elif loc in merged and merged[loc]["type"] != "finite_number":
+            merged[loc]["msg"] += f"; or {msg[0].lower()}{msg[1:]}" if msg else ""
+        elif loc not in merged:
+            merged[loc] = _error(loc, msg, kind)
+    return JSONResponse({"detail": list(merged.values())}, status_code=422)
+
+
+# ------------------------------------------------------------------------------------------ feature table
+class FeatureTable:
+    """The ``--features`` table: patient ids and each patient's JSON-ready feature values."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+        if path is None:
+            return
+        from radiogenomics.features.schema import read_feature_table
+
+        table = read_feature_table(path)
+        if naming.PATIENT_ID not in table.columns:
+            raise InputError("the feature table has no patient_id column", file=str(path),
+                             fix="give a table written by `radiogenomics extract`")
+        columns = [c for c in table.columns if c != naming.PATIENT_ID and not c.startswith(f"{naming.OUTCOME}.")]
+        for record in table[[naming.PATIENT_ID, *columns]].astype(object).to_dict(orient="records"):
+            pid = str(record.pop(naming.PATIENT_ID))
+            self.rows[pid] = {k: _feature_value(v) for k, v in record.items()}
+
+    def features(self, patient_id: str, allowed: set[str]) -> dict[str, Any] | None:
+        """The patient's values of the ``allowed`` columns that are not missing; None for an unknown patient."""
+        row = self.rows.get(patient_id)
+        return None if row is None else {k: v for k, v in row.items() if k in allowed and v is not None}
+
+
+def _feature_value(value: Any) -> Any:
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return None
+    value = json_safe(value)
+    return int(value) if isinstance(value, bool) else value
+
+
+# ------------------------------------------------------------------------------------------------ the app
+def create_app(model_uri: str, *, tokens_file: Path, audit_db: Path, features: Path | None = None,
+               workdir: Path | None = None, reload_interval_s: float = 5.0,
+               limits: ServeLimits | None = None) -> FastAPI:
+    """The API serving ``model_uri`` (see the module docstring); InputError when the model, the tokens file,
+    the audit log or the feature table cannot be used."""
+    from radiogenomics.serving.audit import AuditLog
+    from radiogenomics.serving.tokens import TokenStore
+
+    limits = limits or ServeLimits()
+    tokens = TokenStore(Path(tokens_file))
+    state = ServingState(model_uri, reload_interval_s=reload_interval_s)
+    table = FeatureTable(Path(features) if features is not None else None)
+    audit = AuditLog(Path(audit_db))
+    upload_limits = limits.upload_limits()
+    work = Path(workdir) if workdir is not None else Path(tempfile.gettempdir()) / "radiogenomics-serve"
+    app = FastAPI(title="radiogenomics", version=__version__,
+                  openapi_url=OPENAPI_URL, docs_url=None, redoc_url=None,
+                  description="Prescription records from the registered radiogenomics prescriber "
+                              "(docs/serving.md). Every /v1 endpoint needs `Authorization: Bearer <token>`.")
+    app.state.tokens, app.state.serving, app.state.audit, app.state.features = tokens, state, audit, table
+    upload_body_bytes = upload_limits.max_total_bytes + limits.multipart_overhead_bytes
+
+    def limit_bytes(path: str) -> int:
+        return upload_body_bytes if path == IMAGES_PATH else limits.max_body_bytes
+
+    app.add_middleware(AuditGate, tokens=tokens, audit=audit, limit_bytes=limit_bytes, routes=app.router.routes)
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(InputError, _input_error)  # type: ignore[arg-type]
+    if STATIC_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    authorised = [Depends(require_token)]
+
+    def model(request: Request) -> LoadedModel:
+        loaded = state.current()
+        request.state.model_version = loaded.info.version
+        return loaded
+
+    @app.get("/health", response_model=schemas.Health, tags=["service"])
+    def health() -> dict[str, Any]:
+        """Liveness (anonymous): the model being served."""
+        loaded = state.current()
+        return {"status": "ok", "model_uri": loaded.info.uri or model_uri, "model_version": loaded.info.version}
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    @app.get("/v1/model", response_model=schemas.ModelDescription, responses=_ERR, dependencies=authorised,
+             tags=["model"])
+    def describe_model(request: Request) -> dict[str, Any]:
+        """The registry entry served, its metrics, feature schema, regimen defaults and toxicity endpoints."""
+        loaded = model(request)
+        p = loaded.prescriber
+        allowed = set(p.feature_columns) - {naming.PATIENT_ID}
+        from radiogenomics.models.prescriber import toxicity_key
+
+        return {"name": loaded.info.name, "version": loaded.info.version, "alias": loaded.alias,
+                "uri": loaded.info.uri, "requested_uri": model_uri, "loaded_at": loaded.loaded_at,
+                "metrics": json_safe(loaded.metrics),
+                "features": [{"column": c.name, "group": c.group, "dtype": c.dtype} for c in p.schema.columns
+                             if c.name in allowed],
+                "regimen_defaults": {"n_fractions": p.n_fractions, "dose_per_fraction_gy": p.dose_per_fraction_gy,
+                                     "target_gard": p.target_gard},
+                "toxicity_endpoints": [toxicity_key(e) for e in sorted(p.toxicity)], "site": p.site,
+                "beta_per_gy2": p.beta_per_gy2, "max_patients": limits.max_patients}
+
+    def _records(request: Request, body: PrescriptionRequest, *, exactly_one: bool = False,
+                 ) -> tuple[LoadedModel, pd.DataFrame, list[dict[str, Any]]]:
+        loaded = model(request)
+        request.state.audit_patients = [(p.patient_id, None) for p in body.patients]
+        check_patients(body, loaded, limits, exactly_one=exactly_one)
+        frame = feature_frame(body)
+        records = loaded.prescriber.predict_records(frame, model=loaded.info, **body.regimen_options())
+        request.state.audit_patients = [(r["patient_id"], r["input_sha256"]) for r in records]
+        return loaded, frame, [json_safe(r) for r in records]
+
+    @app.post("/v1/prescriptions", response_model=schemas.Records, responses=_BODY_ERR,
+              dependencies=[*authorised, Depends(require_json)], tags=["prescriptions"])
+    def prescriptions(request: Request, body: PrescriptionRequest) -> dict[str, Any]:
+        """One prescription record (contract section 2) per patient."""
+        return {"records": _records(request, body)[2]}
+
+    @app.post("/v1/dose-response", response_model=schemas.DoseResponse, responses=_BODY_ERR,
+              dependencies=[*authorised, Depends(require_json)], tags=["prescriptions"])
+    def dose_response_curve(request: Request, body: PrescriptionRequest) -> dict[str, Any]:
+        """TCP and NTCP against total dose for one patient, with the rails and the recommendation."""
+        from radiogenomics.serving.dose_response import dose_response
+
+        loaded, frame, records = _records(request, body, exactly_one=True)
+        regimen = body.regimen_options()
+        return json_safe(dose_response(loaded.prescriber, frame, loaded.info, n_fractions=regimen["n_fractions"],
+                                       dose_per_fraction_gy=regimen["dose_per_fraction_gy"],
+                                       target_gard=regimen["target_gard"]))
+
+    @app.post("/v1/objectives", response_model=schemas.ObjectivesResponse, responses=_BODY_ERR,
+              dependencies=[*authorised, Depends(require_json)], tags=["prescriptions"])
+    def objectives(request: Request, body: PrescriptionRequest) -> dict[str, Any]:
+        """The record and its optimizer objectives (``objectives.json``, radiogenomics-objectives/1)."""
+        from radiogenomics.serving.optimizer.objectives import build_objectives
+
+        loaded, _, records = _records(request, body, exactly_one=True)
+        site = body.patients[0].features.get(naming.clinical_column("site"))
+        objectives = build_objectives(records[0], site=site if isinstance(site, str) else loaded.prescriber.site)
+        return {"record": records[0], "objectives": json_safe(objectives)}
+
+    @app.post(IMAGES_PATH, response_model=schemas.Records, tags=["prescriptions"],
+              responses={**_BODY_ERR, 415: {"model": ErrorResponse,
+                                            "description": "The body is not multipart/form-data."}},
+              dependencies=authorised,
+              form_limits={"max_files": upload_limits.max_files + 1, "max_fields": 32, "max_part_size": 4 << 20})
+    async def prescription_images(
+        request: Request,
+        patient_id: Annotated[str, Form(pattern=schemas.PATIENT_ID_PATTERN)],
+        manifest: Annotated[str, Form(description="JSON: which file is which image and mask (docs/serving.md)")],
+        files: Annotated[list[UploadFile], File(description="NIfTI/NRRD/MHA images and masks, or zipped DICOM")],
+        expression: Annotated[str | None, Form(description="JSON object gene -> log2 expression")] = None,
+        clinical: Annotated[str | None, Form(description="JSON object of patients.csv columns")] = None,
+        n_fractions: Annotated[int | None, Form(ge=1, le=100)] = None,
+        dose_per_fraction_gy: Annotated[float | None, Form(gt=0, le=30, allow_inf_nan=False)] = None,
+        target_gard: Annotated[float | None, Form(ge=0, le=200, allow_inf_nan=False)] = None,
+    ) -> dict[str, Any]:
+        """One patient's images and masks (+ optional expression) -> features with the model's schema -> record."""
+        from radiogenomics.serving.uploads import UploadTooLarge, prescribe_images
+
+        loaded = model(request)
+        request.state.audit_patients = [(patient_id, None)]
+        regimen = {"n_fractions": None if n_fractions is None else float(n_fractions),
+                   "dose_per_fraction_gy": dose_per_fraction_gy, "target_gard": target_gard}
+        try:
+            records = await prescribe_images(loaded, patient_id=patient_id, manifest=manifest,
+                                             files=cast(list[Any], files), expression=expression,
+                                             clinical=clinical, regimen=regimen, workdir=work, cache_dir=None,
+                                             limits=upload_limits)
+        except UploadTooLarge as exc:
+            raise HTTPException(413, str(exc)) from exc
+        request.state.audit_patients = [(r["patient_id"], r["input_sha256"]) for r in records]
+        return {"records": [json_safe(r) for r in records]}
+
+    @app.get("/v1/patients", response_model=schemas.PatientList, responses=_ERR, dependencies=authorised,
+             tags=["patients"])
+    def patients(request: Request) -> dict[str, Any]:
+        """Patient ids of the feature table the server was given (``--features``); empty without one."""
+        model(request)
+        return {"patients": sorted(table.rows)}
+
+    @app.get("/v1/patients/{patient_id}", response_model=schemas.PatientFeatures, dependencies=authorised,
+             responses={**_ERR, 404: {"model": ErrorResponse, "description": "No such patient in the table."}},
+             tags=["patients"])
+    def patient(request: Request,
+                patient_id: Annotated[str, PathParam(pattern=schemas.PATIENT_ID_PATTERN)]) -> dict[str, Any]:
+        """A patient's features from the table, limited to the served model's columns (missing ones left out)."""
+        loaded = model(request)
+        request.state.audit_patients = [(patient_id, None)]
+        values = table.features(patient_id, set(loaded.prescriber.feature_columns) - {naming.PATIENT_ID})
+        if values is None:
+            raise HTTPException(404, f"patient {patient_id} is not in the feature table")
+        return {"patient_id": patient_id, "features": values}
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """:func:`create_app` configured by ``RADIOGENOMICS_*`` variables (uvicorn's factory for ``--workers N``)."""
+    missing = [k for k in (ENV_MODEL, ENV_TOKENS, ENV_AUDIT) if not os.environ.get(k)]
+    if missing:
+        raise InputError(f"environment variable(s) {', '.join(missing)} not set",
+                         fix="start the server with `radiogenomics serve`")
+    env: Mapping[str, str] = os.environ
+    return create_app(env[ENV_MODEL], tokens_file=Path(env[ENV_TOKENS]), audit_db=Path(env[ENV_AUDIT]),
+                      features=Path(env[ENV_FEATURES]) if env.get(ENV_FEATURES) else None,
+                      workdir=Path(env[ENV_WORKDIR]) if env.get(ENV_WORKDIR) else None,
+                      reload_interval_s=float(env.get(ENV_RELOAD, "5")))

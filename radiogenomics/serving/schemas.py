@@ -1,0 +1,222 @@
+"""Request and response models of the REST API (contract section 6) and the server's limits.
+
+Request models are strict (``ConfigDict(strict=True, extra="forbid")``): a feature value is a number, a
+string or null (never a boolean), numbers are finite (JSON ``NaN``/``Infinity`` literals, which Python's
+``json`` accepts, are refused), a patient id is pseudonymous (``[A-Za-z0-9._-]{1,64}``). Response models
+describe what the routes return so the OpenAPI schema is complete (schemathesis checks the responses
+against it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+#: Pseudonymous patient id: letters, digits, ``.``, ``_``, ``-`` (never a name or a hospital number).
+PATIENT_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+MiB = 1024 * 1024
+
+PatientId = Annotated[str, Field(pattern=PATIENT_ID_PATTERN, min_length=1, max_length=64,
+                                 examples=["P001"])]
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+#: Integers a float64 holds exactly (JSON numbers beyond it are refused rather than rounded or overflowing).
+SafeInt = Annotated[StrictInt, Field(ge=-(2**53), le=2**53)]
+FeatureValue = FiniteFloat | SafeInt | StrictStr | None
+FeatureName = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """Request limits: JSON body bytes (streamed bytes are counted, whatever Content-Length says), patients
+    per request; ``uploads`` (``radiogenomics.serving.uploads.UploadLimits``) for the multipart route, its
+    default when None."""
+
+    max_body_bytes: int = 10 * MiB
+    max_patients: int = 1000
+    uploads: Any = None
+    #: Slack over the uploads' total size for the multipart framing and the text fields.
+    multipart_overhead_bytes: int = 4 * MiB
+
+    def upload_limits(self) -> Any:
+        """The uploads' limits (the default ``UploadLimits()`` when none were given)."""
+        if self.uploads is not None:
+            return self.uploads
+        from radiogenomics.serving.uploads import UploadLimits
+
+        return UploadLimits()
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class Regimen(_Strict):
+    """The regimen the dose figures refer to (default: the model's, see GET /v1/model)."""
+
+    n_fractions: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=1, le=100, multiple_of=1,
+                                        description="A whole number (35 or 35.0).")] | None = None
+    dose_per_fraction_gy: Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=30)] | None = None
+
+
+class PatientIn(_Strict):
+    """One patient: a pseudonymous id and feature values keyed by feature-table column."""
+
+    patient_id: PatientId
+    features: dict[FeatureName, FeatureValue] = Field(
+        default_factory=dict, examples=[{"clinical.age_years": 61.0, "clinical.site": "head_neck"}],
+        description="Columns of the model's feature schema (GET /v1/model); absent or null = missing.")
+
+
+class PrescriptionRequest(_Strict):
+    """Body of POST /v1/prescriptions (and, with exactly one patient, /v1/dose-response and /v1/objectives)."""
+
+    patients: list[PatientIn] = Field(min_length=1)
+    regimen: Regimen | None = None
+    target_gard: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=200)] | None = None
+
+    def regimen_options(self) -> dict[str, float | None]:
+        """``n_fractions``, ``dose_per_fraction_gy``, ``target_gard`` for ``Prescriber.predict_records``."""
+        regimen = self.regimen or Regimen()
+        return {"n_fractions": None if regimen.n_fractions is None else float(regimen.n_fractions),
+                "dose_per_fraction_gy": regimen.dose_per_fraction_gy, "target_gard": self.target_gard}
+
+
+# ------------------------------------------------------------------------------------------------ responses
+class ErrorResponse(BaseModel):
+    """401, 404, 405, 413, 415 and 503: a one-line reason."""
+
+    detail: str
+
+
+class ErrorItem(BaseModel):
+    """One problem of a request: where (``loc``, e.g. ``["body", "patients", 0, "features", "x"]``) and what."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorResponse(BaseModel):
+    """422: every problem found, each naming its field."""
+
+    detail: list[ErrorItem]
+
+
+class Health(BaseModel):
+    status: str
+    model_uri: str
+    model_version: str
+
+
+class FeatureColumn(BaseModel):
+    column: str
+    group: str
+    dtype: str
+
+
+class RegimenDefaults(BaseModel):
+    n_fractions: float
+    dose_per_fraction_gy: float
+    target_gard: float
+
+
+class ModelDescription(BaseModel):
+    """GET /v1/model: the registry entry being served, its metrics and what it accepts."""
+
+    name: str
+    version: str
+    alias: str | None
+    uri: str
+    requested_uri: str
+    loaded_at: str
+    metrics: dict[str, float | None]
+    features: list[FeatureColumn]
+    regimen_defaults: RegimenDefaults
+    toxicity_endpoints: list[str]
+    site: str
+    beta_per_gy2: float
+    max_patients: int
+
+
+class Record(BaseModel):
+    """The prescription record of contract section 2 (missing numbers are null)."""
+
+    patient_id: str
+    model_name: str
+    model_version: str
+    model_uri: str
+    rsi: float | None
+    rsi_lower: float | None
+    rsi_upper: float | None
+    alpha_per_gy: float | None
+    beta_per_gy2: float | None
+    alpha_beta_gy: float | None
+    dose_per_fraction_gy: float | None
+    n_fractions: float | None
+    gard: float | None
+    target_gard: float | None
+    dose_for_target_gard_gy: float | None
+    recommended_total_dose_gy: float | None
+    toxicity: dict[str, float | None]
+    recommended_n_fractions: float | None
+    recommended_dose_per_fraction_gy: float | None
+    dose_for_target_gard_lower_gy: float | None
+    dose_for_target_gard_upper_gy: float | None
+    flags: list[str]
+    input_sha256: str
+    created_at: str
+
+
+class Records(BaseModel):
+    records: list[Record]
+
+
+class PatientList(BaseModel):
+    patients: list[str]
+
+
+class PatientFeatures(BaseModel):
+    patient_id: str
+    features: dict[str, float | int | str | None]
+
+
+class Rails(BaseModel):
+    min_total_dose_gy: float | None
+    max_total_dose_gy: float | None
+
+
+class DoseResponse(BaseModel):
+    """TCP and NTCP against total dose at the regimen's dose per fraction (``dose_response``)."""
+
+    patient_id: str
+    total_dose_gy: list[float]
+    tcp: list[float | None]
+    ntcp: dict[str, list[float | None]]
+    rails: Rails
+    recommended_total_dose_gy: float | None
+    dose_for_target_gard_gy: float | None
+    tcp_source: str
+
+
+class ObjectivesResponse(BaseModel):
+    """The record and its ``objectives.json`` (format radiogenomics-objectives/1, contract section 7)."""
+
+    record: Record
+    objectives: dict[str, Any]
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers and non-finite floats as None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
