@@ -4,14 +4,13 @@
 numeric) and scores a patient by two distances (Sahigara et al., Molecules 2012;17:4791, review of
 applicability-domain methods; robust z-scores after Rousseeuw & Croux, JASA 1993;88:1273):
 
-* ``max_abs_z``: the largest per-feature robust z-score ``|x - median| / (IQR / 1.349)`` (the IQR of a normal
-  distribution is 1.349 SD; features with a zero IQR are left out);
+* ``max_abs_z``: the largest per-feature z-score ``|x - median| / max(IQR / 1.349, SD)`` (the IQR of a normal
+  distribution is 1.349 SD; the SD where it is larger keeps heavy-tailed features from dominating);
 * ``mahalanobis``: the Mahalanobis distance in the space of the first ``n_components`` principal components of
   the robust z-scores winsorised at +-``z_clip`` (so that one heavy-tailed feature cannot dominate the
   components; missing values at the median, i.e. z = 0): ``sqrt(sum_k s_k^2 / var_k)``.
 
-A feature whose IQR is 0 uses its standard deviation instead; a constant feature (spread below 1e-9 of its
-magnitude) is left out, also inside the out-of-fold fits.
+A constant feature (spread below 1e-9 of its magnitude) is left out, also inside the out-of-fold fits.
 
 Each threshold is the ``quantile`` (default 0.99) of the same score on **out-of-fold** training patients
 (``n_splits``-fold: the domain refitted without the fold, the fold scored), so that the threshold is not
@@ -122,16 +121,18 @@ class ApplicabilityDomain(BaseEstimator):  # type: ignore[misc]
 
 
 def _robust_centre(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column median and robust SD (IQR / 1.349; the SD where the IQR is 0), ignoring NaN; NaN for an
-    all-missing column, 0 for a constant one."""
+    """Per-column median and spread max(IQR / 1.349, SD), ignoring NaN; NaN for an all-missing column, 0 for a
+    constant one."""
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # 'All-NaN slice' for an all-missing column
         q25, median, q75 = np.nanpercentile(values, [25.0, 50.0, 75.0], axis=0)
         sd = np.nanstd(values, axis=0)
     # A spread below 1e-9 of the feature's magnitude is floating-point noise of a constant feature, not a spread.
     tol = 1e-9 * np.maximum(np.abs(median), np.finfo(np.float64).tiny)
-    robust = (q75 - q25) / IQR_PER_SD
-    spread = np.where(robust > tol, robust, sd)
+    # The larger of the robust SD and the SD: heavy-tailed features (radiomics has many, mostly near-constant with
+    # a few large values) would otherwise give out-of-fold z-scores in the thousands and a max|z| threshold
+    # that no absurd value exceeds; with the SD, one sample of n lies within sqrt(n) SD of the mean.
+    spread = np.fmax((q75 - q25) / IQR_PER_SD, sd)
     return median, np.where(spread > tol, spread, 0.0)
 
 

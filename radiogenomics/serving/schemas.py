@@ -119,7 +119,7 @@ class FeatureColumn(BaseModel):
 
 
 class RegimenDefaults(BaseModel):
-    n_fractions: float
+    n_fractions: int
     dose_per_fraction_gy: float
     target_gard: float
 
@@ -156,13 +156,13 @@ class Record(BaseModel):
     beta_per_gy2: float | None
     alpha_beta_gy: float | None
     dose_per_fraction_gy: float | None
-    n_fractions: float | None
+    n_fractions: int | None
     gard: float | None
     target_gard: float | None
     dose_for_target_gard_gy: float | None
     recommended_total_dose_gy: float | None
     toxicity: dict[str, float | None]
-    recommended_n_fractions: float | None
+    recommended_n_fractions: int | None
     recommended_dose_per_fraction_gy: float | None
     dose_for_target_gard_lower_gy: float | None
     dose_for_target_gard_upper_gy: float | None
