@@ -236,3 +236,25 @@ def test_prescriber_pickles(prescriber: Prescriber, features: pd.DataFrame, tmp_
     b = loaded.predict_records(features.head(2))
     assert [r["input_sha256"] for r in a] == [r["input_sha256"] for r in b]
     assert [r["recommended_total_dose_gy"] for r in a] == [r["recommended_total_dose_gy"] for r in b]
+
+
+
+class _Extrapolating:
+    """An RSI model whose imaging prediction hit its lower clip bound (as ridge does far from its data)."""
+
+    clip = (0.001, 0.999)
+
+    def predict_all(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = len(table)
+        return np.full(n, 0.001), np.tile([0.001, 0.999], (n, 1)), np.array(["imaging"] * n)
+
+
+def test_an_imaging_rsi_clipped_at_the_surrogate_bound_falls_back_to_the_population() -> None:
+    """Fail closed: an extrapolated imaging RSI (clipped to 0.001) never becomes alpha ~3.4 /Gy."""
+    from radiogenomics.features.schema import build_schema
+
+    frame = pd.DataFrame({"patient_id": ["P1"], "ct.gtv.original_firstorder_Mean": [1.0]})
+    prescriber = Prescriber(build_schema(frame), _Extrapolating(), population=(0.4, 0.3, 0.5))
+    record = prescriber.predict_records(frame)[0]
+    assert {"out_of_distribution", "population_fallback", "missing_genomics"} <= set(record["flags"])
+    assert record["rsi"] == 0.4 and record["alpha_per_gy"] == pytest.approx(float(alpha_from_rsi(0.4)))
