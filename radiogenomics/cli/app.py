@@ -15,9 +15,12 @@ from radiogenomics import __version__
 from radiogenomics.cli import cache as cache_cmd
 from radiogenomics.cli import demo as demo_cmd
 from radiogenomics.cli import extract as extract_cmd
-from radiogenomics.cli import pending as pending_cmd
+from radiogenomics.cli import handoff as handoff_cmd
 from radiogenomics.cli import predict as predict_cmd
+from radiogenomics.cli import report as report_cmd
+from radiogenomics.cli import serve as serve_cmd
 from radiogenomics.cli import synth as synth_cmd
+from radiogenomics.cli import token as token_cmd
 from radiogenomics.cli import train as train_cmd
 from radiogenomics.cli import validate as validate_cmd
 from radiogenomics.cli.console import fail_line
@@ -55,10 +58,12 @@ app.command("validate")(validate_cmd.validate)
 app.command("extract")(extract_cmd.extract)
 app.command("train")(train_cmd.train)
 app.command("predict")(predict_cmd.predict)
-app.command("serve")(pending_cmd.serve)
-app.add_typer(pending_cmd.token_app, name="token")
+app.command("handoff")(handoff_cmd.handoff)
+app.command("serve")(serve_cmd.serve)
+app.add_typer(token_cmd.token_app, name="token")
 app.add_typer(cache_cmd.cache_app, name="cache")
 app.command("demo")(demo_cmd.demo)
+app.command("report")(report_cmd.report)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,119 @@
+"""`radiogenomics demo`: every step runs at a tiny size and leaves every output it promises.
+
+One demo (24 training + 3 new patients, 16^3 voxels) runs once as a subprocess in a scratch folder; the tests
+read what it left. Seed 1 and the 16^3 grid are those of docs/cli.md's synth example, so CI's extraction
+cache may already hold the patients.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from report_checks import embedded_pngs, external_references, section_texts
+
+from radiogenomics.cli.app import main
+from radiogenomics.demo import generator_options
+from radiogenomics.errors import InputError
+
+N_TRAIN, N_NEW = 24, 3
+STEPS = ("synthesise the cohort", "validate", "extract features", "train and register", "predict the new patients",
+         "optimizer hand-off", "pyRadPlan plan", "report")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    work = tmp_path_factory.mktemp("demo")
+    proc = subprocess.run([sys.executable, "-m", "radiogenomics", "demo", "--out", "demo", "--patients", str(N_TRAIN),
+                           "--new-patients", str(N_NEW), "--grid-size", "16", "--seed", "1", "--workers", "2"],
+                          cwd=work, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    return work / "demo", proc.stdout
+
+
+def test_summary_lists_every_step_and_output(demo: tuple[Path, str]) -> None:
+    out_dir, stdout = demo
+    summary = stdout.split("demo done", 1)[1]
+    for i, step in enumerate(STEPS, start=1):
+        assert re.search(rf"^  {i}\. {re.escape(step)} +\d+\.\d s  \S", summary, flags=re.M), step
+    outputs = re.findall(r"^  (.+?) {2,}(/\S+)$", summary.split("outputs:", 1)[1], flags=re.M)
+    assert len(outputs) == 9 and all(Path(p).exists() for _, p in outputs), outputs
+    db = (out_dir / "mlflow" / "mlflow.db").resolve()
+    assert f"mlflow ui --backend-store-uri sqlite:///{db}" in summary
+    # the store's artifacts stay inside the demo folder (not ./mlruns of the working folder)
+    assert not (out_dir.parent / "mlruns").exists() and any((out_dir / "mlflow" / "mlartifacts").iterdir())
+
+
+def test_new_patients_are_held_out_and_predicted_by_the_champion(demo: tuple[Path, str]) -> None:
+    import mlflow
+
+    out_dir, _ = demo
+    train_ids = set(pd.read_parquet(out_dir / "features.parquet", columns=["patient_id"])["patient_id"])
+    new_ids = list(pd.read_parquet(out_dir / "new-patients.features.parquet", columns=["patient_id"])["patient_id"])
+    assert len(train_ids) == N_TRAIN and len(new_ids) == N_NEW and not train_ids & set(new_ids)
+    records = pd.read_csv(out_dir / "prescriptions.csv")
+    assert records["patient_id"].tolist() == new_ids
+    client = mlflow.MlflowClient(f"sqlite:///{out_dir / 'mlflow' / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("radiogenomics-prescriber", "champion")
+    assert set(records["model_version"].astype(str)) == {str(champion.version)}
+    run = client.get_run(champion.run_id)
+    assert run.data.tags["winner.radiosensitivity"] == "ridge"  # the demo config's candidate, trained by `train`
+    assert int(run.data.params["cv.outer_folds"]) == 3
+
+
+def test_handoff_and_plan(demo: tuple[Path, str]) -> None:
+    out_dir, _ = demo
+    records = pd.read_csv(out_dir / "prescriptions.csv")
+    for pid in records["patient_id"]:
+        folder = out_dir / "handoff" / pid
+        for name in ("prescription.json", "objectives.json", "dose_prescription.nii.gz", "dose_prescription.dcm"):
+            assert (folder / name).is_file(), (pid, name)
+        assert json.loads((folder / "objectives.json").read_text())["format"] == "radiogenomics-objectives/1"
+    plan = json.loads((out_dir / "plan" / "plan_summary.json").read_text())
+    first = records.iloc[0]
+    assert plan["patient_id"] == first["patient_id"] and plan["n_fractions"] == first["recommended_n_fractions"]
+    target = plan["dvh_per_fraction"]["OuterTarget"]["d50_gy"]
+    assert target == pytest.approx(first["recommended_dose_per_fraction_gy"], rel=0.03)
+    assert "OuterTarget" in (out_dir / "plan" / "dvh.txt").read_text()
+
+
+def test_report_shows_the_training_run(demo: tuple[Path, str]) -> None:
+    import mlflow
+
+    out_dir, _ = demo
+    html = (out_dir / "report.html").read_text(encoding="utf-8")
+    assert external_references(html) == [] and "<script" not in html.lower()
+    assert len(embedded_pngs(html)) >= 9  # 2 overview, RSI + coverage, a calibration per endpoint, KM, 3 more
+    texts = section_texts(html)
+    assert not any("Not shown" in t for t in texts.values())
+    model = texts["model"]
+    assert "pooled held-out" in model and "mean ± SD" in model
+    assert 'alt="bar chart of conformal coverage per outer fold"' in html and "calibration curve of the" in html
+    client = mlflow.MlflowClient(f"sqlite:///{out_dir / 'mlflow' / 'mlflow.db'}")
+    run = client.get_run(client.get_model_version_by_alias("radiogenomics-prescriber", "champion").run_id)
+    pooled = run.data.metrics["radiosensitivity/ridge/heldout.spearman"]
+    assert f"radiosensitivity ridge spearman {pooled:.3g} yes" in model
+    assert "written by radiogenomics handoff" in texts["dose-map"]
+    assert f"trained on the first {N_TRAIN}" in html and f"for the last {N_NEW}, held out of training" in html
+
+
+def test_generator_options_guard(demo: tuple[Path, str], tmp_path: Path) -> None:
+    out_dir, _ = demo
+    assert generator_options(out_dir / "cohort") == {"seed": 1, "n_patients": N_TRAIN + N_NEW, "grid_size": 16}
+    assert generator_options(tmp_path / "empty") is None
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not a demo cohort")
+    with pytest.raises(InputError, match="did not generate"):
+        generator_options(tmp_path / "mine")
+
+
+@pytest.mark.parametrize("args", [["--patients", "5"], ["--new-patients", "0"]])
+def test_bad_sizes_exit_2_before_any_work(args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["demo", "--out", str(tmp_path / "d"), *args]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not (tmp_path / "d").exists()
