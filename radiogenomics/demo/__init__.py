@@ -1,0 +1,296 @@
+"""`radiogenomics demo`: the whole product on a synthetic head-and-neck cohort, in one folder.
+
+Steps (each timed; the slow ones draw a progress bar on a terminal):
+
+1. **synth**: ``patients + new_patients`` synthetic patients into ``DIR/cohort`` (reused when the same options
+   made it; :func:`radiogenomics.synthetic.generate_cohort`);
+2. **validate** the cohort;
+3. **extract** the fused feature table ``DIR/features-all.parquet``, split into the training table
+   ``DIR/features.parquet`` (the first ``patients``) and the held-out "new" patients'
+   ``DIR/new-patients.features.parquet`` (the last ``new_patients``; never seen by training);
+4. **train** with the shipped ``demo_train.yaml`` (grouped nested CV, Optuna, MLflow) and **register** the
+   models in the local store ``DIR/mlflow/mlflow.db`` (artifacts in ``DIR/mlflow/mlartifacts``), which
+   ``MLFLOW_TRACKING_URI`` points at for the duration;
+5. **predict** the new patients with ``models:/radiogenomics-prescriber@champion`` -> ``DIR/prescriptions.csv``;
+6. **hand-off** (:func:`radiogenomics.serving.optimizer.handoff`) -> ``DIR/handoff/<patient>/``
+   (prescription.json, objectives.json, dose_prescription.nii.gz + .dcm from the patient's PET);
+7. **plan**: the first new patient's record optimized by pyRadPlan on its TG119 phantom (the synthetic CT is
+   not a pyRadPlan structure set): GTV -> OuterTarget, spinal cord -> Core -> ``DIR/plan/``;
+8. **report** -> ``DIR/report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from radiogenomics.errors import InputError
+
+log = logging.getLogger(__name__)
+
+DEMO_CONFIG = Path(__file__).with_name("demo_train.yaml")
+MODEL_URI = "models:/radiogenomics-prescriber@champion"
+EXPERIMENT = "radiogenomics"
+#: The plan's organ at risk and its TG119 stand-in (pyRadPlan's phantom: OuterTarget, Core, BODY).
+PLAN_OAR_MAP = {"spinal_cord": "Core"}
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+
+
+@dataclass
+class DemoOptions:
+    """What to run: sizes, seed, grid, worker processes and whether to plan with pyRadPlan."""
+
+    patients: int = 100
+    new_patients: int = 8
+    seed: int = 0
+    grid_size: int = 64
+    workers: int = 2
+    plan: bool = True
+
+
+@dataclass
+class StepResult:
+    """One demo step: its name, wall time, a one-line summary and the outputs it wrote (label -> path)."""
+
+    name: str
+    seconds: float
+    summary: str
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class DemoResult:
+    """Every step of a demo run and the command that opens the MLflow UI on its store."""
+
+    out_dir: Path
+    steps: list[StepResult]
+    tracking_uri: str
+
+    @property
+    def ui_command(self) -> str:
+        return f"mlflow ui --backend-store-uri {self.tracking_uri}"
+
+    @property
+    def wall_s(self) -> float:
+        return sum(s.seconds for s in self.steps)
+
+
+Announce = Callable[[str], None]
+
+
+class _Steps:
+    """Runs and times the steps; ``announce`` prints a line as each one starts."""
+
+    def __init__(self, total: int, announce: Announce) -> None:
+        self.total, self.announce = total, announce
+        self.done: list[StepResult] = []
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[StepResult]:
+        self.announce(f"[{len(self.done) + 1}/{self.total}] {name}")
+        result = StepResult(name, 0.0, "")
+        started = time.monotonic()
+        yield result
+        result.seconds = time.monotonic() - started
+        self.done.append(result)
+
+
+def generator_options(cohort: Path) -> dict[str, object] | None:
+    """Seed, size and grid of the synthetic cohort in ``cohort`` (from its cohort.yaml), or None when empty.
+
+    A non-empty folder that is not a cohort written by ``radiogenomics synth`` is an error: the demo never
+    overwrites data it did not generate.
+    """
+    if not cohort.exists() or (cohort.is_dir() and not any(cohort.iterdir())):
+        return None
+    meta_path = cohort / "cohort.yaml"
+    generator = None
+    if meta_path.is_file():
+        try:
+            meta = yaml.safe_load(meta_path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            meta = None
+        generator = meta.get("generator") if isinstance(meta, dict) else None
+    if not isinstance(generator, dict) or generator.get("module") != "radiogenomics.synthetic":
+        raise InputError(f"{cohort} holds files that the demo did not generate.", file=str(cohort),
+                         fix="choose another --out folder for the demo.")
+    return {key: generator.get(key) for key in ("seed", "n_patients", "grid_size")}
+
+
+@contextmanager
+def tracking_store(mlflow_dir: Path) -> Iterator[str]:
+    """Point ``MLFLOW_TRACKING_URI`` (and mlflow) at ``mlflow_dir/mlflow.db`` with artifacts beside it; restore."""
+    import mlflow
+
+    mlflow_dir.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{(mlflow_dir / 'mlflow.db').resolve()}"
+    previous = os.environ.get(TRACKING_ENV)
+    os.environ[TRACKING_ENV] = uri
+    mlflow.set_tracking_uri(uri)
+    try:
+        client = mlflow.MlflowClient(uri)
+        if client.get_experiment_by_name(EXPERIMENT) is None:  # artifacts in DIR/mlflow, not ./mlruns
+            client.create_experiment(EXPERIMENT, artifact_location=(mlflow_dir / "mlartifacts").resolve().as_uri())
+        yield uri
+    finally:
+        if previous is None:
+            os.environ.pop(TRACKING_ENV, None)
+        else:
+            os.environ[TRACKING_ENV] = previous
+        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None unsets it
+
+
+def _split_features(cohort: Path, all_path: Path, train_path: Path, new_path: Path,
+                    n_train: int) -> tuple[list[str], list[str]]:
+    """Write the rows of the first ``n_train`` patients of patients.csv and the rest as two feature tables with
+    the same schema."""
+    import pandas as pd
+
+    from radiogenomics.features.fusion import write_parquet
+    from radiogenomics.features.schema import read_feature_schema, read_feature_table
+
+    ids = pd.read_csv(cohort / "patients.csv", usecols=["patient_id"], dtype=str)["patient_id"].tolist()
+    table = read_feature_table(all_path)
+    metadata = read_feature_schema(all_path).to_metadata()
+    training = table["patient_id"].astype(str).isin(ids[:n_train])
+    train, new = table[training].reset_index(drop=True), table[~training].reset_index(drop=True)
+    write_parquet(train, train_path, metadata)
+    write_parquet(new, new_path, metadata)
+    return [str(p) for p in train["patient_id"]], [str(p) for p in new["patient_id"]]
+
+
+def run_demo(out_dir: Path, options: DemoOptions, *, announce: Announce = log.info) -> DemoResult:
+    """Run every step into ``out_dir`` (see the module docstring)."""
+    from radiogenomics.outputs import output_dir
+    from radiogenomics.progress import progress_bar
+
+    if options.patients < 10:
+        raise InputError(f"--patients must be >= 10 (got {options.patients}): training needs at least 10 "
+                         "patients with a measured RSI", fix="use --patients 24 or more")
+    if options.new_patients < 1:
+        raise InputError(f"--new-patients must be >= 1 (got {options.new_patients})")
+    out_dir = output_dir(out_dir, "demo folder").resolve()
+    steps = _Steps(8 if options.plan else 7, announce)
+    cohort = out_dir / "cohort"
+    total = options.patients + options.new_patients
+    with steps.step("synthesise the cohort") as step:
+        wanted = {"seed": options.seed, "n_patients": total, "grid_size": options.grid_size}
+        on_disk = generator_options(cohort)
+        if on_disk == wanted:
+            step.summary = f"reused the synthetic cohort ({total} patients)"
+        else:
+            from radiogenomics.synthetic import generate_cohort
+
+            with progress_bar("synthesising patients") as update:
+                generate_cohort(cohort, n_patients=total, seed=options.seed, grid_size=options.grid_size,
+                                workers=options.workers, progress=update, overwrite=on_disk is not None)
+            step.summary = (f"{total} patients (seed {options.seed}, {options.grid_size}^3 voxels): "
+                            f"{options.patients} for training, {options.new_patients} held out as new patients")
+        step.outputs["cohort"] = cohort
+    with steps.step("validate") as step:
+        from radiogenomics.cohort import validate_cohort
+
+        with progress_bar("validating") as update:
+            report = validate_cohort(cohort, progress=update)
+        if not report.ok:
+            raise InputError(f"the demo cohort failed validation: {report.errors[0].one_line()}")
+        step.summary = f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)"
+    with steps.step("extract features") as step:
+        from radiogenomics.features.pipeline import ExtractOptions, extract
+
+        all_features = out_dir / "features-all.parquet"
+        summary = extract(cohort, all_features, ExtractOptions(workers=options.workers, progress=True))
+        features, new_features = out_dir / "features.parquet", out_dir / "new-patients.features.parquet"
+        train_ids, new_ids = _split_features(cohort, all_features, features, new_features, options.patients)
+        step.summary = f"{summary.one_line()}; {len(train_ids)} training rows, {len(new_ids)} new-patient rows"
+        step.outputs.update({"feature table (training)": features, "feature table (new patients)": new_features})
+    with tracking_store(out_dir / "mlflow") as tracking_uri:
+        _model_steps(steps, out_dir, cohort, features, new_features, options)
+    return DemoResult(out_dir, steps.done, tracking_uri)
+
+
+def _model_steps(steps: _Steps, out_dir: Path, cohort: Path, features: Path, new_features: Path,
+                 options: DemoOptions) -> None:
+    from radiogenomics.progress import progress_bar
+
+    with steps.step("train and register") as step:
+        from radiogenomics.training.run import train
+
+        trained = train(cohort, features, DEMO_CONFIG, out_dir / "training", progress=True)
+        registered = ", ".join(f"{name} v{v.version} ({'/'.join(v.aliases)})" for name, v in
+                               trained.registered.items())
+        step.summary = f"MLflow run {trained.run_id}; registered {registered or 'nothing'}"
+        if not trained.registered:
+            raise InputError("the demo training registered no model: " + "; ".join(trained.skipped),
+                             fix="use more --patients")
+        step.outputs.update({"MLflow store": out_dir / "mlflow" / "mlflow.db", "training runs": out_dir / "training"})
+    with steps.step("predict the new patients") as step:
+        from radiogenomics.cli.predict import load_prescriber, predict_isolating_failures, write_records
+        from radiogenomics.features.schema import read_feature_table
+
+        prescriber, info = load_prescriber(MODEL_URI)
+        records, failures = predict_isolating_failures(prescriber, read_feature_table(new_features), info)
+        if not records:
+            raise InputError(f"no new patient could be predicted: {failures[:3]}")
+        prescriptions = out_dir / "prescriptions.csv"
+        write_records(records, prescriptions)
+        flagged = sum(bool(r["flags"]) for r in records)
+        doses = ", ".join(f"{float(r['recommended_total_dose_gy']):.1f}" for r in records)
+        step.summary = (f"{len(records)} record(s) from {info.uri} ({flagged} flagged, {len(failures)} failed); "
+                        f"recommended {doses} Gy")
+        step.outputs["prescriptions"] = prescriptions
+    with steps.step("optimizer hand-off") as step:
+        from radiogenomics.serving.optimizer import handoff
+
+        with progress_bar("hand-off") as update:
+            update(0, 1)
+            result = handoff(MODEL_URI, new_features, out_dir / "handoff", cohort=cohort)
+            update(1, 1)
+        maps = sum(any(f.endswith(".nii.gz") for f in p.files) for p in result.patients)
+        step.summary = (f"{len(result.patients)} patient folder(s), {maps} dose-prescription map(s), "
+                        f"{len(result.failures)} failure(s)")
+        step.outputs["hand-off"] = out_dir / "handoff"
+    if options.plan:
+        with steps.step("pyRadPlan plan") as step:
+            step.summary, plan_dir = _plan(out_dir, records[0])
+            step.outputs["plan"] = plan_dir
+    with steps.step("report") as step:
+        from radiogenomics.report import build_report
+
+        built = build_report(out_dir / "report.html", cohort=cohort, model_uri=MODEL_URI,
+                             predictions=out_dir / "prescriptions.csv", handoff=out_dir / "handoff",
+                             title="radiogenomics demo report", notes=[
+                                 f"Synthetic cohort of {options.patients + options.new_patients} patients: the "
+                                 f"models were trained on the first {options.patients}; the prescriptions and the "
+                                 f"hand-off are for the last {options.new_patients}, held out of training."])
+        step.summary = (f"{len(built.sections)} sections, {built.size_bytes / 1e6:.1f} MB"
+                        + (f"; not shown: {', '.join(built.missing)}" if built.missing else ""))
+        step.outputs["report"] = built.path
+
+
+def _plan(out_dir: Path, record: dict[str, Any]) -> tuple[str, Path]:
+    """Optimize one record's objectives on pyRadPlan's TG119 phantom; write objectives, summary and DVH table."""
+    from radiogenomics.features.cache import atomic_write_bytes
+    from radiogenomics.serving.optimizer import build_objectives, plan_with_pyradplan
+
+    plan_dir = out_dir / "plan"
+    plan_dir.mkdir(parents=True, exist_ok=True)
+    document = build_objectives(record, oars=list(PLAN_OAR_MAP))
+    atomic_write_bytes(plan_dir / "objectives_tg119.json", json.dumps(document, indent=1).encode())
+    plan = plan_with_pyradplan(document, oar_map=PLAN_OAR_MAP, progress=sys.stderr.isatty())
+    atomic_write_bytes(plan_dir / "plan_summary.json", json.dumps(plan.summary(), indent=1).encode())
+    atomic_write_bytes(plan_dir / "dvh.txt", (plan.table() + "\n").encode())
+    target = plan.target_median_per_fraction_gy
+    wanted = float(record["recommended_dose_per_fraction_gy"])
+    return (f"patient {plan.patient_id} on TG119: median target dose {target:.3f} Gy/fraction "
+            f"(record {wanted:.3f}, {100 * (target / wanted - 1):+.1f} %), {plan.iterations} iterations"), plan_dir
