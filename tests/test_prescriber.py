@@ -258,3 +258,18 @@ def test_an_imaging_rsi_clipped_at_the_surrogate_bound_falls_back_to_the_populat
     record = prescriber.predict_records(frame)[0]
     assert {"out_of_distribution", "population_fallback", "missing_genomics"} <= set(record["flags"])
     assert record["rsi"] == 0.4 and record["alpha_per_gy"] == pytest.approx(float(alpha_from_rsi(0.4)))
+
+
+def test_a_measured_rsi_clipped_at_the_bound_falls_back_too() -> None:
+    """A rank-model RSI <= 0 (clipped to 0.001) is no surviving fraction: population values, flagged."""
+    from radiogenomics.features.schema import build_schema
+
+    class Measured(_Extrapolating):
+        def predict_all(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            point, bounds, _ = super().predict_all(table)
+            return point, bounds, np.array(["measured"] * len(table))
+
+    frame = pd.DataFrame({"patient_id": ["P1"], "ct.gtv.original_firstorder_Mean": [1.0]})
+    record = Prescriber(build_schema(frame), Measured(), population=(0.4, 0.3, 0.5)).predict_records(frame)[0]
+    assert {"out_of_distribution", "population_fallback"} <= set(record["flags"])
+    assert "missing_genomics" not in record["flags"] and record["rsi"] == 0.4

@@ -10,8 +10,8 @@ cohort. For each patient it
    absent columns are missing, NaN), see :meth:`Prescriber.prepare`;
 2. predicts the RSI and its 90 % interval (the measured ``genomic.rsi`` when present; else from imaging, flag
    ``missing_genomics``); flags ``missing_imaging`` when an imaging source the schema has is unavailable;
-3. checks the applicability domain of the imaging (and an imaging RSI clipped at the surrogate's bounds, an
-   extrapolation): outside it the record is flagged ``out_of_distribution``
+3. checks the applicability domain of the imaging (and any RSI clipped at the surrogate's bounds: not a
+   surviving fraction): outside it the record is flagged ``out_of_distribution``
    and, where the RSI would come from imaging, replaced by the population RSI and interval
    (``population_fallback``); an RSI outside the LQ domain falls back the same way (:func:`patient_lq`);
 4. turns the RSI into LQ parameters (Scott et al., Lancet Oncol 2017;18:202, beta = 0.05 Gy^-2) and dose
@@ -427,17 +427,19 @@ class Prescriber:
             missing_imaging |= pd.to_numeric(table[column], errors="coerce").fillna(0).to_numpy() == 0
         inside = (self.applicability.in_domain(table) if self.applicability is not None
                   else np.ones(len(table), dtype=bool))
-        # An imaging RSI the model had to clip into (0, 1) is an extrapolation, not a surviving fraction: it is
-        # treated as out of distribution (fail closed) rather than turned into an alpha of several per Gy.
+        # An RSI the model had to clip into (0, 1) (an imaging extrapolation, or a rank-model score outside the
+        # surviving-fraction range) is not a surviving fraction: out of distribution and the population values
+        # (fail closed), never an alpha of several per Gy.
         clip_low, clip_high = getattr(model, "clip", (0.0, 1.0))
-        inside = inside & ~(predicted & ((rsi <= clip_low) | (rsi >= clip_high)))
+        clipped = (rsi <= clip_low) | (rsi >= clip_high)
+        inside = inside & ~clipped
         flags: list[list[str]] = []
         pop_rsi, pop_low, pop_high = self.population
         for i in range(len(table)):
             row: list[str] = []
             if not inside[i]:
                 row.append(FLAG_OUT_OF_DISTRIBUTION)
-                if predicted[i]:
+                if predicted[i] or clipped[i]:
                     row.append(FLAG_POPULATION_FALLBACK)
                     rsi[i], lower[i], upper[i] = pop_rsi, pop_low, pop_high
             if predicted[i]:
