@@ -1221,7 +1221,7 @@ def test_demo_regenerates_its_cohort_when_options_differ(tmp_path: Path, monkeyp
 
     def demo(n: int, seed: int) -> pd.DataFrame:
         rc, _, err = run_cli(capsys, "demo", "--out", out, "--patients", str(n), "--seed", str(seed),
-                             "--grid-size", "16")
+                             "--grid-size", "16", "--stop-after", "extract", "--new-patients", "0")
         assert rc == 0, err
         return pd.read_csv(patients_csv, dtype=str)
 

@@ -79,7 +79,7 @@ def test_failures_file_is_named_after_the_output(cohort: Path, tmp_path: Path) -
 def test_demo_regenerates_its_cohort_when_the_options_change(tmp_path: Path,
                                                              capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "demo"
-    base = ["demo", "--out", str(out), "--grid-size", "16"]
+    base = ["demo", "--out", str(out), "--grid-size", "16", "--stop-after", "extract", "--new-patients", "0"]
     assert main([*base, "--patients", "2", "--seed", "0"]) == 0
     assert len(pd.read_csv(out / "cohort" / "truth.csv")) == 2
     capsys.readouterr()

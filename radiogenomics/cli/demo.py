@@ -18,6 +18,8 @@ def demo(
     grid_size: int = typer.Option(64, "--grid-size", help="Voxels per axis of the synthetic images."),
     workers: int = typer.Option(2, "--workers", help="Processes for synthesis and feature extraction."),
     plan: bool = typer.Option(True, "--plan/--no-plan", help="Optimize one patient's plan with pyRadPlan."),
+    stop_after: str | None = typer.Option(None, "--stop-after", help="Stop after 'validate' or 'extract' "
+                                          "(data preparation only; then any --patients >= 1 works)."),
 ) -> None:
     """Synthesise, validate, extract, train and register, predict new patients, hand off to the optimizer,
     plan with pyRadPlan and write the HTML report; print where every output is and the time of each step.
@@ -27,7 +29,7 @@ def demo(
     from radiogenomics.demo import DemoOptions, run_demo
 
     options = DemoOptions(patients=patients, new_patients=new_patients, seed=seed, grid_size=grid_size,
-                          workers=workers, plan=plan)
+                          workers=workers, plan=plan, stop_after=stop_after)
     result = run_demo(out_dir, options, announce=out.print)
     typer.echo("demo done")
     for i, step in enumerate(result.steps, start=1):
@@ -37,5 +39,8 @@ def demo(
     for step in result.steps:
         for label, path in step.outputs.items():
             typer.echo(f"  {label:<30} {path}")
+    if result.ui_command is None:
+        typer.echo(f"stopped after {stop_after}: no models, predictions or report")
+        return
     typer.echo(f"open the MLflow UI: {result.ui_command}")
     typer.echo(f"open the report in a browser: {result.out_dir / 'report.html'}")

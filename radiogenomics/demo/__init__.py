@@ -44,6 +44,8 @@ EXPERIMENT = "radiogenomics"
 #: The plan's organ at risk and its TG119 stand-in (pyRadPlan's phantom: OuterTarget, Core, BODY).
 PLAN_OAR_MAP = {"spinal_cord": "Core"}
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
+#: Where ``--stop-after`` may stop (None: run every step).
+STOP_AFTER: tuple[str | None, ...] = (None, "validate", "extract")
 
 
 @dataclass
@@ -56,6 +58,8 @@ class DemoOptions:
     grid_size: int = 64
     workers: int = 2
     plan: bool = True
+    #: Stop after this step: None (run everything), "validate" or "extract" (data preparation only).
+    stop_after: str | None = None
 
 
 @dataclass
@@ -74,11 +78,11 @@ class DemoResult:
 
     out_dir: Path
     steps: list[StepResult]
-    tracking_uri: str
+    tracking_uri: str | None  #: None when the run stopped before training
 
     @property
-    def ui_command(self) -> str:
-        return f"mlflow ui --backend-store-uri {self.tracking_uri}"
+    def ui_command(self) -> str | None:
+        return None if self.tracking_uri is None else f"mlflow ui --backend-store-uri {self.tracking_uri}"
 
     @property
     def wall_s(self) -> float:
@@ -174,20 +178,27 @@ def run_demo(out_dir: Path, options: DemoOptions, *, announce: Announce = log.in
     from radiogenomics.outputs import output_dir
     from radiogenomics.progress import progress_bar
 
-    if options.patients < 10:
+    if options.stop_after not in STOP_AFTER:
+        raise InputError(f"--stop-after must be one of {', '.join(s for s in STOP_AFTER if s)}, "
+                         f"got {options.stop_after!r}")
+    if out_dir.exists() and not out_dir.is_dir():
+        output_dir(out_dir, "demo folder")  # the path error naming the file
+    cohort = out_dir / "cohort"
+    on_disk = generator_options(cohort)  # a folder the demo did not make is refused before anything runs
+    training = options.stop_after is None
+    if options.patients < (10 if training else 1):
         raise InputError(f"--patients must be >= 10 (got {options.patients}): training needs at least 10 "
-                         "patients with a measured RSI", fix="use --patients 24 or more")
-    if options.new_patients < 1:
+                         "patients with a measured RSI", fix="use --patients 24 or more, or --stop-after extract")
+    if options.new_patients < (1 if training else 0):
         raise InputError(f"--new-patients must be >= 1 (got {options.new_patients})")
     out_dir = output_dir(out_dir, "demo folder").resolve()
-    steps = _Steps(8 if options.plan else 7, announce)
     cohort = out_dir / "cohort"
+    steps = _Steps({None: 8 if options.plan else 7, "validate": 2, "extract": 3}[options.stop_after], announce)
     total = options.patients + options.new_patients
     with steps.step("synthesise the cohort") as step:
         wanted = {"seed": options.seed, "n_patients": total, "grid_size": options.grid_size}
-        on_disk = generator_options(cohort)
         if on_disk == wanted:
-            step.summary = f"reused the synthetic cohort ({total} patients)"
+            step.summary = f"reusing the synthetic cohort ({total} patients)"
         else:
             from radiogenomics.synthetic import generate_cohort
 
@@ -196,6 +207,8 @@ def run_demo(out_dir: Path, options: DemoOptions, *, announce: Announce = log.in
                                 workers=options.workers, progress=update, overwrite=on_disk is not None)
             step.summary = (f"{total} patients (seed {options.seed}, {options.grid_size}^3 voxels): "
                             f"{options.patients} for training, {options.new_patients} held out as new patients")
+            if on_disk is not None:
+                step.summary = f"regenerating the cohort made with {on_disk}: {step.summary}"
         step.outputs["cohort"] = cohort
     with steps.step("validate") as step:
         from radiogenomics.cohort import validate_cohort
@@ -205,6 +218,8 @@ def run_demo(out_dir: Path, options: DemoOptions, *, announce: Announce = log.in
         if not report.ok:
             raise InputError(f"the demo cohort failed validation: {report.errors[0].one_line()}")
         step.summary = f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)"
+    if options.stop_after == "validate":
+        return DemoResult(out_dir, steps.done, None)
     with steps.step("extract features") as step:
         from radiogenomics.features.pipeline import ExtractOptions, extract
 
@@ -214,6 +229,8 @@ def run_demo(out_dir: Path, options: DemoOptions, *, announce: Announce = log.in
         train_ids, new_ids = _split_features(cohort, all_features, features, new_features, options.patients)
         step.summary = f"{summary.one_line()}; {len(train_ids)} training rows, {len(new_ids)} new-patient rows"
         step.outputs.update({"feature table (training)": features, "feature table (new patients)": new_features})
+    if options.stop_after == "extract":
+        return DemoResult(out_dir, steps.done, None)
     with tracking_store(out_dir / "mlflow") as tracking_uri:
         _model_steps(steps, out_dir, cohort, features, new_features, options)
     return DemoResult(out_dir, steps.done, tracking_uri)
