@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,6 @@ log = logging.getLogger(__name__)
 KEY, TITLE = "model", "Model performance"
 #: Nominal level of the RSI prediction intervals (contract section 2: 90 % prediction interval).
 NOMINAL_COVERAGE = 0.9
-_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
 @dataclass(frozen=True)
@@ -57,11 +55,13 @@ class ModelVersion:
 
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
     """(name, alias, version) of ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``; InputError otherwise."""
-    match = _URI.match(uri.strip())
-    if match is None:
+    from radiogenomics.training.registry import parse_registry_uri
+
+    parsed = parse_registry_uri(uri)
+    if parsed is None:
         raise InputError(f"--model {uri!r} is not a registry URI",
                          fix="give models:/radiogenomics-prescriber@champion or models:/NAME/VERSION")
-    return match["name"], match["alias"], match["version"]
+    return parsed
 
 
 def resolve_version(client: Any, uri: str) -> ModelVersion:

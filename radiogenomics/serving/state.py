@@ -11,7 +11,6 @@ half-loaded. URIs without an alias (``models:/NAME/3``, ``runs:/...``) are never
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +22,6 @@ from radiogenomics.models.prescriber import ModelInfo
 
 log = logging.getLogger(__name__)
 
-_ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)$")
 
 
 @dataclass(frozen=True)
@@ -39,8 +37,10 @@ class LoadedModel:
 
 def alias_of(model_uri: str) -> tuple[str, str] | None:
     """``(registered name, alias)`` of ``models:/NAME@ALIAS``; None for any other URI."""
-    match = _ALIAS_URI.match(model_uri.strip())
-    return (match["name"], match["alias"]) if match else None
+    from radiogenomics.training.registry import parse_registry_uri
+
+    parsed = parse_registry_uri(model_uri)
+    return (parsed[0], parsed[1]) if parsed is not None and parsed[1] is not None else None
 
 
 def version_metrics(info: ModelInfo) -> dict[str, float]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -41,6 +42,14 @@ PRESCRIBER_MODEL = "radiogenomics-prescriber"
 RADIOSENSITIVITY_MODEL = "radiogenomics-radiosensitivity"
 TOXICITY_MODEL = "radiogenomics-toxicity"
 CHAMPION = "champion"
+#: ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``.
+_REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
+
+
+def parse_registry_uri(uri: str) -> tuple[str, str | None, str | None] | None:
+    """(name, alias, version) of ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``; None for any other URI."""
+    match = _REGISTRY_URI.match(uri.strip())
+    return (match["name"], match["alias"], match["version"]) if match else None
 CHALLENGER = "challenger"
 METRIC_TAG_PREFIX = "heldout."
 #: Decisions recorded in tags.
