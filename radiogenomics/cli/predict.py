@@ -79,11 +79,12 @@ def _dtype(name: str) -> str:
     return name
 
 
-def predict_isolating_failures(prescriber: Any, table: Any, info: Any,
+def predict_isolating_failures(prescriber: Any, table: Any, info: Any, cohort: Path | None = None,
                                **regimen: Any) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
-    """Records for all rows; when the batch raises InputError, row by row, collecting (patient_id, reason)."""
+    """Records for all rows; when the batch raises InputError, row by row, collecting (patient_id, reason).
+    ``cohort``: the folder with the patients' images, for a model that reads images itself."""
     try:
-        return prescriber.predict_records(table, model=info, **regimen), []
+        return prescriber.predict_records(table, model=info, cohort=cohort, **regimen), []
     except InputError as exc:
         log.info("predict: batch failed (%s); predicting patient by patient", exc)
     records: list[dict[str, Any]] = []
@@ -92,7 +93,7 @@ def predict_isolating_failures(prescriber: Any, table: Any, info: Any,
         row = table.iloc[[i]]
         pid = str(row["patient_id"].iloc[0]) if "patient_id" in row.columns else str(i)
         try:
-            records.extend(prescriber.predict_records(row, model=info, **regimen))
+            records.extend(prescriber.predict_records(row, model=info, cohort=cohort, **regimen))
         except InputError as exc:
             failures.append((pid, " ".join(str(exc).split())))
     return records, failures
@@ -165,7 +166,7 @@ def predict(
         typer.echo(f"warning: feature extraction failed for {summary.failed} item(s) of patient(s) "
                    f"{', '.join(summary.failed_patients)}; reasons in {summary.failures}", err=True)
     table = read_feature_table(features_path)
-    records, failures = predict_isolating_failures(prescriber, table, info, **regimen)
+    records, failures = predict_isolating_failures(prescriber, table, info, cohort=cohort, **regimen)
     failures_path = out.with_name(f"{stem}.failures.csv")
     from radiogenomics.features.cache import atomic_write_bytes
 

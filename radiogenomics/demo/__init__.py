@@ -256,7 +256,8 @@ def _model_steps(steps: _Steps, out_dir: Path, cohort: Path, features: Path, new
         from radiogenomics.features.schema import read_feature_table
 
         prescriber, info = load_prescriber(MODEL_URI)
-        records, failures = predict_isolating_failures(prescriber, read_feature_table(new_features), info)
+        records, failures = predict_isolating_failures(prescriber, read_feature_table(new_features), info,
+                                                       cohort=cohort)
         if not records:
             raise InputError(f"no new patient could be predicted: {failures[:3]}")
         prescriptions = out_dir / "prescriptions.csv"

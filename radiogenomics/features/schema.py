@@ -216,7 +216,8 @@ def reindex_to_schema(table: pd.DataFrame, schema: FeatureSchema) -> tuple[pd.Da
     """``table`` with exactly the schema's columns, in its order, cast to its dtypes; and the dropped columns.
 
     A column the schema has and the table lacks is all missing (NaN; 0 for an ``available.*`` flag: that
-    source produced nothing). Columns the table has beyond the schema are dropped and returned.
+    source produced nothing; a flag missing in some rows is 0 there too). Columns the table has beyond the
+    schema are dropped and returned.
     """
     names = schema.names
     known = set(names)
@@ -235,6 +236,8 @@ def reindex_to_schema(table: pd.DataFrame, schema: FeatureSchema) -> tuple[pd.Da
         if spec.name in dtypes:
             if dtypes[spec.name] == spec.dtype:
                 same.append(spec.name)
+            elif spec.group == AVAILABILITY:  # a flag left out for some rows: that source produced nothing
+                out[spec.name] = _cast(table[spec.name].fillna(0), spec)
             else:
                 out[spec.name] = _cast(table[spec.name], spec)
         elif spec.group == AVAILABILITY:

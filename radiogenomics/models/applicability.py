@@ -110,7 +110,11 @@ class ApplicabilityDomain(BaseEstimator):  # type: ignore[misc]
     def score_samples(self, X: pd.DataFrame) -> pd.DataFrame:
         """``max_abs_z``, ``mahalanobis`` and ``in_domain`` per row (index of ``X``)."""
         check_is_fitted(self, "pca_")
-        values = numeric_matrix(X.reindex(columns=self.columns_))
+        positions = X.columns.get_indexer(self.columns_)
+        if (positions >= 0).all() and bool((X.dtypes.iloc[positions] == np.float64).all()):
+            values = X.iloc[:, positions].to_numpy(dtype=np.float64)  # one block, no reindex (~5x faster)
+        else:
+            values = numeric_matrix(X.reindex(columns=self.columns_))
         z, d = _scores(values, self.median_, self.scale_, self.pca_, self.z_clip)
         inside = (z <= self.z_threshold_) & (d <= self.distance_threshold_)
         return pd.DataFrame({"max_abs_z": z, "mahalanobis": d, "in_domain": inside}, index=X.index)

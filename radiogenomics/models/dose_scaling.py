@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -79,8 +80,28 @@ def _patient_ids(X: pd.DataFrame) -> list[str]:
     return [str(p) for p in ids]
 
 
+#: One structure's V_x columns: ``(structure, ((column, metric), ...))``.
+_VxGroup = tuple[str, tuple[tuple[str, str], ...]]
+
+
+@lru_cache(maxsize=64)
+def _dose_columns(columns: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[_VxGroup, ...]]:
+    """(linear dose columns, ((structure, ((V_x column, metric), ...)), ...)) among ``columns``: classified once
+    per column set (a request's table has the model's ~1,400 columns every time)."""
+    linear: list[str] = []
+    vx_columns: dict[str, list[tuple[str, str]]] = {}
+    for column in columns:
+        parts = split_dose_column(column)
+        if parts is not None and is_linear_dose_metric(parts[1]):
+            linear.append(column)
+        elif parts is not None and vx_threshold_gy(parts[1]) is not None:
+            vx_columns.setdefault(parts[0], []).append((column, parts[1]))
+    linear += [c for c in PRESCRIPTION_DOSE_COLUMNS if c in columns]
+    return tuple(linear), tuple((k, tuple(v)) for k, v in vx_columns.items())
+
+
 def scale_dose_features(X: pd.DataFrame, factor: Any, *, dvhs: Mapping[str, Mapping[str, DVH]] | None = None,
-                        required: Sequence[str] = ()) -> pd.DataFrame:
+                        required: Sequence[str] = (), columns: Sequence[str] | None = None) -> pd.DataFrame:
     """The feature table of the same plans scaled by ``factor`` (scalar or one per patient).
 
     Linear dose metrics (``mean/min/max/geud_gy``, ``d<x>_gy``) of every ``dose.*`` column and the dose
@@ -90,32 +111,31 @@ def scale_dose_features(X: pd.DataFrame, factor: Any, *, dvhs: Mapping[str, Mapp
     ``dvhs[patient][structure].scaled(f)`` with the same rule as the extraction
     (:func:`radiogenomics.features.dosimetric.dvh_metrics`; structure names are matched after slugging); a
     V_x column without a DVH becomes NaN, or raises an ``InputError`` when it is in ``required``.
+    ``columns`` limits the scaling to these columns (a model's inputs); the others are returned unchanged.
     """
     from radiogenomics.features.dosimetric import dvh_metrics, geud_a
     from radiogenomics.features.preprocessing import numeric_matrix, with_columns
 
     f = np.broadcast_to(np.asarray(factor, dtype=np.float64), (len(X),))
-    linear: list[str] = []
-    vx_columns: dict[str, list[tuple[str, str]]] = {}
-    for column in (str(c) for c in X.columns.tolist()):
-        parts = split_dose_column(column)
-        if parts is not None and is_linear_dose_metric(parts[1]):
-            linear.append(column)
-        elif parts is not None and vx_threshold_gy(parts[1]) is not None:
-            vx_columns.setdefault(parts[0], []).append((column, parts[1]))
-    linear += [c for c in PRESCRIPTION_DOSE_COLUMNS if c in X.columns]
+    names = tuple(X.columns.tolist())
+    if columns is not None:
+        wanted = set(columns)
+        names = tuple(c for c in names if c in wanted)
+    linear_columns, vx_columns = _dose_columns(names)
+    linear = list(linear_columns)
     out = with_columns(X, linear, numeric_matrix(X[linear]) * f[:, None]) if linear else X.copy()
     ids = _patient_ids(X)
     needed = set(required)
     vx_names: list[str] = []
     vx_values: list[np.ndarray] = []
-    for structure, columns in vx_columns.items():
-        values = np.full((len(X), len(columns)), np.nan)
+    for structure, structure_columns in vx_columns:
+        values = np.full((len(X), len(structure_columns)), np.nan)
+        thresholds_gy = [vx_threshold_gy(m) for _, m in structure_columns]
         for row, pid in enumerate(ids):
             patient = {naming.slug(s): d for s, d in (dvhs or {}).get(pid, {}).items()}
             dvh = patient.get(structure)
             if dvh is None:
-                missing = [c for c, _ in columns if c in needed]
+                missing = [c for c, _ in structure_columns if c in needed]
                 if missing:
                     raise InputError(f"the model uses {missing[0]}, a V_x metric that needs the DVH of "
                                      f"{structure!r} to be recomputed at another dose", patient_id=pid,
@@ -123,11 +143,10 @@ def scale_dose_features(X: pd.DataFrame, factor: Any, *, dvhs: Mapping[str, Mapp
                                          " or fit the model with dose_metrics='linear'")
                 continue
             scaled = dvh.scaled(float(f[row]))
-            vx = [vx_threshold_gy(m) for _, m in columns]
             metrics = dvh_metrics(scaled.dose_gy, scaled.volume_cc, geud_a(structure)[0],
-                                  vx_gy=[v for v in vx if v is not None], dx_pct=())
-            values[row] = [metrics[m] for _, m in columns]
-        vx_names += [column for column, _ in columns]
+                                  vx_gy=[v for v in thresholds_gy if v is not None], dx_pct=())
+            values[row] = [metrics[m] for _, m in structure_columns]
+        vx_names += [column for column, _ in structure_columns]
         vx_values.append(values)
     return with_columns(out, vx_names, np.hstack(vx_values)) if vx_names else out
 

@@ -407,7 +407,7 @@ class ToxicityClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         """
         check_is_fitted(self, "model_")
         factor = dose_scale_factors(X, prescription_gy=prescription_gy, scale=scale)
-        scaled = scale_dose_features(X, factor, dvhs=dvhs, required=self.vx_columns())
+        scaled = scale_dose_features(X, factor, dvhs=dvhs, required=self.vx_columns(), columns=self.columns_)
         return self.predict_proba(scaled)
 
 

@@ -22,7 +22,9 @@ import functools
 import logging
 import os
 import tempfile
+import weakref
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, cast
 
@@ -235,8 +237,7 @@ def check_patients(body: PrescriptionRequest, loaded: LoadedModel, limits: Serve
     if n > limits.max_patients:
         _reject([_error(["body", "patients"], f"at most {limits.max_patients} patients per request, got {n}",
                         "too_long")])
-    dtypes = {c.name: c.dtype for c in loaded.prescriber.schema.columns}
-    allowed = set(loaded.prescriber.feature_columns) - {naming.PATIENT_ID}
+    kinds = _feature_kinds(loaded.prescriber)
     errors, seen = [], set()
     for i, patient in enumerate(body.patients):
         if patient.patient_id in seen:
@@ -244,19 +245,47 @@ def check_patients(body: PrescriptionRequest, loaded: LoadedModel, limits: Serve
                                  "duplicate_patient"))
         seen.add(patient.patient_id)
         for name, value in patient.features.items():
+            kind = kinds.get(name)
+            if kind is _FLOAT and type(value) is float:
+                continue  # the common case, checked first
             loc: list[str | int] = ["body", "patients", i, "features", name]
-            if name not in allowed:
+            if kind is None:
                 errors.append(_error(loc, f"unknown feature {name!r}: model version {loaded.info.version} was "
                                           "trained without it (GET /v1/model lists its features)", "unknown_feature"))
-            elif value is not None and isinstance(value, str) != (dtypes[name] in TEXT_DTYPES):
-                wanted = "text" if dtypes[name] in TEXT_DTYPES else "a number"
-                errors.append(_error(loc, f"feature {name} must be {wanted} (schema dtype {dtypes[name]})",
+            elif value is not None and isinstance(value, str) != (kind.dtype in TEXT_DTYPES):
+                wanted = "text" if kind.dtype in TEXT_DTYPES else "a number"
+                errors.append(_error(loc, f"feature {name} must be {wanted} (schema dtype {kind.dtype})",
                                      "feature_type"))
-            elif isinstance(value, int | float) and (bounds := _integer_bounds(dtypes[name])) is not None and \
+            elif isinstance(value, int | float) and (bounds := kind.integer_bounds) is not None and \
                     not (value == int(value) and bounds[0] <= value <= bounds[1]):
                 errors.append(_error(loc, f"feature {name} must be a whole number in [{bounds[0]}, {bounds[1]}] "
-                                          f"(schema dtype {dtypes[name]})", "feature_type"))
+                                          f"(schema dtype {kind.dtype})", "feature_type"))
     _reject(errors[:50])
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """What a feature column accepts: its schema dtype and, for integer dtypes, the range."""
+
+    dtype: str
+    integer_bounds: tuple[int, int] | None
+
+
+_FLOAT = _Kind("float64", None)
+_KINDS: weakref.WeakKeyDictionary[Any, dict[str, _Kind]] = weakref.WeakKeyDictionary()
+
+
+def _feature_kinds(prescriber: Any) -> dict[str, _Kind]:
+    """``{column: _Kind}`` of the columns a caller may send (without ``patient_id``), computed once per loaded
+    prescriber (a request checks ~1,400 values against it)."""
+    kinds = _KINDS.get(prescriber)
+    if kinds is None:
+        dtypes = {c.name: c.dtype for c in prescriber.schema.columns}
+        allowed = set(prescriber.feature_columns) - {naming.PATIENT_ID}
+        kinds = {name: _FLOAT if dtypes[name] == "float64" else _Kind(dtypes[name], _integer_bounds(dtypes[name]))
+                 for name in allowed}
+        _KINDS[prescriber] = kinds
+    return kinds
 
 
 @functools.lru_cache(maxsize=256)  # called once per value sent: np.iinfo raising for float dtypes cost ~90 ms
@@ -269,11 +298,17 @@ def _integer_bounds(dtype: str) -> tuple[int, int] | None:  # for 32 patients x 
     return int(info.min), int(info.max)
 
 
+def feature_rows(body: PrescriptionRequest) -> list[dict[str, Any]]:
+    """One row per patient: ``patient_id`` and the features sent (absent = missing), as
+    ``Prescriber.predict_records`` takes them (built straight into the schema's layout, no DataFrame first)."""
+    return [{naming.PATIENT_ID: p.patient_id, **p.features} for p in body.patients]
+
+
 def feature_frame(body: PrescriptionRequest) -> pd.DataFrame:
-    """One row per patient: ``patient_id`` and the features sent (absent = missing)."""
+    """:func:`feature_rows` as a DataFrame."""
     from radiogenomics.models.prescriber import frame_from_features
 
-    return frame_from_features([{naming.PATIENT_ID: p.patient_id, **p.features} for p in body.patients])
+    return frame_from_features(feature_rows(body))
 
 
 def _input_error(request: Request, exc: InputError) -> JSONResponse:
@@ -402,20 +437,20 @@ def create_app(model_uri: str, *, tokens_file: Path, audit_db: Path, features: P
                 "beta_per_gy2": p.beta_per_gy2, "max_patients": limits.max_patients}
 
     def _records(request: Request, body: PrescriptionRequest, *, exactly_one: bool = False,
-                 ) -> tuple[LoadedModel, pd.DataFrame, list[dict[str, Any]]]:
+                 ) -> tuple[LoadedModel, list[dict[str, Any]]]:
         loaded = model(request)
         request.state.audit_patients = [(p.patient_id, None) for p in body.patients]
         check_patients(body, loaded, limits, exactly_one=exactly_one)
-        frame = feature_frame(body)
-        records = loaded.prescriber.predict_records(frame, model=loaded.info, **body.regimen_options())
+        records = loaded.prescriber.predict_records(feature_rows(body), model=loaded.info,
+                                                    **body.regimen_options())
         request.state.audit_patients = [(r["patient_id"], r["input_sha256"]) for r in records]
-        return loaded, frame, [json_safe(r) for r in records]
+        return loaded, [json_safe(r) for r in records]
 
     @app.post("/v1/prescriptions", response_model=schemas.Records, responses=_BODY_ERR,
               dependencies=[*authorised, Depends(require_json)], tags=["prescriptions"])
     def prescriptions(request: Request, body: PrescriptionRequest) -> dict[str, Any]:
         """One prescription record (contract section 2) per patient."""
-        return {"records": _records(request, body)[2]}
+        return {"records": _records(request, body)[1]}
 
     @app.post("/v1/dose-response", response_model=schemas.DoseResponse, responses=_BODY_ERR,
               dependencies=[*authorised, Depends(require_json)], tags=["prescriptions"])
@@ -423,9 +458,10 @@ def create_app(model_uri: str, *, tokens_file: Path, audit_db: Path, features: P
         """TCP and NTCP against total dose for one patient, with the rails and the recommendation."""
         from radiogenomics.serving.dose_response import dose_response
 
-        loaded, frame, records = _records(request, body, exactly_one=True)
+        loaded, records = _records(request, body, exactly_one=True)
         regimen = body.regimen_options()
-        return json_safe(dose_response(loaded.prescriber, frame, loaded.info, n_fractions=regimen["n_fractions"],
+        return json_safe(dose_response(loaded.prescriber, feature_frame(body), loaded.info,
+                                       n_fractions=regimen["n_fractions"],
                                        dose_per_fraction_gy=regimen["dose_per_fraction_gy"],
                                        target_gard=regimen["target_gard"]))
 
@@ -435,7 +471,7 @@ def create_app(model_uri: str, *, tokens_file: Path, audit_db: Path, features: P
         """The record and its optimizer objectives (``objectives.json``, radiogenomics-objectives/1)."""
         from radiogenomics.serving.optimizer.objectives import build_objectives
 
-        loaded, _, records = _records(request, body, exactly_one=True)
+        loaded, records = _records(request, body, exactly_one=True)
         site = body.patients[0].features.get(naming.clinical_column("site"))
         objectives = build_objectives(records[0], site=site if isinstance(site, str) else loaded.prescriber.site)
         return {"record": records[0], "objectives": json_safe(objectives)}

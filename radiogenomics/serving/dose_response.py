@@ -83,9 +83,10 @@ def dose_response(prescriber: Prescriber, features: pd.DataFrame, model: ModelIn
         count = len(features) if isinstance(features, pd.DataFrame) else "no table"
         raise InputError(f"a dose-response curve needs exactly one patient, got {count}",
                          fix="send one patient per request")
-    regimen = {"n_fractions": n_fractions, "dose_per_fraction_gy": dose_per_fraction_gy, "target_gard": target_gard}
-    record = prescriber.predict_records(features, model=model, **regimen)[0]
-    table, _ = prescriber.prepare(features, **regimen)
+    record = prescriber.predict_records(features, model=model, n_fractions=n_fractions,
+                                        dose_per_fraction_gy=dose_per_fraction_gy, target_gard=target_gard)[0]
+    table, _ = prescriber.prepare(features, n_fractions=n_fractions, dose_per_fraction_gy=dose_per_fraction_gy,
+                                  target_gard=target_gard)
     row = table.iloc[0]
     site = row[SITE_COLUMN] if isinstance(row.get(SITE_COLUMN), str) and row[SITE_COLUMN] else prescriber.site
     site_rails = load_rails().site(str(site))

@@ -266,7 +266,7 @@ def handoff(model_uri: str, features: Path, out_dir: Path, *, patients: Sequence
         _check_model(records, model_uri)
     elif len(rows):
         source = f"registry {model_uri}"
-        records, failed, default_site = record_source.from_registry(model_uri, rows, regimen)
+        records, failed, default_site = record_source.from_registry(model_uri, rows, regimen, cohort=cohort)
         failures.extend(failed)
     else:
         source = "none"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -22,13 +23,14 @@ API_BATCH = 32
 Failures = list[tuple[str, str]]
 
 
-def from_registry(model_uri: str, table: pd.DataFrame,
-                  regimen: Mapping[str, float | None]) -> tuple[list[dict[str, Any]], Failures, str]:
-    """Records from ``models:/...`` loaded in-process; also the prescriber's default site."""
+def from_registry(model_uri: str, table: pd.DataFrame, regimen: Mapping[str, float | None], *,
+                  cohort: Path | None = None) -> tuple[list[dict[str, Any]], Failures, str]:
+    """Records from ``models:/...`` loaded in-process; also the prescriber's default site. ``cohort``: the
+    patients' images, for a model that reads images itself."""
     from radiogenomics.cli.predict import load_prescriber, predict_isolating_failures
 
     prescriber, info = load_prescriber(model_uri)
-    records, failures = predict_isolating_failures(prescriber, table, info, **regimen)
+    records, failures = predict_isolating_failures(prescriber, table, info, cohort=cohort, **regimen)
     return records, failures, str(prescriber.site)
 
 
