@@ -274,7 +274,6 @@ def profile_single_patient(work: Path, tokens: Path, row: dict[str, Any], n_requ
     import cProfile
     import pstats
 
-    import pandas as pd
     from fastapi.testclient import TestClient
 
     from radiogenomics.serving.api import create_app
@@ -284,7 +283,7 @@ def profile_single_patient(work: Path, tokens: Path, row: dict[str, Any], n_requ
     app = create_app(MODEL_URI, tokens_file=tokens, audit_db=work / "profile-audit.sqlite")
     headers = {"Authorization": f"Bearer {token}"}
     loaded = app.state.serving.current()
-    frame = pd.DataFrame([{"patient_id": row["patient_id"], **row["features"]}])
+    rows = [{"patient_id": row["patient_id"], **row["features"]}]  # what the API hands the prescriber
 
     def timed(call: Callable[[], object]) -> tuple[float, float]:
         call()
@@ -300,14 +299,14 @@ def profile_single_patient(work: Path, tokens: Path, row: dict[str, Any], n_requ
             assert client.post("/v1/prescriptions", json={"patients": [row]}, headers=headers).status_code == 200
 
         whole_ms = timed(request)
-    predict_ms = timed(lambda: loaded.prescriber.predict_records(frame, model=loaded.info))
+    predict_ms = timed(lambda: loaded.prescriber.predict_records(rows, model=loaded.info))
     for what, i in (("median", 0), ("fastest", 1)):
         print(f"in-process, {what} of {n_requests}: whole request {whole_ms[i]:.1f} ms, Prescriber.predict_records "
               f"{predict_ms[i]:.1f} ms, the API's own cost {whole_ms[i] - predict_ms[i]:.1f} ms")
     profiler = cProfile.Profile()
     profiler.enable()
     for _ in range(min(n_requests, 10)):
-        loaded.prescriber.predict_records(frame, model=loaded.info)
+        loaded.prescriber.predict_records(rows, model=loaded.info)
     profiler.disable()
     print("predict_records, top functions by cumulative time:")
     pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
