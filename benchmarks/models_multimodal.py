@@ -7,13 +7,19 @@ Tasks (labels from the feature table; never inputs):
   availability and dose (the crops add the GTV region only); AUC and Brier score. Baseline:
   LogisticRegressionCV (C chosen by an inner 5-fold CV on the training fold, log-loss).
 
+``--models conformal`` adds, for ``rsi``, the three RSI models the train command can register, built by its
+candidate factories (``radiogenomics.training.candidates``, ``measured="ignore"``, inputs imaging, deep,
+clinical and availability): ``ridge`` and ``rsi_surrogate`` (RSISurrogate, CV+ intervals) and ``multimodal``
+(MultimodalRSI, split-conformal intervals with the image-free Mondrian quantile); their 90 % interval
+coverage and mean width are reported too.
+
 Outer K-fold CV grouped by patient (``GroupKFold`` / ``StratifiedGroupKFold``, shuffled with ``--seed``); every
 model sees the same folds, and all preprocessing (imputation, scaling, C, early stopping) is fitted on the
 training fold only. Wall time is fit + predict over all folds (crops are read from the crop cache; the first
 run computes them).
 
 Run:  python benchmarks/models_multimodal.py COHORT FEATURES.parquet [--folds 5] [--epochs 30] [--tasks rsi]
-      [--models baseline multimodal] [--cache-dir DIR]
+      [--models baseline multimodal conformal] [--cache-dir DIR]
 """
 
 from __future__ import annotations
@@ -52,10 +58,29 @@ def labels(table: pd.DataFrame, task: str) -> tuple[pd.DataFrame, np.ndarray]:
     return table[keep].reset_index(drop=True), (grade[keep] >= 2).astype(int).to_numpy()
 
 
-def scores(task: str, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    if task == "rsi":
-        return {"spearman": float(spearmanr(pred, y).statistic), "mae": float(mean_absolute_error(y, pred))}
-    return {"auc": float(roc_auc_score(y, pred)), "brier": float(brier_score_loss(y, pred))}
+def scores(task: str, y: np.ndarray, pred: np.ndarray, model: Any, X: pd.DataFrame) -> dict[str, float]:
+    """Held-out metrics; with ``predict_interval``, the interval's coverage and mean width too."""
+    if task != "rsi":
+        return {"auc": float(roc_auc_score(y, pred)), "brier": float(brier_score_loss(y, pred))}
+    out = {"spearman": float(spearmanr(pred, y).statistic), "mae": float(mean_absolute_error(y, pred))}
+    if hasattr(model, "predict_interval"):
+        bounds = model.predict_interval(X)
+        out["coverage"] = float(np.mean((y >= bounds[:, 0]) & (y <= bounds[:, 1])))
+        out["width"] = float(np.mean(bounds[:, 1] - bounds[:, 0]))
+    return out
+
+
+def conformal_models(cohort: Path, seed: int, net: dict[str, Any]) -> dict[str, Callable[[], Any]]:
+    """The registrable RSI candidates of `radiogenomics train` (see the module docstring)."""
+    from radiogenomics.training.candidates import CandidateContext, make_candidate
+
+    network = {k: v for k, v in net.items() if k not in ("cohort", "random_state")}
+    models: dict[str, Callable[[], Any]] = {}
+    for name in ("ridge", "rsi_surrogate", "multimodal"):
+        params = network if name == "multimodal" else None
+        candidate = make_candidate("radiosensitivity", name, CandidateContext(seed, cohort=cohort, params=params))
+        models[f"{name} (conformal)"] = lambda c=candidate: c.build({})
+    return models
 
 
 def run(task: str, table: pd.DataFrame, models: dict[str, Callable[[], Any]], folds: int,
@@ -73,7 +98,7 @@ def run(task: str, table: pd.DataFrame, models: dict[str, Callable[[], Any]], fo
             model = make().fit(X.iloc[train], y[train])
             pred = (model.predict_proba(X.iloc[test])[:, 1] if TASKS[task]["kind"] == "classification"
                     else model.predict(X.iloc[test]))
-            rows.append({"task": task, "model": name, "fold": k, **scores(task, y[test], pred)})
+            rows.append({"task": task, "model": name, "fold": k, **scores(task, y[test], pred, model, X.iloc[test])})
             logging.info("%s %s fold %d: %s", task, name, k, rows[-1])
         for row in rows[-len(splits):]:
             row["wall_s"] = time.perf_counter() - start
@@ -91,7 +116,8 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on shared cores)")
     parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=sorted(TASKS))
-    parser.add_argument("--models", nargs="+", choices=("baseline", "multimodal"), default=("baseline", "multimodal"))
+    parser.add_argument("--models", nargs="+", choices=("baseline", "multimodal", "conformal"),
+                        default=("baseline", "multimodal", "conformal"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     table = read_feature_table(args.features)
@@ -116,9 +142,11 @@ def main() -> None:
                 "Multimodal": lambda g=groups: MultimodalClassifier(groups=g, **net),
             }
         chosen = {k: v for k, v in models.items() if ("multimodal" if k == "Multimodal" else "baseline") in args.models}
+        if task == "rsi" and "conformal" in args.models:
+            chosen.update(conformal_models(args.cohort, args.seed, net))
         results.append(run(task, table, chosen, args.folds, args.seed))
     frame = pd.concat(results)
-    metrics = [c for c in ("spearman", "mae", "auc", "brier") if c in frame]
+    metrics = [c for c in ("spearman", "mae", "coverage", "width", "auc", "brier") if c in frame]
     summary = frame.groupby(["task", "model"], sort=False).agg(
         {**{m: ["mean", "std"] for m in metrics}, "wall_s": "first"})
     print(f"{args.folds}-fold CV grouped by patient, seed {args.seed}, {len(table)} patients; "

@@ -158,3 +158,19 @@ def test_learns_gtv_volume_from_crops(cohort: Path, cache_dir: Path, table: pd.D
     assert model.n_tabular_features_ == 0
     rho = spearmanr(model.predict(table.iloc[test]), y[test]).statistic
     assert rho > 0.5
+
+
+def test_pickle_round_trip_and_prediction_without_a_cohort(cohort: Path, cache_dir: Path, table: pd.DataFrame,
+                                                           tmp_path: Path) -> None:
+    """The fitted network pickles as its weights (its class lives inside build_network); a fitted image network
+    asked to predict without a cohort gets zero image channels (all modalities absent), not a shape error."""
+    import joblib
+
+    y = (table["outcome.tox_xerostomia"] >= 2).astype(int).to_numpy()
+    model = MultimodalClassifier(cohort=str(cohort), cache_dir=str(cache_dir), **FAST).fit(table, y)
+    joblib.dump(model, tmp_path / "model.joblib")
+    again = joblib.load(tmp_path / "model.joblib")
+    assert not again.network_.training
+    np.testing.assert_array_equal(again.predict_proba(table), model.predict_proba(table))
+    blind = again.set_params(cohort=None).predict_proba(table)
+    assert np.isfinite(blind).all() and not np.allclose(blind, model.predict_proba(table))

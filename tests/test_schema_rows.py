@@ -21,13 +21,20 @@ INFO = ModelInfo("radiogenomics-prescriber", "3", "models:/radiogenomics-prescri
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    return build_bundle(session_base(tmp_path_factory))
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Bundle, Prescriber]:
+    """The session's 24-patient bundle and a prescriber of its models."""
+    bundle = build_bundle(session_base(tmp_path_factory))
+    return bundle, Prescriber.from_training(bundle.table, bundle.schema, bundle.radiosensitivity, bundle.toxicity)
 
 
 @pytest.fixture(scope="module")
-def prescriber(bundle: Bundle) -> Prescriber:
-    return Prescriber.from_training(bundle.table, bundle.schema, bundle.radiosensitivity, bundle.toxicity)
+def bundle(fitted: tuple[Bundle, Prescriber]) -> Bundle:
+    return fitted[0]
+
+
+@pytest.fixture(scope="module")
+def prescriber(fitted: tuple[Bundle, Prescriber]) -> Prescriber:
+    return fitted[1]
 
 
 def _python(value: Any) -> Any:

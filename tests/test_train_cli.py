@@ -217,7 +217,7 @@ def test_survival_without_local_failure_event_is_exit_2(trained: Trained, tmp_pa
 def test_multimodal_competes_and_the_interval_model_is_registered(trained: Trained, tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """tasks.multimodal with fixed small-network params: it is cross-validated and tracked like the others; the
-    registered radiosensitivity model is the best one with conformal intervals (the network has none)."""
+    registered radiosensitivity model is the best winner with conformal intervals (either model)."""
     config = tmp_path / "mm.yaml"
     config.write_text("cv: {outer_folds: 2, inner_folds: 2}\nsearch: {n_trials: 1}\n"
                       "tasks:\n  radiosensitivity: {candidates: [ridge]}\n  outcome_alpha: {enabled: false}\n"

@@ -14,6 +14,7 @@ _EXPORTS = {
     "PatientLKB": "lkb_patient",
     "MultimodalClassifier": "multimodal",
     "MultimodalRegressor": "multimodal",
+    "MultimodalRSI": "multimodal_rsi",
     "OutcomeCalibratedAlpha": "outcome_alpha",
     "RSISurrogate": "radiosensitivity",
     "GARDFeature": "survival",

@@ -24,6 +24,12 @@ validation split of the training rows (``validation_fraction``, best epoch resto
 and dropout from a private generator; ``torch.use_deterministic_algorithms`` on CUDA); CUDA is used when
 present with ``device="auto"``. ``n_threads`` sets torch's CPU threads while fitting and predicting: on a
 machine whose cores are shared, 1 thread was 15x faster than 2 (OpenMP threads waiting for each other).
+
+A fitted estimator pickles (joblib, ``copy.deepcopy``) as the network's :func:`build_network` arguments and
+CPU weights, rebuilt on load (the network's class is local to :func:`build_network`). ``image_crops`` and
+``MultimodalRegressor.predict_crops`` predict with the crops of another cohort folder, or with none (every
+image absent); :class:`~radiogenomics.models.multimodal_rsi.MultimodalRSI` builds its conformal RSI model on
+them.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import copy
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +154,19 @@ def build_network(n_image_channels: int, n_modalities: int, n_tabular: int, n_ou
     return FusionNet()
 
 
+@dataclass(frozen=True)
+class _NetworkState:
+    """A fitted network as pickled: :func:`build_network` arguments and the ``state_dict`` (CPU tensors)."""
+
+    kwargs: dict[str, Any]
+    weights: dict[str, Any]
+
+    def build(self, device: str) -> Any:
+        net = build_network(**self.kwargs)
+        net.load_state_dict(self.weights)
+        return net.to(device).eval()
+
+
 def modality_dropout(images: Any, present: Any, p: float, generator: Any) -> tuple[Any, Any]:
     """Zero each modality channel and the tabular flag (``present[:, -1]``) with probability ``p`` per sample.
 
@@ -256,20 +276,30 @@ class _MultimodalBase(BaseEstimator):  # type: ignore[misc]
                              fix="pass the table of radiogenomics.features.schema.read_feature_table")
         return [str(p) for p in X[PATIENT_ID]]
 
-    def _crops(self, ids: list[str]) -> Crops | None:
-        if self.cohort is None:
-            return None
-        return load_crops(self.cohort, ids, self._spec(), self.cache_dir)
+    def image_crops(self, X: Any, cohort: str | Path | None = None) -> Crops | None:
+        """The crops of ``X``'s patients from ``cohort`` (default the ``cohort`` parameter); None without a cohort.
 
-    def _tensors(self, X: pd.DataFrame, tabular: np.ndarray) -> tuple[Any, Any, Any]:
-        """(images, tabular, present) tensors on the CPU for the rows of ``X``."""
+        InputError (from :func:`~radiogenomics.models.crops.load_crops`) when none of them has a ROI image there.
+        """
+        folder = self.cohort if cohort is None else cohort
+        if folder is None:
+            return None
+        return load_crops(folder, self._ids(X), self._spec(), self.cache_dir)
+
+    def _tensors(self, X: pd.DataFrame, tabular: np.ndarray, crops: Crops | None,
+                 n_channels: int | None = None) -> tuple[Any, Any, Any]:
+        """(images, tabular, present) tensors on the CPU for the rows of ``X``.
+
+        ``n_channels``: the fitted network's image channels (None while fitting: those of ``crops``). ``crops``
+        None: no image of any patient (zero channels, presence flags 0); a network without an image branch gets
+        no image channels whatever ``crops`` holds.
+        """
         import torch
 
-        ids = self._ids(X)
-        crops = self._crops(ids)
-        n = len(ids)
-        if crops is None:
-            images = torch.zeros((n, 0, 1, 1, 1))
+        n = len(self._ids(X))
+        if crops is None or n_channels == 0:
+            size = int(self.crop_size) if n_channels else 1
+            images = torch.zeros((n, n_channels or 0, size, size, size))
             flags = np.zeros((n, len(tuple(self.modalities))), dtype=np.float32)
         else:
             images, flags = torch.from_numpy(crops.images), crops.present
@@ -292,8 +322,12 @@ class _MultimodalBase(BaseEstimator):  # type: ignore[misc]
         seed = int(self.random_state) if self.random_state is not None else fresh
         self.tabular_ = TabularPreprocessor(self.groups, self.include, self.exclude).fit(X)
         tabular = self.tabular_.transform(X)
-        images, tab, present = self._tensors(X, tabular)
+        images, tab, present = self._tensors(X, tabular, self.image_crops(X))
         self.n_tabular_features_ = int(tab.shape[1])
+        self.n_image_channels_ = int(images.shape[1])
+        self.network_kwargs_ = {"n_image_channels": self.n_image_channels_, "n_modalities": present.shape[1] - 1,
+                                "n_tabular": self.n_tabular_features_, "n_out": n_out, "width": int(self.width),
+                                "hidden": int(self.hidden)}
         index = np.arange(len(ids))
         stratify = targets if classification and np.bincount(targets).min() >= 2 else None
         n_val = max(1, int(round(float(self.validation_fraction) * len(ids))))
@@ -303,8 +337,7 @@ class _MultimodalBase(BaseEstimator):  # type: ignore[misc]
         y = torch.from_numpy(targets)
         loss_fn = torch.nn.CrossEntropyLoss() if classification else torch.nn.MSELoss()
         with _torch_state(seed, self.n_threads, self.device_.startswith("cuda")):
-            net = build_network(images.shape[1], present.shape[1] - 1, tab.shape[1], n_out, int(self.width),
-                                int(self.hidden)).to(self.device_)
+            net = build_network(**self.network_kwargs_).to(self.device_)
             generator = torch.Generator().manual_seed(seed)
             optimiser = torch.optim.AdamW(net.parameters(), lr=float(self.lr), weight_decay=float(self.weight_decay))
             best, best_state, stale, history = float("inf"), copy.deepcopy(net.state_dict()), 0, []
@@ -353,11 +386,35 @@ class _MultimodalBase(BaseEstimator):  # type: ignore[misc]
                                 present[sl].to(self.device_)).cpu())
         return torch.cat(outs)
 
-    def _outputs(self, X: Any) -> np.ndarray:
+    def _outputs(self, X: Any, crops: Crops | None | str = "cohort") -> np.ndarray:
+        """Network outputs for ``X`` with ``crops`` (default: read from the ``cohort`` parameter)."""
         check_is_fitted(self, "network_")
         self._ids(X)
-        images, tab, present = self._tensors(X, self.tabular_.transform(X))
+        if isinstance(crops, str):
+            crops = self.image_crops(X)
+        images, tab, present = self._tensors(X, self.tabular_.transform(X), crops, self.n_image_channels_)
         return self._forward(self.network_, images, tab, present).numpy().astype(np.float64)
+
+    # -------------------------------------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the fitted network as its construction arguments and CPU weights (:class:`_NetworkState`):
+        the network's class is made inside :func:`build_network`, which pickle cannot name."""
+        state = dict(super().__getstate__())
+        if "network_" in state:
+            weights = {k: v.detach().cpu().clone() for k, v in state["network_"].state_dict().items()}
+            state["network_"] = _NetworkState(dict(self.network_kwargs_), weights)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        saved = state.get("network_")
+        if isinstance(saved, _NetworkState):
+            import torch
+
+            device = str(state.get("device_", "cpu"))
+            if device.startswith("cuda") and not torch.cuda.is_available():
+                device = "cpu"  # fitted on a GPU, loaded on a machine without one
+            state = {**state, "network_": saved.build(device), "device_": device}
+        super().__setstate__(state)
 
 
 class MultimodalRegressor(RegressorMixin, _MultimodalBase):
@@ -373,7 +430,12 @@ class MultimodalRegressor(RegressorMixin, _MultimodalBase):
         return self
 
     def predict(self, X: Any) -> np.ndarray:
-        return self._outputs(X)[:, 0] * self.y_scale_ + self.y_mean_
+        return self.predict_crops(X, "cohort")
+
+    def predict_crops(self, X: Any, crops: Crops | None | str) -> np.ndarray:
+        """:meth:`predict` with these ``crops`` (rows in ``X``'s order; None: no image of any patient;
+        ``"cohort"``: read from the ``cohort`` parameter)."""
+        return self._outputs(X, crops)[:, 0] * self.y_scale_ + self.y_mean_
 
 
 class MultimodalClassifier(ClassifierMixin, _MultimodalBase):

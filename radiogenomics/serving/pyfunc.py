@@ -133,7 +133,8 @@ def schema_rows(model_input: Any, schema: FeatureSchema) -> pd.DataFrame:
 class RadiosensitivityModel(PythonModel):  # type: ignore[misc]
     """Pyfunc: feature rows -> ``rsi``, ``rsi_lower``, ``rsi_upper`` (90 % interval) and ``rsi_source``.
 
-    Artifact ``radiosensitivity``: ``{"schema": FeatureSchema, "model": RSISurrogate}`` (joblib).
+    Artifact ``radiosensitivity``: ``{"schema": FeatureSchema, "model": RSISurrogate | MultimodalRSI}``
+    (joblib). ``rsi_source``: ``measured``, ``fused``, ``predicted`` or ``predicted_without_images``.
     """
 
     def load_context(self, context: Any) -> None:
@@ -144,9 +145,9 @@ class RadiosensitivityModel(PythonModel):  # type: ignore[misc]
 
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         table = schema_rows(model_input, self.schema)
-        bounds = self.model.predict_interval(table)
-        return pd.DataFrame({"rsi": self.model.predict(table), "rsi_lower": bounds[:, 0], "rsi_upper": bounds[:, 1],
-                             "rsi_source": self.model.predict_source(table)}, index=table.index)
+        point, bounds, source = self.model.predict_all(table)  # one pass (one crop load for an image model)
+        return pd.DataFrame({"rsi": point, "rsi_lower": bounds[:, 0], "rsi_upper": bounds[:, 1],
+                             "rsi_source": source}, index=table.index)
 
 
 class ToxicityModel(PythonModel):  # type: ignore[misc]

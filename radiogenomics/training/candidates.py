@@ -11,16 +11,16 @@ penalty of the outcome-alpha model) are not searched again.
 | --- | --- | --- | --- |
 | ``ridge`` | radiosensitivity | ``RSISurrogate(regressor="ridge", n_screen=None)``: plain ridge baseline | nothing |
 | ``rsi_surrogate`` | radiosensitivity | ``RSISurrogate()`` (screening + elastic net, CV+ intervals) | nothing |
-| ``multimodal`` | radiosensitivity / multimodal | ``MultimodalRegressor`` (MONAI encoder + MLP) | nothing |
+| ``multimodal`` | radiosensitivity / multimodal | ``MultimodalRSI`` (MONAI encoder + MLP, split-conformal) | nothing |
 | ``outcome_alpha`` | outcome_alpha | ``OutcomeCalibratedAlpha`` as a risk (:class:`AlphaRisk`) | nothing |
 | ``logistic`` | toxicity | ``ToxicityClassifier(estimator="logistic")`` | ``C`` in [0.01, 10] (log) |
 | ``lkb_patient`` | toxicity | ``ToxicityClassifier(estimator="patient_lkb")`` | ``lkb_alpha`` in [0.1, 10] (log) |
 | ``coxnet`` | survival | ``LocalControlCox`` (ridge-penalised Cox, GARD + covariates) | ``alpha`` in [0.1, 10] (log) |
 
-The RSI candidates are evaluated with ``measured="ignore"`` (imaging + clinical only: with the measured RSI in
-the test rows the prediction would be the label); the train command sets ``measured="use"`` on the final model
-it registers. Toxicity candidates get 0/1 labels (grade >= 2, made by the train command) and therefore
-``threshold_grade=1``.
+The RSI candidates (``multimodal`` included) are evaluated with ``measured="ignore"`` (imaging + clinical
+only: with the measured RSI in the test rows the prediction would be the label); the train command sets
+``measured="use"`` on the final model it registers. Toxicity candidates get 0/1 labels (grade >= 2, made by
+the train command) and therefore ``threshold_grade=1``.
 """
 
 from __future__ import annotations
@@ -144,9 +144,19 @@ def _coxnet(seed: int) -> Callable[[Params], Any]:
 
 def _multimodal(context: CandidateContext) -> Callable[[Params], Any]:
     def build(params: Params) -> Any:
+        """``MultimodalRSI`` around a ``MultimodalRegressor`` on the cohort's images: the network's parameters
+        (``epochs``, ``crop_size``, ...) go to the network, the rest (``calibration_fraction``, ...) to the
+        wrapper (an unknown name is a TypeError there)."""
         from radiogenomics.models.multimodal import MultimodalRegressor
+        from radiogenomics.models.multimodal_rsi import MultimodalRSI
+        from radiogenomics.models.radiosensitivity import RSI_INPUT_GROUPS
 
-        return MultimodalRegressor(cohort=context.cohort, random_state=context.seed, **params)
+        names = set(MultimodalRegressor().get_params())
+        network = {"cohort": context.cohort, "groups": RSI_INPUT_GROUPS, "random_state": context.seed,
+                   **{k: v for k, v in params.items() if k in names}}
+        wrapper = {"measured": "ignore", "random_state": context.seed,
+                   **{k: v for k, v in params.items() if k not in names}}
+        return MultimodalRSI(MultimodalRegressor(**network), **wrapper)
     return build
 
 

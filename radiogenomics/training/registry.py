@@ -24,6 +24,7 @@ import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,10 @@ def parse_registry_uri(uri: str) -> tuple[str, str | None, str | None] | None:
     return (match["name"], match["alias"], match["version"]) if match else None
 CHALLENGER = "challenger"
 METRIC_TAG_PREFIX = "heldout."
+#: Version tag (radiosensitivity and prescriber versions) and run tag ``registry.<it>``: the RSI model's class.
+RSI_MODEL_TAG = "radiosensitivity_model"
+#: Packages pinned besides :func:`radiogenomics.serving.pyfunc.pip_requirements` for an image model.
+_IMAGE_MODEL_PACKAGES = ("monai",)
 #: Decisions recorded in tags.
 FIRST_CHAMPION = "first_champion"
 PROMOTED = "promoted"
@@ -226,8 +231,9 @@ def register_models(radiosensitivity: Any, toxicity: Mapping[str, Any], metrics:
     Parameters
     ----------
     radiosensitivity, toxicity:
-        The fitted ``RSISurrogate`` and ``{endpoint: ToxicityClassifier}`` (final models, fitted on all
-        training patients).
+        The fitted RSI model (``RSISurrogate`` or ``MultimodalRSI``; its class is recorded in the tag
+        :data:`RSI_MODEL_TAG`) and ``{endpoint: ToxicityClassifier}`` (final models, fitted on all training
+        patients).
     metrics:
         Held-out metrics (``{"radiosensitivity.spearman": 0.61, "toxicity.xerostomia.auc": 0.74, ...}``),
         compared with the champion's by :func:`promotion_decision`.
@@ -301,15 +307,34 @@ def register_models(radiosensitivity: Any, toxicity: Mapping[str, Any], metrics:
                  "n_fractions": prescriber.n_fractions, "dose_per_fraction_gy": prescriber.dose_per_fraction_gy,
                  "target_gard": prescriber.target_gard})),
         ]
+        requirements = model_pip_requirements(radiosensitivity)
+        kind = type(radiosensitivity).__name__
+        run_tags[f"registry.{RSI_MODEL_TAG}"] = kind
         for name, artifact_name, python_model, artifact, signature in specs:
             info = mlflow.pyfunc.log_model(name=artifact_name, python_model=python_model,
                                            artifacts={artifact: str(paths[artifact_name])},
                                            signature=input_signature(signature),
-                                           pip_requirements=pyfunc.pip_requirements(), registered_model_name=name)
-            versions[name] = _set_aliases(client, name, str(info.registered_model_version), metrics,
-                                          registry_config, run_tags)
+                                           pip_requirements=requirements, registered_model_name=name)
+            version = str(info.registered_model_version)
+            if name != TOXICITY_MODEL:
+                client.set_model_version_tag(name, version, RSI_MODEL_TAG, kind)
+            versions[name] = _set_aliases(client, name, version, metrics, registry_config, run_tags)
         mlflow.set_tags(run_tags)
     return RegistrationResult(run_id=str(run_id), versions=versions)
+
+
+def model_pip_requirements(radiosensitivity: Any) -> list[str]:
+    """The logged models' pip requirements: :func:`radiogenomics.serving.pyfunc.pip_requirements` (the package,
+    torch's CPU build, exact pins of the pickles' libraries), plus an exact ``monai`` pin when the RSI model is
+    the multimodal network (``accepts_images``: its pickle rebuilds a MONAI network)."""
+    from radiogenomics.serving import pyfunc
+
+    requirements = pyfunc.pip_requirements()
+    extra = _IMAGE_MODEL_PACKAGES if getattr(radiosensitivity, "accepts_images", False) else ()
+    for package in extra:
+        if not any(r.split("==")[0] == package for r in requirements):
+            requirements.append(f"{package}=={metadata.version(package)}")
+    return requirements
 
 
 def _signature_output(records: pd.DataFrame) -> pd.DataFrame:

@@ -45,8 +45,11 @@ log = logging.getLogger(__name__)
 RSI_COLUMN = "genomic.rsi"
 LC_EVENT, LC_MONTHS = "outcome.lc_event", "outcome.lc_months"
 #: Scorer (optimised in the inner search, and the held-out selection metric) per task.
-#: Tasks that are cross-validated and tracked but not registered: a failure is noted, not fatal.
-UNREGISTERED_TASKS = ("outcome_alpha", "survival", "multimodal")
+#: Tasks that are cross-validated and tracked but not registered.
+UNREGISTERED_TASKS = ("outcome_alpha", "survival")
+#: Tasks whose failure (no candidate could be evaluated) is noted, not fatal: the unregistered ones, and
+#: ``multimodal``, an optional competitor of the radiosensitivity task (registered only when it wins).
+FAILURE_TOLERANT_TASKS = (*UNREGISTERED_TASKS, "multimodal")
 TASK_SCORER = {"radiosensitivity": "spearman", "multimodal": "spearman", "outcome_alpha": "c_index",
                "toxicity": "auc", "survival": "c_index"}
 #: Held-out metrics handed to the registry (names ``radiosensitivity.<m>``, ``toxicity.<endpoint>.<m>``).
@@ -297,23 +300,38 @@ def run_task(task: str, endpoint: str | None, names: list[str], table: pd.DataFr
 
 
 # ------------------------------------------------------------------------------------------- registry
+def rsi_winner(outcomes: list[TaskOutcome]) -> tuple[TaskOutcome, CandidateOutcome] | None:
+    """The RSI model to register: among the winners of ``radiosensitivity`` and ``multimodal`` whose model has
+    conformal intervals (``predict_interval``: RSISurrogate, MultimodalRSI), the best held-out Spearman (ties:
+    the first task in run order, radiosensitivity first)."""
+    best: tuple[TaskOutcome, CandidateOutcome] | None = None
+    for outcome in outcomes:
+        win = outcome.winning()
+        if outcome.task not in ("radiosensitivity", "multimodal") or win is None:
+            continue
+        if not hasattr(win.result.final_estimator, "predict_interval"):
+            continue
+        if best is None or win.heldout["spearman"] > best[1].heldout["spearman"]:
+            best = (outcome, win)
+    return best
+
+
 def registry_inputs(outcomes: list[TaskOutcome]) -> tuple[Any, dict[str, Any], dict[str, float]]:
-    """(RSI model, {endpoint: toxicity model}, held-out metrics) of the winners, named as the registry expects."""
+    """(RSI model, {endpoint: toxicity model}, held-out metrics) of the winners, named as the registry expects
+    (the RSI model: :func:`rsi_winner`)."""
     rsi_model = None
     toxicity: dict[str, Any] = {}
     metrics: dict[str, float] = {}
-    rsi_tasks = [o for o in outcomes if o.task in ("radiosensitivity", "multimodal") and o.winning()]
-    # the registered RSI model needs conformal intervals (predict_interval): best such winner
-    rsi_tasks = [o for o in rsi_tasks if hasattr(o.winning().result.final_estimator, "predict_interval")]  # type: ignore[union-attr]
-    if rsi_tasks:
-        best = max(rsi_tasks, key=lambda o: o.winning().heldout["spearman"])  # type: ignore[union-attr]
-        win = best.winning()
-        assert win is not None
-        rsi_model = win.result.final_estimator
+    chosen = rsi_winner(outcomes)
+    if chosen is not None:
+        task, rsi_win = chosen
+        rsi_model = rsi_win.result.final_estimator
+        log.info("registry: radiosensitivity model from %s/%s (%s, held-out Spearman %.3f)", task.label,
+                 rsi_win.candidate, type(rsi_model).__name__, rsi_win.heldout["spearman"])
         if "measured" in rsi_model.get_params():
             rsi_model.set_params(measured="use")  # prediction time: a measured RSI is used (docs/models.md)
-        metrics.update({f"radiosensitivity.{m}": win.heldout[m] for m in REGISTRY_METRICS["radiosensitivity"]
-                        if m in win.heldout})
+        metrics.update({f"radiosensitivity.{m}": rsi_win.heldout[m] for m in REGISTRY_METRICS["radiosensitivity"]
+                        if m in rsi_win.heldout})
     for outcome in outcomes:
         win = outcome.winning()
         if outcome.task != "toxicity" or win is None:
@@ -354,9 +372,10 @@ def train(cohort: Path | str, features: Path | str | None = None, config: TrainC
         run_dir = out_dir / "runs" / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
         for task, endpoint, names in jobs:
-            # Auto-detected toxicity endpoints and the tasks that are tracked but not registered (a small cohort's
-            # fold without a local failure cannot fit a Cox model) are noted and skipped; the rest completes.
-            skippable = (task == "toxicity" and cfg.tasks.toxicity.endpoints is None) or task in UNREGISTERED_TASKS
+            # Auto-detected toxicity endpoints, the tasks that are tracked but not registered (a small cohort's
+            # fold without a local failure cannot fit a Cox model) and the optional multimodal competitor are
+            # noted and skipped when they fail; the rest completes.
+            skippable = (task == "toxicity" and cfg.tasks.toxicity.endpoints is None) or task in FAILURE_TOLERANT_TASKS
             outcome = run_task(task, endpoint, names, table, cfg, cohort, tracker, run_dir, progress,
                                skip_bad_input=skippable)
             if outcome.winner is None:
@@ -391,7 +410,11 @@ def train(cohort: Path | str, features: Path | str | None = None, config: TrainC
 
 
 def _log_task_tags(outcomes: list[TaskOutcome]) -> None:
-    """Winner per task as run tags (``winner.<task>``) and the registry-named held-out metrics."""
+    """Winner per task as run tags (``winner.<task>``) and the RSI model chosen for the registry
+    (``winner.registered_radiosensitivity``: ``<task>/<candidate>``, :func:`rsi_winner`)."""
     import mlflow
 
-    mlflow.set_tags({f"winner.{o.label}": o.winner or "none" for o in outcomes})
+    tags = {f"winner.{o.label}": o.winner or "none" for o in outcomes}
+    chosen = rsi_winner(outcomes)
+    tags["winner.registered_radiosensitivity"] = f"{chosen[0].label}/{chosen[1].candidate}" if chosen else "none"
+    mlflow.set_tags(tags)
