@@ -122,6 +122,26 @@ def test_missing_imaging_and_missing_columns(prescriber: Prescriber, features: p
     assert all(r["toxicity"] == {} for r in records)  # dose features are never imputed
 
 
+def test_a_failed_imaging_item_is_flagged_even_when_its_modality_is_available(prescriber: Prescriber,
+                                                                              features: pd.DataFrame) -> None:
+    """A GTV mask that failed extraction (e.g. on another grid) leaves every ct.gtv.* feature missing while the
+    CT's organ items succeeded (available.ct stays 1): the models would see imputed values, so the record is
+    flagged missing_imaging; organ items missing the same way are flagged too."""
+    rows = features.head(3).copy()
+    gtv = [c for c in rows.columns if c.startswith("ct.gtv.")]
+    assert gtv and (rows["available.ct"] == 1).all()
+    rows.loc[rows.index[1], gtv] = np.nan
+    flags = [r["flags"] for r in prescriber.predict_records(rows)]
+    assert ["missing_imaging" in f for f in flags] == [False, True, False]
+    organ = [c for c in rows.columns if c.startswith("ct.parotid_l.")]
+    rows.loc[rows.index[2], organ] = np.nan
+    flags = [r["flags"] for r in prescriber.predict_records(rows)]
+    assert ["missing_imaging" in f for f in flags] == [False, True, True]
+    partly = features.head(1).copy()
+    partly.loc[partly.index[0], gtv[:3]] = np.nan  # a few NaN features of a working item: not a failed item
+    assert "missing_imaging" not in prescriber.predict_records(partly)[0]["flags"]
+
+
 def test_unknown_and_non_finite_inputs_are_input_errors(prescriber: Prescriber, features: pd.DataFrame) -> None:
     rows = features.head(2)
     with pytest.raises(InputError, match="ct.gtv.not_a_feature"):

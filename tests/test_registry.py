@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from prescriber_factory import Bundle, build_bundle, session_base, use_tracking_uri
@@ -24,6 +25,7 @@ from radiogenomics.training.registry import (
     RADIOSENSITIVITY_MODEL,
     TOXICITY_MODEL,
     metric_direction,
+    own_metrics,
     promotion_decision,
     register_models,
 )
@@ -95,7 +97,8 @@ def test_champion_and_challenger(registrations: list, store: str) -> None:
     client = mlflow.MlflowClient()
     for name in (PRESCRIBER_MODEL, RADIOSENSITIVITY_MODEL, TOXICITY_MODEL):
         assert first.versions[name].decision.decision == FIRST_CHAMPION
-        assert worse.versions[name].decision.decision == KEPT_CHAMPION
+        # each model is judged on its own metrics: only the RSI got worse, so the toxicity model is promoted
+        assert worse.versions[name].decision.decision == (PROMOTED if name == TOXICITY_MODEL else KEPT_CHAMPION)
         assert better.versions[name].decision.decision == PROMOTED
         assert [first.versions[name].version, worse.versions[name].version, better.versions[name].version] == \
             ["1", "2", "3"]
@@ -112,6 +115,29 @@ def test_champion_and_challenger(registrations: list, store: str) -> None:
     assert run.data.tags[f"registry.{PRESCRIBER_MODEL}.decision"] == KEPT_CHAMPION
     assert "not promoted" in run.data.tags[f"registry.{PRESCRIBER_MODEL}.reason"]
     assert client.get_run(better.run_id).data.tags[f"registry.{PRESCRIBER_MODEL}.decision"] == PROMOTED
+
+
+def test_each_model_is_judged_on_its_own_metrics(registrations: list, store: str) -> None:
+    metrics = {"radiosensitivity.spearman": 0.5, "toxicity.xerostomia.auc": 0.7}
+    assert own_metrics(RADIOSENSITIVITY_MODEL, metrics) == {"radiosensitivity.spearman": 0.5}
+    assert own_metrics(TOXICITY_MODEL, metrics) == {"toxicity.xerostomia.auc": 0.7}
+    assert own_metrics(PRESCRIBER_MODEL, metrics) == metrics
+    client = mlflow.MlflowClient()
+    tags = client.get_model_version(TOXICITY_MODEL, "2").tags
+    assert not any(k.startswith("heldout.radiosensitivity.") for k in tags)
+    assert "heldout.toxicity.xerostomia.auc" in tags
+
+
+def test_toxicity_pyfunc_takes_the_prescription_param(bundle: Bundle, registrations: list, store: str) -> None:
+    """The signature declares ``prescription_gy`` (else MLflow drops it with a warning and every dose gives the
+    delivered plan's probability)."""
+    model = mlflow.pyfunc.load_model(f"models:/{TOXICITY_MODEL}@{CHAMPION}")
+    features = bundle.table.drop(columns=[c for c in bundle.table.columns if c.startswith("outcome.")]).head(4)
+    delivered = model.predict(features)["xerostomia_grade_ge2"].to_numpy()
+    at_90 = model.predict(features, params={"prescription_gy": 90.0})["xerostomia_grade_ge2"].to_numpy()
+    expected = bundle.toxicity["xerostomia"].predict_proba_at_dose(bundle.table.head(4), prescription_gy=90.0)[:, 1]
+    np.testing.assert_allclose(at_90, expected, rtol=1e-9)
+    assert not np.allclose(at_90, delivered)
 
 
 def test_challenger_alias_while_champion_kept(bundle: Bundle, registrations: list, store: str) -> None:

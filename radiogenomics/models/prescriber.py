@@ -9,7 +9,8 @@ cohort. For each patient it
 1. reindexes the row to the schema (unknown columns and non-finite numbers are an ``InputError`` naming them;
    absent columns are missing, NaN), see :meth:`Prescriber.prepare`;
 2. predicts the RSI and its 90 % interval (the measured ``genomic.rsi`` when present; else from imaging, flag
-   ``missing_genomics``); flags ``missing_imaging`` when an imaging source the schema has is unavailable;
+   ``missing_genomics``); flags ``missing_imaging`` when an imaging source the schema has is unavailable, or
+   every feature of one of its imaging items (``<modality>.<roi>``) is missing (a failed extraction);
 3. checks the applicability domain of the imaging (and any RSI clipped at the surrogate's bounds: not a
    surviving fraction): outside it the record is flagged ``out_of_distribution``
    and, where the RSI would come from imaging, replaced by the population RSI and interval
@@ -58,7 +59,7 @@ DEFAULT_DOSE_PER_FRACTION_GY = 2.0
 #: docs/radiobiology.md): the model's default, always written into every record, overridable per row.
 DEFAULT_TARGET_GARD = 33.0
 #: Attributes computed on first use from the others: never pickled (rebuilt after loading).
-_DERIVED = ("_fast", "_fast_checked", "_layout", "_availability")
+_DERIVED = ("_fast", "_fast_checked", "_layout", "_availability", "_item_positions")
 #: The record's fields in the contract's order (section 2).
 RECORD_FIELDS: tuple[str, ...] = (
     "patient_id", "model_name", "model_version", "model_uri", "rsi", "rsi_lower", "rsi_upper", "alpha_per_gy",
@@ -275,6 +276,34 @@ class Prescriber:
                                            if c.group == AVAILABILITY and c.name.split(".", 1)[1] in modalities]
         return list(cached)
 
+    def imaging_items(self) -> dict[str, list[str]]:
+        """``{"<modality>.<roi>": [its imaging feature columns]}`` of the schema (``ct.gtv``, ``pet_fdg.gtv``, ...)."""
+        items: dict[str, list[str]] = {}
+        for column in self.schema.columns:
+            if column.group == IMAGING:
+                items.setdefault(".".join(column.name.split(".")[:2]), []).append(column.name)
+        return items
+
+    def _missing_imaging_items(self, table: pd.DataFrame) -> np.ndarray:
+        """True per row where every feature of some imaging item is missing: that item's extraction failed or
+        was not sent (e.g. the GTV mask on another grid while the CT's organ items succeeded, so
+        ``available.ct`` is still 1), and the models would see imputed values."""
+        cached = self.__dict__.get("_item_positions")
+        if cached is None:
+            names = {name: i for i, name in enumerate(self.schema.names)}
+            positions = [np.array([names[c] for c in columns], dtype=np.intp)
+                         for columns in self.imaging_items().values()]
+            block = np.concatenate(positions) if positions else np.zeros(0, dtype=np.intp)
+            starts = np.cumsum([0] + [p.size for p in positions[:-1]]).astype(np.intp)
+            cached = self._item_positions = (block, starts)
+        block, starts = cached
+        if block.size == 0:
+            return np.zeros(len(table), dtype=bool)
+        if table.shape[1] != len(self.schema.names):  # prepared tables have the schema's columns, in order
+            raise AssertionError("the prescriber's table does not have the schema's columns")
+        values = table.iloc[:, block].to_numpy(dtype=np.float64, na_value=np.nan)
+        return np.asarray(np.logical_and.reduceat(np.isnan(values), starts, axis=1).any(axis=1), dtype=bool)
+
     def prepare(self, features: pd.DataFrame, *, n_fractions: float | None = None,
                 dose_per_fraction_gy: float | None = None,
                 target_gard: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -465,6 +494,7 @@ class Prescriber:
         missing_imaging = (np.nan_to_num(numeric_matrix(table[availability])) == 0).any(axis=1) if availability \
             else np.zeros(len(table), dtype=bool)
         missing_imaging |= np.asarray(source) == SOURCE_WITHOUT_IMAGES  # the network found no image to read
+        missing_imaging |= self._missing_imaging_items(table)
         inside = (self.applicability.in_domain(table) if self.applicability is not None
                   else np.ones(len(table), dtype=bool))
         # An RSI the model had to clip into (0, 1) (an imaging extrapolation, or a rank-model score outside the

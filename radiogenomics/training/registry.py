@@ -193,6 +193,23 @@ def input_signature(signature: Any) -> Any:
     return ModelSignature(inputs=inputs, outputs=signature.outputs, params=signature.params)
 
 
+def own_metrics(name: str, metrics: Mapping[str, float]) -> dict[str, float]:
+    """The held-out metrics a registered model is judged on: ``radiosensitivity.*`` for
+    ``radiogenomics-radiosensitivity``, ``toxicity.*`` for ``radiogenomics-toxicity``, all of them for the
+    prescriber (it serves both). A better toxicity model is not held back by a worse RSI model, nor the reverse."""
+    prefix = {RADIOSENSITIVITY_MODEL: "radiosensitivity.", TOXICITY_MODEL: "toxicity."}.get(name)
+    return {k: v for k, v in metrics.items() if prefix is None or k.startswith(prefix)}
+
+
+def _with_params(signature: Any, params: Any) -> Any:
+    """``signature`` with this params schema: MLflow drops (with a warning) every ``params`` key a signature
+    does not declare, so the toxicity model's ``prescription_gy`` (default None: the delivered plan) must be
+    declared to reach ``predict``."""
+    from mlflow.models.signature import ModelSignature
+
+    return ModelSignature(inputs=signature.inputs, outputs=signature.outputs, params=params)
+
+
 def _aliases(client: Any, name: str) -> set[str]:
     """The aliases a registered model has now."""
     return set(getattr(client.get_registered_model(name), "aliases", None) or {})
@@ -254,6 +271,7 @@ def register_models(radiosensitivity: Any, toxicity: Mapping[str, Any], metrics:
     import joblib
     import mlflow
     from mlflow.models import infer_signature
+    from mlflow.types.schema import ParamSchema, ParamSpec
 
     from radiogenomics.serving import pyfunc
 
@@ -301,7 +319,8 @@ def register_models(radiosensitivity: Any, toxicity: Mapping[str, Any], metrics:
             (RADIOSENSITIVITY_MODEL, "radiosensitivity", pyfunc.RadiosensitivityModel(),
              pyfunc.RADIOSENSITIVITY_ARTIFACT, infer_signature(features_only, rsi_model.predict(None, features))),
             (TOXICITY_MODEL, "toxicity", pyfunc.ToxicityModel(), pyfunc.TOXICITY_ARTIFACT,
-             infer_signature(features_only, tox_model.predict(None, features))),
+             _with_params(infer_signature(features_only, tox_model.predict(None, features)),
+                          ParamSchema([ParamSpec("prescription_gy", "double", None)]))),
             (PRESCRIBER_MODEL, "prescriber", pyfunc.PrescriberModel(PRESCRIBER_MODEL), pyfunc.PRESCRIBER_ARTIFACT,
              infer_signature(example, _signature_output(records), params={
                  "n_fractions": prescriber.n_fractions, "dose_per_fraction_gy": prescriber.dose_per_fraction_gy,
@@ -318,7 +337,8 @@ def register_models(radiosensitivity: Any, toxicity: Mapping[str, Any], metrics:
             version = str(info.registered_model_version)
             if name != TOXICITY_MODEL:
                 client.set_model_version_tag(name, version, RSI_MODEL_TAG, kind)
-            versions[name] = _set_aliases(client, name, version, metrics, registry_config, run_tags)
+            versions[name] = _set_aliases(client, name, version, own_metrics(name, metrics), registry_config,
+                                          run_tags)
         mlflow.set_tags(run_tags)
     return RegistrationResult(run_id=str(run_id), versions=versions)
 
