@@ -85,9 +85,13 @@ def test_first_run_registers_three_champions(trained: Trained) -> None:
     for name in (RADIOSENSITIVITY_MODEL, TOXICITY_MODEL, PRESCRIBER_MODEL):
         first = client.get_model_version(name, "1")
         assert first.tags["promotion_decision"] == "first_champion"
-        assert -1.0 <= float(first.tags["heldout.radiosensitivity.spearman"]) <= 1.0
         assert CHAMPION in (client.get_registered_model(name).aliases or {})
-        assert "heldout.toxicity.xerostomia.auc" in first.tags
+        # each model carries (and is judged on) its own held-out metrics; the prescriber all of them
+        has_rsi, has_tox = name != TOXICITY_MODEL, name != RADIOSENSITIVITY_MODEL
+        assert ("heldout.radiosensitivity.spearman" in first.tags) == has_rsi
+        assert ("heldout.toxicity.xerostomia.auc" in first.tags) == has_tox
+        if has_rsi:
+            assert -1.0 <= float(first.tags["heldout.radiosensitivity.spearman"]) <= 1.0
     out = trained.outputs[0]
     for text in ("radiosensitivity", "ridge", "outcome_alpha", "toxicity.xerostomia", "logistic", "coxnet",
                  "champion", "mlflow ui --backend-store-uri", trained.uri):
