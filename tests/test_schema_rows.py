@@ -94,6 +94,7 @@ def test_rows_give_the_same_records_and_hashes(prescriber: Prescriber, rows: lis
     pytest.param(lambda r: r.update({"available.ct": 1.0}), id="float-for-int8"),
     pytest.param(lambda r: r.update({"clinical.n_fractions": 35.0}), id="float-for-Int64"),
     pytest.param(lambda r: r.update({"available.ct": True}), id="bool"),
+    pytest.param(lambda r: r.update({"available.ct": 5}), id="availability-not-0-or-1"),
     pytest.param(lambda r: r.update({"not.a_feature": 1.0}), id="unknown-column"),
     pytest.param(lambda r: r.pop("patient_id"), id="no-patient-id"),
 ])
@@ -108,6 +109,8 @@ def test_general_path_still_explains_bad_rows(prescriber: Prescriber, rows: list
     assert table_from_rows([infinite], SchemaLayout.of(prescriber.schema)) is None
     with pytest.raises(InputError, match="clinical.age_years is not finite"):
         prescriber.predict_records([infinite])
+    with pytest.raises(InputError, match="available.ct must be 0 or 1, got -1"):
+        prescriber.predict_records([dict(rows[0], **{"available.ct": -1})])
     with pytest.raises(InputError, match="unknown feature column"):
         prescriber.predict_records([dict(rows[0], **{"not.a_feature": 1.0})])
     # whole numbers for an integer column go the general way and give the same record

@@ -332,6 +332,7 @@ class Prescriber:
                                      self.schema)
         table[naming.PATIENT_ID] = pd.Series(ids, index=table.index, dtype=table[naming.PATIENT_ID].dtype
                                              if naming.PATIENT_ID in table.columns else "str")
+        self._check_availability(table, ids)
         for column in (c.name for c in self.schema.columns if c.group == OUTCOME):
             table[column] = table[column].where(pd.Series(False, index=table.index))  # labels are never inputs
         return table, regimen
@@ -389,6 +390,18 @@ class Prescriber:
                 _check_regimen_value(row_value, name, pid)
             out[name] = values
         return pd.DataFrame(out)
+
+    def _check_availability(self, table: pd.DataFrame, ids: Sequence[str]) -> None:
+        """``available.*`` flags are 0 (the source produced nothing) or 1; anything else is an InputError."""
+        flags = [c.name for c in self.schema.columns if c.group == AVAILABILITY]
+        if not flags:
+            return
+        values = numeric_matrix(table[flags])
+        bad = ~np.isin(values, (0.0, 1.0))
+        if bad.any():
+            row, col = (int(i[0]) for i in np.nonzero(bad))
+            raise InputError(f"{flags[col]} must be 0 or 1, got {values[row, col]:g}", patient_id=ids[row],
+                             fix="send 1 when that source produced features, 0 (or leave it out) when not")
 
     def _check_finite(self, frame: pd.DataFrame, ids: Sequence[str]) -> None:
         numeric = frame.select_dtypes(include=["number", "bool"])

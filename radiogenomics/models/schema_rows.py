@@ -95,7 +95,7 @@ def table_from_rows(rows: Sequence[Mapping[str, Any]], layout: SchemaLayout) -> 
                     continue
                 return None
             dtype = other_dtype.get(key)
-            if dtype is None or not _fits(value, dtype):
+            if dtype is None or not _fits(value, dtype) or (key in layout.availability and value not in (0, 1)):
                 return None
             others[key][i] = value
     block[:, layout.outcome_float_positions] = np.nan  # labels are never inputs
