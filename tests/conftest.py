@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,3 +26,20 @@ def ibsi_dir() -> Path:
     if not IBSI_DIR.is_dir():
         pytest.fail(f"IBSI phantom not found at {IBSI_DIR}: CI must check out ../shared beside the repo")
     return IBSI_DIR
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The session's 24-patient extracted cohort with fitted RSI and toxicity models
+    (``prescriber_factory.Bundle``). Treat as read-only."""
+    from prescriber_factory import build_bundle, session_base
+
+    return build_bundle(session_base(tmp_path_factory))
+
+
+@pytest.fixture(scope="session")
+def prescriber(bundle: Any) -> Any:
+    """A :class:`~radiogenomics.models.prescriber.Prescriber` of ``bundle``'s models. Treat as read-only."""
+    from radiogenomics.models.prescriber import Prescriber
+
+    return Prescriber.from_training(bundle.table, bundle.schema, bundle.radiosensitivity, bundle.toxicity)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-from prescriber_factory import Bundle, build_bundle, session_base, use_tracking_uri
+from prescriber_factory import Bundle, session_base, use_tracking_uri
 from serving_factory import MODEL, new_token, shared_registry, tracking_uri
 
 from radiogenomics.cli.app import main
@@ -20,11 +20,6 @@ from radiogenomics.models.prescriber import RECORD_FIELDS
 from radiogenomics.radiobiology import load_rails, read_rtdose_gy
 from radiogenomics.serving.optimizer import HandoffResult, handoff, validate_objectives
 from radiogenomics.serving.optimizer.dose_map import PETImages, prescription_map
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    return build_bundle(session_base(tmp_path_factory))
 
 
 @pytest.fixture(scope="module")

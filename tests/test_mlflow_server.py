@@ -14,7 +14,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from prescriber_factory import Bundle, build_bundle, session_base, use_tracking_uri
+from prescriber_factory import Bundle, use_tracking_uri
 
 from radiogenomics.training.config import TrainConfig
 from radiogenomics.training.registry import CHAMPION, PRESCRIBER_MODEL, register_models
@@ -68,11 +68,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         log.close()
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    return build_bundle(session_base(tmp_path_factory))
 
 
 def server_folder(url: str) -> Path:

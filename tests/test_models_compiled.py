@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
-from prescriber_factory import Bundle, build_bundle, session_base
+from prescriber_factory import Bundle
 
 from radiogenomics.features.preprocessing import numeric_matrix, with_columns
 from radiogenomics.features.schema import reindex_to_schema
@@ -18,11 +18,6 @@ from radiogenomics.models.toxicity import ToxicityClassifier
 from radiogenomics.radiobiology import load_rails
 
 INFO = ModelInfo("radiogenomics-prescriber", "1", "models:/radiogenomics-prescriber/1")
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    return build_bundle(session_base(tmp_path_factory))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from prescriber_factory import Bundle, build_bundle, session_base, use_tracking_uri
+from prescriber_factory import Bundle, use_tracking_uri
 
 from radiogenomics.cli.app import main
 from radiogenomics.models.prescriber import RECORD_FIELDS
@@ -18,11 +18,6 @@ from radiogenomics.training.config import TrainConfig
 from radiogenomics.training.registry import register_models
 
 MODEL = "models:/radiogenomics-prescriber@champion"
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    return build_bundle(session_base(tmp_path_factory))
 
 
 @pytest.fixture(scope="module")

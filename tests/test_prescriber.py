@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from prescriber_factory import Bundle, build_bundle, session_base
+from prescriber_factory import Bundle
 
 from radiogenomics.errors import InputError
 from radiogenomics.models.applicability import ApplicabilityDomain, imaging_columns
@@ -26,16 +26,6 @@ from radiogenomics.models.prescriber import (
 from radiogenomics.radiobiology import alpha_from_rsi, dose_for_gard_lq, load_rails
 
 INFO = ModelInfo("radiogenomics-prescriber", "7", "models:/radiogenomics-prescriber/7")
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    return build_bundle(session_base(tmp_path_factory))
-
-
-@pytest.fixture(scope="module")
-def prescriber(bundle: Bundle) -> Prescriber:
-    return Prescriber.from_training(bundle.table, bundle.schema, bundle.radiosensitivity, bundle.toxicity)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from prescriber_factory import Bundle, build_bundle, session_base, use_tracking_uri
+from prescriber_factory import Bundle, use_tracking_uri
 
 from radiogenomics.training.config import RegistryConfig, TrainConfig
 from radiogenomics.training.registry import (
@@ -63,11 +63,6 @@ def test_promotion_decision(change: dict[str, float], decision: str) -> None:
     if decision == KEPT_CHAMPION:
         assert next(iter(change)) in result.reason and "worse" in result.reason
     assert promotion_decision(CHAMPION_METRICS, None, CONFIG).decision == FIRST_CHAMPION
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    return build_bundle(session_base(tmp_path_factory))
 
 
 @pytest.fixture(scope="module")

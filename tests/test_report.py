@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from prescriber_factory import Bundle, build_bundle, register_bundle, session_base, use_tracking_uri
+from prescriber_factory import Bundle, register_bundle, use_tracking_uri
 from report_checks import browser_render, embedded_pngs, external_references, section_texts
 
 from radiogenomics.cli.app import main
@@ -25,11 +25,6 @@ from radiogenomics.report.prescriptions import read_records
 
 MODEL = "models:/radiogenomics-prescriber@champion"
 SECTIONS = ["cohort", "model", "km-gard", "prescriptions", "dose-map"]
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    return build_bundle(session_base(tmp_path_factory))
 
 
 @pytest.fixture(scope="module")

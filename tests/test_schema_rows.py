@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from prescriber_factory import Bundle, build_bundle, session_base
+from prescriber_factory import Bundle
 
 from radiogenomics.errors import InputError
 from radiogenomics.models.applicability import ApplicabilityDomain
@@ -18,23 +18,6 @@ from radiogenomics.models.prescriber import ModelInfo, Prescriber, frame_from_fe
 from radiogenomics.models.schema_rows import SchemaLayout, table_from_rows
 
 INFO = ModelInfo("radiogenomics-prescriber", "3", "models:/radiogenomics-prescriber/3")
-
-
-@pytest.fixture(scope="module")
-def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Bundle, Prescriber]:
-    """The session's 24-patient bundle and a prescriber of its models."""
-    bundle = build_bundle(session_base(tmp_path_factory))
-    return bundle, Prescriber.from_training(bundle.table, bundle.schema, bundle.radiosensitivity, bundle.toxicity)
-
-
-@pytest.fixture(scope="module")
-def bundle(fitted: tuple[Bundle, Prescriber]) -> Bundle:
-    return fitted[0]
-
-
-@pytest.fixture(scope="module")
-def prescriber(fitted: tuple[Bundle, Prescriber]) -> Prescriber:
-    return fitted[1]
 
 
 def _python(value: Any) -> Any:
@@ -78,6 +61,18 @@ def test_rows_give_the_dataframe_paths_table(prescriber: Prescriber, rows: list[
     assert table_from_rows(rows, SchemaLayout.of(prescriber.schema)) is not None  # the fast path was taken
     assert table.filter(like="outcome.").isna().all().all()  # labels sent are never inputs
     assert (table.loc[1, prescriber.imaging_availability_columns()] == 0).all()  # flags left out: produced nothing
+
+
+def test_pandas_2_path_gives_the_same_table(prescriber: Prescriber, rows: list[dict[str, Any]],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``pandas.api.internals.create_dataframe_from_blocks`` (pandas 2.x) the columns are concatenated and
+    reordered: the same table."""
+    from radiogenomics.models import schema_rows
+
+    layout = SchemaLayout.of(prescriber.schema)
+    with_blocks = table_from_rows(rows, layout)
+    monkeypatch.setattr(schema_rows, "_from_blocks", None)
+    pd.testing.assert_frame_equal(table_from_rows(rows, layout), with_blocks)
 
 
 def test_rows_give_the_same_records_and_hashes(prescriber: Prescriber, rows: list[dict[str, Any]]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from prescriber_factory import Bundle, build_bundle, session_base, use_tracking_uri
+from prescriber_factory import Bundle, session_base, use_tracking_uri
 from serving_factory import MODEL, features_only, new_token, shared_registry, tracking_uri
 
 from radiogenomics.cli.app import main
@@ -30,11 +30,6 @@ MAX_BODY = 1024 * 1024
 MAX_PATIENTS = 5
 AUDIT_COLUMNS = {"id", "time_utc", "token_name", "endpoint", "patient_id", "input_sha256", "model_version",
                  "outcome", "status_code"}
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    return build_bundle(session_base(tmp_path_factory))
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from prescriber_factory import Bundle, build_bundle, session_base
+from prescriber_factory import Bundle
 
 from radiogenomics.errors import InputError
 from radiogenomics.models.prescriber import RSI_COLUMN, ModelInfo, Prescriber
@@ -22,16 +22,6 @@ from radiogenomics.serving.dose_response import (
 INFO = ModelInfo(name="radiogenomics-prescriber", version="1", uri="models:/radiogenomics-prescriber/1")
 KEYS = {"patient_id", "total_dose_gy", "tcp", "ntcp", "rails", "recommended_total_dose_gy", "dose_for_target_gard_gy",
         "tcp_source"}
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    return build_bundle(session_base(tmp_path_factory))
-
-
-@pytest.fixture(scope="module")
-def prescriber(bundle: Bundle) -> Prescriber:
-    return Prescriber.from_training(bundle.table, bundle.schema, bundle.radiosensitivity, bundle.toxicity)
 
 
 @pytest.fixture(scope="module")

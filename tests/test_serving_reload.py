@@ -16,7 +16,7 @@ import httpx
 import mlflow
 import pytest
 import uvicorn
-from prescriber_factory import Bundle, build_bundle, register_bundle, session_base, use_tracking_uri
+from prescriber_factory import Bundle, register_bundle, use_tracking_uri
 from serving_factory import MODEL, new_token, tracking_uri
 
 from radiogenomics.serving.api import FeatureTable, create_app
@@ -25,11 +25,6 @@ from radiogenomics.serving.state import alias_of
 log = logging.getLogger(__name__)
 CLIENTS = 2
 PATIENTS = ["SYN0001", "SYN0002", "SYN0003"]
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    return build_bundle(session_base(tmp_path_factory))
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-from prescriber_factory import Bundle, build_bundle, session_base, use_tracking_uri
+from prescriber_factory import Bundle, session_base, use_tracking_uri
 from serving_factory import MODEL, new_token, shared_registry, tracking_uri
 from starlette.datastructures import UploadFile
 
@@ -25,11 +25,6 @@ from radiogenomics.serving.state import LoadedModel, load_model
 from radiogenomics.serving.uploads import UploadLimits, UploadTooLarge, prescribe_images
 
 NO_REGIMEN: dict[str, float | None] = {"n_fractions": None, "dose_per_fraction_gy": None, "target_gard": None}
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    return build_bundle(session_base(tmp_path_factory))
 
 
 @pytest.fixture(scope="module")

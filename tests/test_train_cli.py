@@ -258,7 +258,10 @@ def test_params_for_an_unlisted_candidate_or_unknown_parameter_is_exit_2(
     for text, expected in (("tasks: {toxicity: {candidates: [logistic], params: {lkb_patient: {lkb_alpha: 1}}}}",
                             "tasks.toxicity.params.lkb_patient"),
                            ("tasks: {toxicity: {candidates: [logistic], params: {logistic: {no_such: 1}}}}",
-                            "no_such")):
+                            "no_such"),
+                           # multimodal: network and wrapper parameters are routed by name; neither knows this
+                           ("tasks: {radiosensitivity: {candidates: [multimodal], params: {multimodal: {bogus: 1}}}}",
+                            "tasks.radiosensitivity.params.multimodal")):
         bad = tmp_path / "bad.yaml"
         bad.write_text(text + "\n")
         code = main(["train", str(trained.cohort), "--features", str(trained.features), "--config", str(bad),

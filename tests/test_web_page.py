@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-from prescriber_factory import Bundle, build_bundle, session_base, use_tracking_uri
+from prescriber_factory import Bundle, session_base, use_tracking_uri
 from serving_factory import MODEL, new_token, shared_registry, tracking_uri
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -63,11 +63,6 @@ def js_fixed(value: float | None, decimals: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    return build_bundle(session_base(tmp_path_factory))
-
-
 @pytest.fixture(scope="module")
 def server(bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(base URL, token) of the real app with a registered prescriber, on a free loopback port."""

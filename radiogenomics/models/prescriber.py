@@ -45,6 +45,7 @@ from radiogenomics.errors import InputError
 from radiogenomics.features import naming
 from radiogenomics.features.preprocessing import numeric_matrix
 from radiogenomics.features.schema import AVAILABILITY, IMAGING, OUTCOME, FeatureSchema, reindex_to_schema
+from radiogenomics.models.rsi_measured import SOURCE_PREDICTED_WITHOUT_IMAGES
 from radiogenomics.radiobiology import DEFAULT_BETA_PER_GY2, alpha_from_rsi, check_rsi, dose_targets, patient_lq
 from radiogenomics.radiobiology.gard import FLAG_OUT_OF_DISTRIBUTION, FLAG_POPULATION_FALLBACK
 
@@ -67,8 +68,6 @@ RECORD_FIELDS: tuple[str, ...] = (
     "dose_for_target_gard_gy", "recommended_total_dose_gy", "toxicity", "recommended_n_fractions",
     "recommended_dose_per_fraction_gy", "dose_for_target_gard_lower_gy", "dose_for_target_gard_upper_gy", "flags",
     "input_sha256", "created_at")
-#: ``predict_source`` of an RSI predicted by an image-reading model that found no image of the patient.
-SOURCE_WITHOUT_IMAGES = "predicted_without_images"
 FLAG_MISSING_GENOMICS = "missing_genomics"
 FLAG_MISSING_IMAGING = "missing_imaging"
 RSI_COLUMN = naming.genomic_column("rsi")
@@ -506,7 +505,7 @@ class Prescriber:
         availability = self.imaging_availability_columns()
         missing_imaging = (np.nan_to_num(numeric_matrix(table[availability])) == 0).any(axis=1) if availability \
             else np.zeros(len(table), dtype=bool)
-        missing_imaging |= np.asarray(source) == SOURCE_WITHOUT_IMAGES  # the network found no image to read
+        missing_imaging |= np.asarray(source) == SOURCE_PREDICTED_WITHOUT_IMAGES  # the network found no image to read
         missing_imaging |= self._missing_imaging_items(table)
         inside = (self.applicability.in_domain(table) if self.applicability is not None
                   else np.ones(len(table), dtype=bool))

@@ -27,7 +27,7 @@ from radiogenomics.features.schema import AVAILABILITY, OUTCOME, FeatureSchema
 
 try:  # pandas >= 3.0: a DataFrame from arrays and their column positions (pandas.api.internals, public)
     from pandas.api.internals import create_dataframe_from_blocks as _from_blocks
-except ImportError:  # pragma: no cover - pandas 2.x: concatenate, then reorder
+except ImportError:  # pandas 2.x: concatenate, then reorder (tests/test_schema_rows.py runs both paths)
     _from_blocks = None
 
 #: Schema dtypes of text columns (values must be Python ``str``).
