@@ -493,11 +493,9 @@ class Prescriber:
         images = {"cohort": cohort} if getattr(model, "accepts_images", False) else {}
         if hasattr(model, "predict_all"):  # RSISurrogate: point, interval and source from one pass of its models
             point, bounds, source = model.predict_all(table, **images)
-        elif images:
+        else:
             point, bounds = model.predict(table, **images), model.predict_interval(table, **images)
             source = model.predict_source(table, **images)
-        else:
-            point, bounds, source = model.predict(table), model.predict_interval(table), model.predict_source(table)
         rsi = np.asarray(point, dtype=np.float64)
         bounds = np.asarray(bounds, dtype=np.float64)
         lower, upper = np.minimum(bounds[:, 0], rsi), np.maximum(bounds[:, 1], rsi)  # CV+ may not contain its mean

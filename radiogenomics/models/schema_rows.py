@@ -32,15 +32,15 @@ except ImportError:  # pandas 2.x: concatenate, then reorder (tests/test_schema_
 
 #: Schema dtypes of text columns (values must be Python ``str``).
 TEXT_DTYPES = frozenset({"str", "string"})
-#: Schema dtypes of integer columns built here (values must be Python ``int`` in range).
-_INT_BOUNDS: dict[str, tuple[int, int]] = {"int8": (-(2**7), 2**7 - 1), "Int64": (-(2**63), 2**63 - 1)}
+#: Schema dtypes of integer columns built here (values must be Python ``int`` in the dtype's range).
+_INT_BOUNDS: dict[str, tuple[int, int]] = {d: (int(np.iinfo(d.lower()).min), int(np.iinfo(d.lower()).max))
+                                           for d in ("int8", "Int64")}
 
 
 @dataclass(frozen=True)
 class SchemaLayout:
     """Where each schema column goes: float64 block position, or one of the other (text/integer) columns."""
 
-    names: tuple[str, ...]
     float_names: tuple[str, ...]
     float_position: Mapping[str, int]
     other_dtype: Mapping[str, str]
@@ -61,14 +61,15 @@ class SchemaLayout:
             return None
         combined = pd.Index([*floats, *others])
         outcome = frozenset(c.name for c in schema.columns if c.group == OUTCOME)
-        return cls(names=tuple(schema.names), float_names=tuple(floats),
+        position = {name: i for i, name in enumerate(schema.names)}
+        return cls(float_names=tuple(floats),
                    float_position={name: i for i, name in enumerate(floats)}, other_dtype=others,
                    availability=frozenset(c.name for c in schema.columns if c.group == AVAILABILITY),
                    outcome=outcome,
                    outcome_float_positions=np.array([i for i, c in enumerate(floats) if c in outcome], dtype=np.intp),
                    order=combined.get_indexer(list(schema.names)),
-                   float_placement=np.array([schema.names.index(c) for c in floats], dtype=np.intp),
-                   other_placement={c: schema.names.index(c) for c in others}, columns=pd.Index(schema.names))
+                   float_placement=np.array([position[c] for c in floats], dtype=np.intp),
+                   other_placement={c: position[c] for c in others}, columns=pd.Index(schema.names))
 
 
 def table_from_rows(rows: Sequence[Mapping[str, Any]], layout: SchemaLayout) -> pd.DataFrame | None:
