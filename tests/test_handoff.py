@@ -68,7 +68,7 @@ def test_every_patient_gets_all_files(full: HandoffResult, bundle: Bundle) -> No
 
 
 def test_records_match_the_registered_model_in_process(full: HandoffResult, bundle: Bundle) -> None:
-    from radiogenomics.cli.predict import load_prescriber
+    from radiogenomics.training.registry.prediction import load_prescriber
 
     prescriber, info = load_prescriber(MODEL)
     features = bundle.table.drop(columns=[c for c in bundle.table.columns if c.startswith("outcome.")])

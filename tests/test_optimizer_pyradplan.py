@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from prescriber_factory import build_bundle, register_bundle, session_base, use_tracking_uri
 
-from radiogenomics.cli.predict import load_prescriber
 from radiogenomics.errors import InputError
 from radiogenomics.serving.optimizer.objectives import build_objectives
 from radiogenomics.serving.optimizer.pyradplan import (
@@ -25,6 +24,7 @@ from radiogenomics.serving.optimizer.pyradplan import (
     UpperGEUD,
     plan_with_pyradplan,
 )
+from radiogenomics.training.registry.prediction import load_prescriber
 
 logger = logging.getLogger(__name__)
 MODEL = "models:/radiogenomics-prescriber@champion"

@@ -18,10 +18,10 @@ from prescriber_factory import Bundle, register_bundle, use_tracking_uri
 from report_checks import browser_render, embedded_pngs, external_references, section_texts
 
 from radiogenomics.cli.app import main
-from radiogenomics.cli.predict import write_records
 from radiogenomics.report import build_report
 from radiogenomics.report.cohort import patient_gard
 from radiogenomics.report.prescriptions import read_records
+from radiogenomics.training.registry.prediction import write_records
 
 MODEL = "models:/radiogenomics-prescriber@champion"
 SECTIONS = ["cohort", "model", "km-gard", "prescriptions", "dose-map"]

@@ -252,8 +252,12 @@ def _model_steps(steps: _Steps, out_dir: Path, cohort: Path, features: Path, new
                              fix="use more --patients")
         step.outputs.update({"MLflow store": out_dir / "mlflow" / "mlflow.db", "training runs": out_dir / "training"})
     with steps.step("predict the new patients") as step:
-        from radiogenomics.cli.predict import load_prescriber, predict_isolating_failures, write_records
         from radiogenomics.features.schema import read_feature_table
+        from radiogenomics.training.registry.prediction import (
+            load_prescriber,
+            predict_isolating_failures,
+            write_records,
+        )
 
         prescriber, info = load_prescriber(MODEL_URI)
         records, failures = predict_isolating_failures(prescriber, read_feature_table(new_features), info,

@@ -45,6 +45,10 @@ def genomic_column(name: str) -> str:
     return f"{GENOMIC}.{slug(name)}"
 
 
+#: The measured Radiosensitivity Index (Eschrich et al. 2009) of a patient's expression: the RSI models' label.
+RSI_COLUMN = f"{GENOMIC}.rsi"
+
+
 def dose_column(structure: str, metric: str) -> str:
     """``("parotid_l", "mean_gy") -> "dose.parotid_l.mean_gy"``."""
     return f"{DOSE}.{slug(structure)}.{slug(metric)}"

@@ -49,8 +49,10 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from radiogenomics.errors import InputError
+from radiogenomics.features import naming
 from radiogenomics.features.preprocessing import FeatureScaler, FeatureSelector, GroupImputer
 from radiogenomics.radiobiology import alpha_from_rsi
+from radiogenomics.radiobiology.tcp import CLONOGEN_DENSITY_PER_CC
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +60,9 @@ DOSE_COLUMN = "clinical.total_dose_gy"
 FRACTIONS_COLUMN = "clinical.n_fractions"
 EVENT_COLUMN = "outcome.lc_event"
 MONTHS_COLUMN = "outcome.lc_months"
-RSI_COLUMN = "genomic.rsi"
+RSI_COLUMN = naming.RSI_COLUMN
 #: Clonogen density of a tumour, per cm^3 (Webb & Nahum, Phys Med Biol 1993;38:653).
-LITERATURE_CLONOGEN_DENSITY_PER_CC = 1e7
+LITERATURE_CLONOGEN_DENSITY_PER_CC = CLONOGEN_DENSITY_PER_CC
 #: Default L2 grid searched by inner cross-validation (penalty per patient, on standardised features).
 DEFAULT_PENALTY_GRID: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
 _VOLUME_KEYS = ("original_shape_MeshVolume", "original_shape_VoxelVolume")

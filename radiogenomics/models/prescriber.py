@@ -70,7 +70,7 @@ RECORD_FIELDS: tuple[str, ...] = (
     "input_sha256", "created_at")
 FLAG_MISSING_GENOMICS = "missing_genomics"
 FLAG_MISSING_IMAGING = "missing_imaging"
-RSI_COLUMN = naming.genomic_column("rsi")
+RSI_COLUMN = naming.RSI_COLUMN
 SITE_COLUMN = naming.clinical_column("site")
 TOTAL_DOSE_COLUMN = naming.clinical_column("total_dose_gy")
 #: Version of the canonical serialisation hashed into ``input_sha256`` (bump when it changes).

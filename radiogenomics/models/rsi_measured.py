@@ -36,7 +36,7 @@ from radiogenomics.features import naming
 log = logging.getLogger(__name__)
 
 #: The label column: measured (expression-derived) RSI.
-RSI_COLUMN = naming.genomic_column("rsi")
+RSI_COLUMN = naming.RSI_COLUMN
 #: ``predict_source`` values.
 SOURCE_MEASURED = "measured"
 SOURCE_PREDICTED = "predicted"

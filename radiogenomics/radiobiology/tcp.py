@@ -26,6 +26,9 @@ from radiogenomics.radiobiology._validation import (
 )
 from radiogenomics.radiobiology.oxygen import DEFAULT_K_MMHG, DEFAULT_OER_MAX, omf_from_po2
 
+#: Clonogen density of a tumour without imaging of it: 10^7 per cm^3 (Webb & Nahum, PMB 1993;38:653).
+CLONOGEN_DENSITY_PER_CC = 1e7
+
 
 def effective_lq(alpha_per_gy: Any, beta_per_gy2: Any, po2_mmhg: Any = None, *,
                  oer_max: Any = DEFAULT_OER_MAX,

@@ -61,8 +61,8 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 def predict_from_features(model_uri: str, features: Path) -> list[dict[str, Any]]:
     """Records of every row of ``features`` from the registered prescriber ``model_uri``."""
-    from radiogenomics.cli.predict import load_prescriber, predict_isolating_failures
     from radiogenomics.features.schema import read_feature_table
+    from radiogenomics.training.registry.prediction import load_prescriber, predict_isolating_failures
 
     prescriber, info = load_prescriber(model_uri)
     records, _ = predict_isolating_failures(prescriber, read_feature_table(features), info)

@@ -28,9 +28,8 @@ import pandas as pd
 from radiogenomics.errors import InputError
 from radiogenomics.models.prescriber import SITE_COLUMN, ModelInfo, Prescriber, toxicity_key
 from radiogenomics.radiobiology import load_rails, tcp_poisson
+from radiogenomics.radiobiology.tcp import CLONOGEN_DENSITY_PER_CC
 
-#: Clonogen density of a tumour (per cm^3): Webb & Nahum, Phys Med Biol 1993;38:653 (10^7 cm^-3).
-CLONOGEN_DENSITY_PER_CC = 1e7
 #: GTV volume when the features have none: 30 cm^3, a typical head-and-neck primary (an assumption, unverified).
 DEFAULT_GTV_VOLUME_CC = 30.0
 #: Feature columns holding the GTV volume (pyradiomics shape, mm^3), in order of preference.

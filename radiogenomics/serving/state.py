@@ -65,7 +65,7 @@ def version_metrics(info: ModelInfo) -> dict[str, float]:
 
 def load_model(model_uri: str, alias: str | None = None) -> LoadedModel:
     """Load the prescriber of ``model_uri`` with its registry entry and metrics (InputError when it cannot)."""
-    from radiogenomics.cli.predict import load_prescriber
+    from radiogenomics.training.registry.prediction import load_prescriber
 
     prescriber, info = load_prescriber(model_uri)
     loaded = LoadedModel(prescriber=prescriber, info=info, alias=alias, metrics=version_metrics(info),

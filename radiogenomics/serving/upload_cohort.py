@@ -368,9 +368,9 @@ def check_valid(root: Path) -> None:
 
 def extract_features(root: Path, prescriber: Any, cache_dir: Path | None) -> pd.DataFrame:
     """The patient's feature row, extracted with the model's feature schema; InputError when an item fails."""
-    from radiogenomics.cli.predict import write_reference_schema
     from radiogenomics.features.pipeline import ExtractOptions, extract
     from radiogenomics.features.schema import read_feature_table
+    from radiogenomics.training.registry.prediction import write_reference_schema
 
     reference, out = root.parent / "model-schema.parquet", root.parent / "features.parquet"
     write_reference_schema(prescriber.schema, reference)

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from radiogenomics.errors import InputError
+from radiogenomics.features import naming
 from radiogenomics.training.candidates import CandidateContext, make_candidate, validate_candidates
 from radiogenomics.training.config import DEFAULT_CONFIG_PATH, TrainConfig, load_train_config
 from radiogenomics.training.metrics import (
@@ -42,7 +43,7 @@ from radiogenomics.training.metrics import (
 
 log = logging.getLogger(__name__)
 
-RSI_COLUMN = "genomic.rsi"
+RSI_COLUMN = naming.RSI_COLUMN
 LC_EVENT, LC_MONTHS = "outcome.lc_event", "outcome.lc_months"
 #: Scorer (optimised in the inner search, and the held-out selection metric) per task.
 #: Tasks that are cross-validated and tracked but not registered.

@@ -27,7 +27,7 @@ def from_registry(model_uri: str, table: pd.DataFrame, regimen: Mapping[str, flo
                   cohort: Path | None = None) -> tuple[list[dict[str, Any]], Failures, str]:
     """Records from ``models:/...`` loaded in-process; also the prescriber's default site. ``cohort``: the
     patients' images, for a model that reads images itself."""
-    from radiogenomics.cli.predict import load_prescriber, predict_isolating_failures
+    from radiogenomics.training.registry.prediction import load_prescriber, predict_isolating_failures
 
     prescriber, info = load_prescriber(model_uri)
     records, failures = predict_isolating_failures(prescriber, table, info, cohort=cohort, **regimen)

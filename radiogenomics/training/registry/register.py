@@ -18,12 +18,10 @@ challenger is compared with). See ``docs/registry.md``.
 from __future__ import annotations
 
 import logging
-import math
-import re
 import tempfile
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -35,45 +33,27 @@ from radiogenomics.errors import InputError
 from radiogenomics.features.schema import FeatureSchema
 from radiogenomics.models.prescriber import REGIMEN_COLUMNS, Prescriber, records_frame
 from radiogenomics.training.config import RegistryConfig, TrainConfig
-from radiogenomics.training.metrics import GREATER_IS_BETTER
+from radiogenomics.training.registry.names import (
+    CHALLENGER,
+    CHAMPION,
+    METRIC_TAG_PREFIX,
+    PRESCRIBER_MODEL,
+    RADIOSENSITIVITY_MODEL,
+    RSI_MODEL_TAG,
+    TOXICITY_MODEL,
+)
+from radiogenomics.training.registry.promotion import (
+    PROMOTED,
+    PromotionDecision,
+    champion_metrics,
+    own_metrics,
+    promotion_decision,
+)
 
 log = logging.getLogger(__name__)
 
-PRESCRIBER_MODEL = "radiogenomics-prescriber"
-RADIOSENSITIVITY_MODEL = "radiogenomics-radiosensitivity"
-TOXICITY_MODEL = "radiogenomics-toxicity"
-CHAMPION = "champion"
-#: ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``.
-_REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
-
-
-def parse_registry_uri(uri: str) -> tuple[str, str | None, str | None] | None:
-    """(name, alias, version) of ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``; None for any other URI."""
-    match = _REGISTRY_URI.match(uri.strip())
-    return (match["name"], match["alias"], match["version"]) if match else None
-CHALLENGER = "challenger"
-METRIC_TAG_PREFIX = "heldout."
-#: Version tag (radiosensitivity and prescriber versions) and run tag ``registry.<it>``: the RSI model's class.
-RSI_MODEL_TAG = "radiosensitivity_model"
-#: Packages pinned besides :func:`radiogenomics.serving.pyfunc.pip_requirements` for an image model.
+#: Packages pinned besides :func:`radiogenomics.training.registry.pyfunc.pip_requirements` for an image model.
 _IMAGE_MODEL_PACKAGES = ("monai",)
-#: Decisions recorded in tags.
-FIRST_CHAMPION = "first_champion"
-PROMOTED = "promoted"
-KEPT_CHAMPION = "kept_champion"
-
-
-@dataclass(frozen=True)
-class PromotionDecision:
-    """Whether a new version becomes champion, and why (``comparisons``: metric -> one-line verdict)."""
-
-    decision: str
-    reason: str
-    comparisons: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def promoted(self) -> bool:
-        return self.decision in (FIRST_CHAMPION, PROMOTED)
 
 
 @dataclass(frozen=True)
@@ -100,76 +80,6 @@ class RegistrationResult:
         return self.versions[PRESCRIBER_MODEL].decision
 
 
-def metric_direction(name: str) -> str | None:
-    """``"higher"``, ``"lower"``, ``"band"`` (coverage: inside the band is best) or None (not compared).
-
-    The metric's last dotted part decides (``toxicity.xerostomia.auc`` -> ``auc``): Spearman, AUC, C-index
-    higher is better; MAE, Brier, mean interval width lower (:data:`GREATER_IS_BETTER`); ``coverage*``: the
-    distance from the configured coverage band, lower is better.
-    """
-    key = name.rsplit(".", 1)[-1]
-    if key.startswith("coverage"):
-        return "band"
-    if key in GREATER_IS_BETTER:
-        return "higher" if GREATER_IS_BETTER[key] else "lower"
-    return None
-
-
-def _band_distance(value: float, band: tuple[float, float]) -> float:
-    low, high = band
-    return max(low - value, value - high, 0.0)
-
-
-def promotion_decision(challenger: Mapping[str, float], champion: Mapping[str, float] | None,
-                       config: RegistryConfig) -> PromotionDecision:
-    """Promote the challenger unless one of its held-out metrics is worse than the champion's beyond tolerance.
-
-    Compared: metrics both have and :func:`metric_direction` knows; the tolerance of a metric is
-    ``config.tolerance[<last dotted part>]`` (0 when absent). A NaN challenger metric where the champion's is
-    finite counts as worse. No champion: the version becomes the first champion.
-    """
-    if champion is None:
-        return PromotionDecision(FIRST_CHAMPION, "no champion yet: the first registered version becomes champion")
-    comparisons: dict[str, str] = {}
-    worse: list[str] = []
-    for name in sorted(set(challenger) & set(champion)):
-        direction = metric_direction(name)
-        if direction is None:
-            continue
-        new, old = float(challenger[name]), float(champion[name])
-        tolerance = float(config.tolerance.get(name.rsplit(".", 1)[-1], 0.0))
-        if math.isnan(old):
-            continue
-        if direction == "band":
-            new_cmp = -_band_distance(new, config.coverage_band) if not math.isnan(new) else math.nan
-            old_cmp = -_band_distance(old, config.coverage_band)
-        else:
-            sign = 1.0 if direction == "higher" else -1.0
-            new_cmp, old_cmp = sign * new, sign * old
-        is_worse = math.isnan(new_cmp) or new_cmp < old_cmp - tolerance
-        verdict = (f"{name}: {new:.4g} vs champion {old:.4g} ({direction} is better, tolerance {tolerance:g}): "
-                   f"{'worse' if is_worse else 'ok'}")
-        comparisons[name] = verdict
-        if is_worse:
-            worse.append(verdict)
-    if worse:
-        return PromotionDecision(KEPT_CHAMPION, "not promoted: " + "; ".join(worse), comparisons)
-    if not comparisons:
-        return PromotionDecision(PROMOTED, "promoted: no held-out metric in common with the champion", comparisons)
-    return PromotionDecision(PROMOTED, f"promoted: {len(comparisons)} held-out metric(s) within tolerance",
-                             comparisons)
-
-
-def champion_metrics(client: Any, name: str) -> dict[str, float] | None:
-    """The ``heldout.*`` tags of the current champion version of ``name`` (None: no champion)."""
-    try:
-        version = client.get_model_version_by_alias(name, CHAMPION)
-    except Exception:  # no registered model or no alias: MlflowException RESOURCE_DOES_NOT_EXIST
-        return None
-    return {k[len(METRIC_TAG_PREFIX):]: float(v) for k, v in (version.tags or {}).items()
-            if k.startswith(METRIC_TAG_PREFIX)}
-
-
 def signature_example(table: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
     """Example input for the signature: the schema's non-outcome columns (two rows) plus the regimen columns."""
     columns = [c.name for c in schema.columns if c.group != "outcome"]
@@ -191,14 +101,6 @@ def input_signature(signature: Any) -> Any:
     inputs = Schema([ColSpec(c.type if c.type == DataType.string else AnyType(), c.name, required=False)
                      for c in signature.inputs.inputs])
     return ModelSignature(inputs=inputs, outputs=signature.outputs, params=signature.params)
-
-
-def own_metrics(name: str, metrics: Mapping[str, float]) -> dict[str, float]:
-    """The held-out metrics a registered model is judged on: ``radiosensitivity.*`` for
-    ``radiogenomics-radiosensitivity``, ``toxicity.*`` for ``radiogenomics-toxicity``, all of them for the
-    prescriber (it serves both). A better toxicity model is not held back by a worse RSI model, nor the reverse."""
-    prefix = {RADIOSENSITIVITY_MODEL: "radiosensitivity.", TOXICITY_MODEL: "toxicity."}.get(name)
-    return {k: v for k, v in metrics.items() if prefix is None or k.startswith(prefix)}
 
 
 def _with_params(signature: Any, params: Any) -> Any:
@@ -273,7 +175,7 @@ def register_models(radiosensitivity: Any, toxicity: Mapping[str, Any], metrics:
     from mlflow.models import infer_signature
     from mlflow.types.schema import ParamSchema, ParamSpec
 
-    from radiogenomics.serving import pyfunc
+    from radiogenomics.training.registry import pyfunc
 
     registry_config = config.registry if isinstance(config, TrainConfig) else config
     bad = {k: v for k, v in metrics.items() if not isinstance(v, int | float) or isinstance(v, bool)}
@@ -344,10 +246,10 @@ def register_models(radiosensitivity: Any, toxicity: Mapping[str, Any], metrics:
 
 
 def model_pip_requirements(radiosensitivity: Any) -> list[str]:
-    """The logged models' pip requirements: :func:`radiogenomics.serving.pyfunc.pip_requirements` (the package,
-    torch's CPU build, exact pins of the pickles' libraries), plus an exact ``monai`` pin when the RSI model is
-    the multimodal network (``accepts_images``: its pickle rebuilds a MONAI network)."""
-    from radiogenomics.serving import pyfunc
+    """The logged models' pip requirements: :func:`~radiogenomics.training.registry.pyfunc.pip_requirements`
+    (the package, torch's CPU build, exact pins of the pickles' libraries), plus an exact ``monai`` pin when the
+    RSI model is the multimodal network (``accepts_images``: its pickle rebuilds a MONAI network)."""
+    from radiogenomics.training.registry import pyfunc
 
     requirements = pyfunc.pip_requirements()
     extra = _IMAGE_MODEL_PACKAGES if getattr(radiosensitivity, "accepts_images", False) else ()

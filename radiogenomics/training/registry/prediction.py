@@ -1,0 +1,122 @@
+"""Predicting from a registered prescriber: load it, predict a batch with per-patient failures, write records.
+
+The library behind ``radiogenomics predict``, ``handoff``, ``report``, ``demo`` and the REST API's model state
+(no package imports the CLI).
+
+* :func:`load_prescriber`: the :class:`~radiogenomics.models.prescriber.Prescriber` and its registry entry
+  of a pyfunc ``radiogenomics-prescriber`` model URI;
+* :func:`predict_isolating_failures`: records for a batch; when one patient's input is bad, the others still
+  get theirs and the bad one is reported with its reason;
+* :func:`write_reference_schema`: an empty Parquet table carrying a model's feature schema (``extract
+  --schema-from``);
+* :func:`write_records`: records as CSV, Parquet or JSON, written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from radiogenomics.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def load_prescriber(uri: str) -> tuple[Any, Any]:
+    """(Prescriber, ModelInfo) of a pyfunc ``radiogenomics-prescriber`` model; InputError when it cannot load."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+
+    from radiogenomics.training.config import TrackingConfig
+    from radiogenomics.training.registry.pyfunc import PrescriberModel
+
+    if not is_tracking_uri_set():  # neither MLFLOW_TRACKING_URI nor set_tracking_uri: the store `train` uses
+        mlflow.set_tracking_uri(TrackingConfig().tracking_uri())
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as exc:
+        raise InputError(f"cannot load the model {uri}: {' '.join(str(exc).split())[:300]}",
+                         fix="give a model URI such as models:/radiogenomics-prescriber@champion and set "
+                             "MLFLOW_TRACKING_URI to its tracking server or store") from exc
+    python_model = model.unwrap_python_model() if hasattr(model, "unwrap_python_model") else None
+    if not isinstance(python_model, PrescriberModel):
+        raise InputError(f"the model {uri} is not a radiogenomics prescriber",
+                         fix="use models:/radiogenomics-prescriber@champion (or another version of it)")
+    return python_model.prescriber, python_model.info
+
+
+def write_reference_schema(schema: Any, path: Path) -> None:
+    """An empty Parquet table carrying ``schema`` in its metadata (the ``--schema-from`` reference)."""
+    import pandas as pd
+
+    from radiogenomics.features.fusion import write_parquet
+
+    empty = pd.DataFrame({c.name: pd.Series([], dtype=_dtype(c.dtype)) for c in schema.columns})
+    write_parquet(empty, path, schema.to_metadata())
+
+
+def _dtype(name: str) -> str:
+    import pandas as pd
+
+    try:
+        pd.Series([], dtype=name)
+    except (TypeError, ValueError):
+        return "float64"
+    return name
+
+
+def predict_isolating_failures(prescriber: Any, table: Any, info: Any, cohort: Path | None = None,
+                               **regimen: Any) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """Records for all rows; when the batch raises InputError, row by row, collecting (patient_id, reason).
+    ``cohort``: the folder with the patients' images, for a model that reads images itself."""
+    try:
+        return prescriber.predict_records(table, model=info, cohort=cohort, **regimen), []
+    except InputError as exc:
+        log.info("predict: batch failed (%s); predicting patient by patient", exc)
+    records: list[dict[str, Any]] = []
+    failures: list[tuple[str, str]] = []
+    for i in range(len(table)):
+        row = table.iloc[[i]]
+        pid = str(row["patient_id"].iloc[0]) if "patient_id" in row.columns else str(i)
+        try:
+            records.extend(prescriber.predict_records(row, model=info, cohort=cohort, **regimen))
+        except InputError as exc:
+            failures.append((pid, " ".join(str(exc).split())))
+    return records, failures
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def write_records(records: Sequence[dict[str, Any]], out: Path) -> None:
+    """Write records atomically as CSV, Parquet (toxicity/flags as JSON strings) or JSON ``{"records": [...]}``."""
+    import io
+
+    from radiogenomics.features.cache import atomic_write_bytes
+    from radiogenomics.models.prescriber import records_frame
+
+    if out.suffix == ".json":
+        body = {"records": [_json_ready(dict(r)) for r in records]}
+        atomic_write_bytes(out, json.dumps(body, indent=1, allow_nan=False).encode("utf-8"))
+        return
+    frame = records_frame(records)
+    frame["toxicity"] = [json.dumps(_json_ready(t), sort_keys=True) for t in frame["toxicity"]]
+    frame["flags"] = [json.dumps(list(f)) for f in frame["flags"]]
+    if out.suffix == ".csv":
+        atomic_write_bytes(out, frame.to_csv(index=False).encode("utf-8"))
+    else:
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        atomic_write_bytes(out, buffer.getvalue())
