@@ -12,9 +12,9 @@ import pytest
 from radiogenomics.errors import InputError
 from radiogenomics.radiobiology import lkb_ntcp, load_rails, ntcp_parameters
 from radiogenomics.radiobiology.structures import load_structure_aliases
+from radiogenomics.radiobiology.tissues import load_tissues, parse_tissues
 from radiogenomics.serving.optimizer import build_objectives, validate_objectives
 from radiogenomics.serving.optimizer.objectives import objectives_schema, scaled_limit_gy
-from radiogenomics.serving.optimizer.tissues import load_tissues, parse_tissues
 
 #: The contract's example (section 7): alpha 0.31, beta 0.05, 35 x 2 Gy = 70 Gy.
 CONTRACT = {"patient_id": "P1", "model_name": "radiogenomics-prescriber", "model_version": "3",
@@ -184,7 +184,7 @@ def test_tissue_table_rejects_bad_rows() -> None:
 
     import yaml
 
-    doc = yaml.safe_load(resources.files("radiogenomics.serving").joinpath("data/tissues.yaml").read_text())
+    doc = yaml.safe_load(resources.files("radiogenomics.radiobiology").joinpath("data/tissues.yaml").read_text())
     cases = [("source", lambda d: d["tissues"]["Larynx"].pop("source")),
              ("unknown keys", lambda d: d["tissues"]["Larynx"].update(colour="red")),
              ("TG-263", lambda d: d["tissues"].update(Spleen=dict(d["tissues"]["Larynx"]))),

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from radiogenomics.errors import InputError
-from radiogenomics.radiobiology._data import read_yaml_table
+from radiogenomics.radiobiology._data import positive_number, read_yaml_table
 from radiogenomics.radiobiology._validation import FloatArray, finite, non_negative, positive
 from radiogenomics.radiobiology.dvh import DVH
 from radiogenomics.radiobiology.ntcp import max_prescription_for_ntcp, ntcp_parameters
@@ -116,12 +116,7 @@ def organ_key(name: str) -> str | None:
 
 
 def _number(row: Mapping[str, Any], key: str, where: str, what: str, *, prob: bool = False) -> float:
-    value = row.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise InputError(f"rails {what}.{key} must be a positive number, got {value!r}.", file=where)
-    if prob and value >= 1:
-        raise InputError(f"rails {what}.{key} must be a probability < 1, got {value!r}.", file=where)
-    return float(value)
+    return positive_number(row, key, where=where, what=f"rails {what}", probability=prob)
 
 
 def _source(row: Mapping[str, Any], where: str, what: str) -> str:

@@ -1,4 +1,4 @@
-"""Normal-tissue LQ parameters of organs at risk (``serving/data/tissues.yaml``), keyed by TG-263 name.
+"""Normal-tissue LQ parameters of organs at risk (``radiobiology/data/tissues.yaml``), keyed by TG-263 name.
 
 Each row gives the late-effect alpha/beta (Gy) with its source and whether it was verified, and alpha (a
 placeholder, pyRadPlan's default ``alpha_x`` = 0.1 Gy^-1, unless a row sets one). Structure names go through the
@@ -9,18 +9,15 @@ have a row (checked on load): an OAR the rails know is never without alpha/beta.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from radiogenomics.errors import InputError
+from radiogenomics.radiobiology._data import positive_number, read_yaml_table
 from radiogenomics.radiobiology.structures import StructureMatch, resolve_structure
-
-PACKAGED = "data/tissues.yaml"
 
 
 @dataclass(frozen=True)
@@ -61,15 +58,12 @@ class TissueTable:
         key = match.canonical[:-2] if match.side in ("L", "R") else match.canonical
         if key not in self.rows:  # an alias-table organ without a row is caught on load; this is a safeguard
             raise InputError(f"no tissue row for {name!r} ({match.canonical})",
-                             file="tissues.yaml", fix="add the organ to serving/data/tissues.yaml")
+                             file="tissues.yaml", fix="add the organ to radiobiology/data/tissues.yaml")
         return self.rows[key], match
 
 
 def _positive(row: Mapping[str, Any], key: str, where: str, what: str) -> float:
-    value = row.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise InputError(f"tissues {what}.{key} must be a positive number, got {value!r}", file=where)
-    return float(value)
+    return positive_number(row, key, where=where, what=f"tissues {what}")
 
 
 def parse_tissues(doc: Any, where: str = "tissues.yaml") -> TissueTable:
@@ -125,9 +119,6 @@ def _site_oars(value: Any, where: str) -> dict[str, list[str]]:
 
 @lru_cache(maxsize=4)
 def load_tissues(path: str | Path | None = None) -> TissueTable:
-    """Load and validate the tissue table (default: the packaged ``serving/data/tissues.yaml``)."""
-    from radiogenomics.radiobiology._data import read_yaml_table
-
-    source = Path(str(resources.files("radiogenomics.serving").joinpath(PACKAGED))) if path is None else path
-    doc, where = read_yaml_table("tissues.yaml", source, "tissue table")
-    return parse_tissues(doc, "tissues.yaml" if path is None else where)
+    """Load and validate the tissue table (default: the packaged ``radiobiology/data/tissues.yaml``)."""
+    doc, where = read_yaml_table("tissues.yaml", path, "tissue table")
+    return parse_tissues(doc, where)

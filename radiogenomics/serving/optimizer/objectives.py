@@ -36,7 +36,7 @@ from radiogenomics.radiobiology.lq import isoeffective_total_dose
 from radiogenomics.radiobiology.ntcp import geud_for_ntcp, ntcp_parameters
 from radiogenomics.radiobiology.rails import OARLimit, Rails, load_rails
 from radiogenomics.radiobiology.structures import resolve_structure
-from radiogenomics.serving.optimizer.tissues import Tissue, TissueTable, load_tissues
+from radiogenomics.radiobiology.tissues import Tissue, TissueTable, load_tissues
 
 FORMAT = "radiogenomics-objectives/1"
 SCHEMA_RESOURCE = "data/objectives.schema.json"
