@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from sklearn.exceptions import NotFittedError
 
 from radiogenomics.errors import InputError
 from radiogenomics.models import MultimodalRegressor, MultimodalRSI, RSISurrogate
+from radiogenomics.models.crops import Crops
 from radiogenomics.models.multimodal_rsi import conformal_quantile, has_images
 from radiogenomics.models.rsi_measured import RSI_COLUMN
 
@@ -113,7 +115,7 @@ def test_images_predict_source_and_the_image_free_quantile(images: tuple[Path, p
     assert model.uses_images_ and model.n_calibration_ == 12 and model.n_calibration_with_images_ == 12
     # both quantiles recomputed from the calibration patients: with their crops, and with every image absent
     calibration = table[table["patient_id"].isin(model.calibration_ids_)]
-    crops = model.network_.image_crops(calibration)
+    crops = model.network_.image_crops(calibration, cohort)
     y = calibration[RSI_COLUMN].to_numpy(dtype=float)
     with_images = model.network_.predict_crops(calibration, crops)
     image_free = model.network_.predict_crops(calibration, None)
@@ -133,13 +135,64 @@ def test_images_predict_source_and_the_image_free_quantile(images: tuple[Path, p
     half = (bounds[:, 1] - bounds[:, 0]) / 2
     np.testing.assert_allclose(half, [model.quantile_without_images_] + [model.quantile_] * 3, rtol=1e-9)
     assert point[0] == pytest.approx(np.clip(model.network_.predict_crops(head.iloc[:1], None)[0], *model.clip))
-    np.testing.assert_allclose(point[1:], model.predict(head)[1:])  # default cohort: the training one
+    np.testing.assert_allclose(point[1:], model.predict(head, cohort=cohort)[1:])
     # patients the cohort does not know: image-free predictions, never an error
     strangers = head.assign(patient_id=[f"NEW{i}" for i in range(4)])
-    assert (model.predict_source(strangers) == "predicted_without_images").all()
-    assert np.isfinite(model.predict(strangers)).all()
+    assert (model.predict_source(strangers, cohort=cohort) == "predicted_without_images").all()
+    assert np.isfinite(model.predict(strangers, cohort=cohort)).all()
     with pytest.raises(InputError, match="does not exist"):
         model.predict(head, cohort=tmp_path / "nowhere")
+
+
+def test_prediction_never_reads_the_training_cohort(images: tuple[Path, pd.DataFrame, Path],
+                                                    image_model: MultimodalRSI, tmp_path: Path) -> None:
+    """Issue 15.6: rows whose patient_id equals a training patient's get no image without cohort= (the image-free
+    path), and with cohort= another folder holding that ID, that folder's images, never the training ones."""
+    cohort, table, _ = images
+    model = image_model
+    head = table.head(2)  # two training patients' IDs and features
+    a, b = (str(p) for p in head["patient_id"])
+    point, bounds, source = model.predict_all(head)  # no cohort=: the training cohort is not consulted
+    assert source.tolist() == ["predicted_without_images"] * 2
+    assert model.predict_source(head).tolist() == source.tolist()
+    np.testing.assert_allclose(point, np.clip(model.network_.predict_crops(head, None), *model.clip), rtol=1e-12)
+    np.testing.assert_allclose((bounds[:, 1] - bounds[:, 0]) / 2, model.quantile_without_images_, rtol=1e-9)
+    # another cohort folder (a copy) in which patient a's images.csv rows name the files of patient b
+    other = tmp_path / "other"
+    shutil.copytree(cohort, other)
+    rows = pd.read_csv(cohort / "images.csv", dtype=str, keep_default_na=False)
+    swapped = rows[rows["patient_id"] == b].assign(patient_id=a)
+    pd.concat([rows[rows["patient_id"] != a], swapped]).to_csv(other / "images.csv", index=False)
+    row = head.iloc[:1]
+    crops_b = model.network_.image_crops(table[table["patient_id"] == b], cohort)
+    assert crops_b is not None
+    expected = model.network_.predict_crops(row, Crops((a,), crops_b.images, crops_b.present))
+    own = model.network_.predict_crops(row, model.network_.image_crops(row, cohort))
+    # b's images give a's row another prediction (a tiny network: ~1e-6 apart, far above the 1e-12 checked below)
+    assert np.abs(expected - own).min() > 1e-9
+    point, _, source = model.predict_all(row, cohort=other)
+    assert source.tolist() == ["predicted"]
+    np.testing.assert_allclose(point, np.clip(expected, *model.clip), rtol=1e-12)
+    np.testing.assert_allclose(model.predict(row, cohort=cohort), np.clip(own, *model.clip), rtol=1e-12)
+
+
+def test_fitted_model_keeps_no_training_cohort_path(images: tuple[Path, pd.DataFrame, Path],
+                                                    image_model: MultimodalRSI) -> None:
+    """The fitted network forgets the folder; the pickle holds no path of it; an older pickle loads without it."""
+    cohort, table, _ = images
+    assert image_model.network_.cohort is None
+    assert image_model.network.cohort == str(cohort)  # the unfitted configuration, in memory: get_params intact
+    data = pickle.dumps(image_model)
+    assert str(cohort).encode() not in data
+    loaded = pickle.loads(data)
+    assert loaded.network.cohort is None and loaded.network_.cohort is None
+    head = table.head(3)
+    np.testing.assert_array_equal(loaded.predict(head, cohort=cohort), image_model.predict(head, cohort=cohort))
+    old = copy.deepcopy(image_model)
+    old.network_.cohort = str(cohort)  # a model pickled before the rule: the fitted network names the folder
+    assert pickle.loads(pickle.dumps(old)).network_.cohort is None
+    unfitted = pickle.loads(pickle.dumps(clone(image_model)))  # configuration, not a fitted model: kept
+    assert unfitted.network.cohort == str(cohort)
 
 
 def test_image_free_interval_is_wider_when_images_carry_signal(images: tuple[Path, pd.DataFrame, Path]) -> None:
@@ -158,15 +211,15 @@ def test_image_free_interval_is_wider_when_images_carry_signal(images: tuple[Pat
 def test_measured_rsi_rules_are_rsisurrogates(images: tuple[Path, pd.DataFrame, Path],
                                               image_model: MultimodalRSI) -> None:
     """use / fuse / ignore, assay-noise interval and clipping: the same rules (one shared implementation)."""
-    _, table, _ = images
+    cohort, table, _ = images
     head = table.head(6).copy()
     head.loc[head.index[:2], RSI_COLUMN] = np.nan
     head.loc[head.index[2], RSI_COLUMN] = -0.2  # a rank-model RSI outside (0, 1): clipped
     surrogate = RSISurrogate(regressor="ridge", n_screen=10, cv=3, random_state=0).fit(table)
-    own = image_model.predict_all(head)  # measured="ignore": the network's prediction everywhere
+    own = image_model.predict_all(head, cohort=cohort)  # measured="ignore": the network's prediction everywhere
     measured = head[RSI_COLUMN].to_numpy(dtype=float)
     use = copy.deepcopy(image_model).set_params(measured="use")  # the same fit
-    point, bounds, source = use.predict_all(head)
+    point, bounds, source = use.predict_all(head, cohort=cohort)
     s_point, s_bounds, s_source = surrogate.predict_all(head)
     assert source.tolist() == s_source.tolist() == ["predicted"] * 2 + ["measured"] * 4
     np.testing.assert_array_equal(point[2:], s_point[2:])  # measured rows: model-independent
@@ -177,7 +230,7 @@ def test_measured_rsi_rules_are_rsisurrogates(images: tuple[Path, pd.DataFrame, 
                                                    0.001, 0.999), rtol=1e-9)
     np.testing.assert_allclose(point[:2], own[0][:2])
     use.set_params(measured="fuse", measured_sd=0.1)
-    fused, fused_bounds, fused_source = use.predict_all(head)
+    fused, fused_bounds, fused_source = use.predict_all(head, cohort=cohort)
     assert (fused_source[2:] == "fused").all()
     var_model = (image_model.quantile_ / Z90) ** 2
     weight = var_model / (var_model + 0.1**2)
@@ -259,9 +312,9 @@ def test_prescriber_gives_the_network_the_cohort_and_flags_image_free_prediction
     np.testing.assert_allclose([r["rsi"] for r in with_images], point, rtol=1e-12)
 
     renamed = rows.assign(patient_id=[f"NEW{i}" for i in range(len(rows))])
-    without = prescriber.predict_records(renamed)  # default: the training cohort, where NEW* are absent
+    without = prescriber.predict_records(renamed, cohort=cohort)  # NEW* have no image there
     assert all(FLAG_MISSING_IMAGING in r["flags"] for r in without)
-    _, free_bounds, free_source = image_model.predict_all(prescriber.prepare(renamed)[0])
+    _, free_bounds, free_source = image_model.predict_all(prescriber.prepare(renamed)[0], cohort=cohort)
     assert set(free_source) == {SOURCE_PREDICTED_WITHOUT_IMAGES}
     np.testing.assert_allclose([r["rsi_upper"] - r["rsi_lower"] for r in without],
                                np.minimum(free_bounds[:, 1], 0.999) - np.maximum(free_bounds[:, 0], 0.001),

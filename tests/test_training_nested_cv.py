@@ -146,3 +146,33 @@ def test_mismatched_lengths_are_rejected(table: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="must match"):
         nested_cv(lambda p: Ridge(**p), ridge_space, table[FEATURES], table["y"][:-1], scorer="mae", config=CFG,
                   groups=table["patient_id"], progress=False)
+
+
+class FolderRidge(QuantileIntervalRidge):
+    """Needs ``folder=`` at prediction (like the multimodal network's ``cohort=``) and records what it got."""
+
+    seen: ClassVar[list[str]] = []
+
+    def predict(self, X: pd.DataFrame, folder: str | None = None) -> np.ndarray:
+        FolderRidge.seen.append(str(folder))
+        return super().predict(X)
+
+    def predict_interval(self, X: pd.DataFrame, folder: str | None = None) -> Any:
+        FolderRidge.seen.append(f"interval:{folder}")
+        return super().predict_interval(X)
+
+
+def test_predict_params_reach_every_held_out_prediction(table: pd.DataFrame) -> None:
+    """The multimodal candidate reads held-out images only from the folder it is given (issue 15.6)."""
+    from radiogenomics.training.candidates import CandidateContext, make_candidate
+
+    FolderRidge.seen.clear()
+    result = nested_cv(lambda p: FolderRidge(**p), ridge_space, table, table["y"], scorer="spearman", config=CFG,
+                       groups=table["patient_id"], progress=False, predict_params={"folder": "cohort-A"})
+    assert "coverage" in result.metrics_frame().columns
+    # inner folds and outer folds (points and intervals) all got the folder; fit's own predict is not held-out
+    held_out = [s for s in FolderRidge.seen if s != "None"]
+    assert {"cohort-A", "interval:cohort-A"} == set(held_out) and len(held_out) > 3
+    context = CandidateContext(seed=0, cohort=Path("cohort-A"))
+    assert make_candidate("radiosensitivity", "multimodal", context).predict_params == {"cohort": Path("cohort-A")}
+    assert make_candidate("radiosensitivity", "ridge", context).predict_params == {}

@@ -24,11 +24,22 @@ trained it), which is less accurate than one with images. Its interval therefore
 calibration rows that have crops, predicted with them. ``predict_source`` labels such rows
 ``"predicted_without_images"`` (the prescriber flags them ``missing_imaging``).
 
-**Images at prediction time.** Every predict method takes the keyword ``cohort=`` (a cohort folder holding
-these patients' images; default the network's training ``cohort``). A patient not found there gets no crops
-(logged) and the image-free prediction and interval, never an error; an explicitly given folder that does
-not exist is an :class:`~radiogenomics.errors.InputError`. ``accepts_images = True`` tells a caller (the
-prescriber) to pass ``cohort=``.
+**Images at prediction time.** Every predict method takes the keyword ``cohort=``: the cohort folder holding
+*these* patients' images, given by the caller (the ``predict`` command and the hand-off pass the cohort being
+predicted, the REST upload its one-patient cohort, cross-validation the training cohort its held-out patients
+belong to). Images come from that folder only. Without it every patient gets the image-free prediction and
+interval (source ``predicted_without_images``, which the prescriber flags ``missing_imaging``): the training
+cohort is never read after ``fit``, since a new patient whose pseudonymous ID equals a training patient's would
+otherwise get that training patient's images. A patient not found in the given folder gets no crops (logged)
+and the image-free prediction, never an error; a given folder that does not exist is an
+:class:`~radiogenomics.errors.InputError`. ``accepts_images = True`` tells a caller (the prescriber) to pass
+``cohort=``.
+
+**What is kept of the training cohort.** Only ``fit`` reads it (the ``cohort`` of the ``network``
+parameter: training and calibration crops). The fitted network ``network_`` has ``cohort=None``, and a fitted
+model pickles without the path: the ``network`` parameter is stored with ``cohort=None`` (nothing after ``fit``
+needs it; to refit a loaded model, ``set_params(network__cohort=<training cohort>)`` first). Loading a pickle
+made before this rule clears the path as well.
 
 The fitted model pickles (joblib) and loads in a fresh process with identical predictions: the network is
 stored as its construction arguments and weights (see ``MultimodalRegressor.__getstate__``).
@@ -94,7 +105,8 @@ class MultimodalRSI(MeasuredRSIMixin, RegressorMixin, BaseEstimator):  # type: i
     ----------
     network:
         The :class:`~radiogenomics.models.multimodal.MultimodalRegressor` to fit (cloned; its ``cohort``,
-        ``crop_size``, ``epochs``, ``width``, ... are used as given); default
+        the training cohort, read by ``fit`` only, ``crop_size``, ``epochs``, ``width``, ... are used as
+        given); default
         ``MultimodalRegressor(groups=RSI_INPUT_GROUPS)`` (imaging, deep, clinical, availability columns, no
         images unless a ``cohort`` is set). ``genomic``, ``dose``, ``treatment`` and ``outcome`` columns are
         always excluded from its tabular inputs.
@@ -164,7 +176,10 @@ class MultimodalRSI(MeasuredRSIMixin, RegressorMixin, BaseEstimator):  # type: i
         self.network_ = self._network().fit(rows.iloc[fit_rows], values[fit_rows])
         self.uses_images_ = bool(self.network_.n_image_channels_)
         calibration = rows.iloc[cal_rows]
-        crops = self._crops(calibration, None)
+        # the calibration patients are training patients: their crops come from the training cohort, the only
+        # read of it after the network's fit; then the fitted network forgets the folder (module docstring)
+        crops = self._training_crops(calibration)
+        self.network_.set_params(cohort=None)
         with_images = has_images(crops, len(calibration))
         residuals = np.abs(values[cal_rows] - self.network_.predict_crops(calibration, crops))
         image_free = np.abs(values[cal_rows] - self.network_.predict_crops(calibration, None))
@@ -184,12 +199,27 @@ class MultimodalRSI(MeasuredRSIMixin, RegressorMixin, BaseEstimator):  # type: i
                  self.quantile_, self.quantile_without_images_)
         return self
 
-    def _crops(self, frame: pd.DataFrame, cohort: str | Path | None) -> Crops | None:
-        """Crops of ``frame``'s patients from ``cohort`` (default the training cohort); None when the network
-        has no image branch or none of the patients has an image there (logged)."""
+    def _training_crops(self, frame: pd.DataFrame) -> Crops | None:
+        """Crops of training patients from the training cohort (``fit`` only); None as :meth:`_crops`."""
         if not self.network_.n_image_channels_:
             return None
-        if cohort is not None and not Path(cohort).is_dir():
+        try:
+            return self.network_.image_crops(frame)
+        except InputError as exc:
+            log.warning("MultimodalRSI: no image crops for the %d calibration patient(s) (%s)", len(frame), exc)
+            return None
+
+    def _crops(self, frame: pd.DataFrame, cohort: str | Path | None) -> Crops | None:
+        """Crops of ``frame``'s patients from ``cohort``, the caller's folder of these patients' images; None
+        (every image absent) without one, when the network has no image branch, or when none of the patients
+        has an image there (logged). Never the training cohort."""
+        if not self.network_.n_image_channels_:
+            return None
+        if cohort is None:
+            log.info("MultimodalRSI: no cohort folder given for these %d patient(s); predicted without images",
+                     len(frame))
+            return None
+        if not Path(cohort).is_dir():
             raise InputError(f"cohort folder {cohort} does not exist", file=str(cohort),
                              fix="give the cohort folder holding these patients' images (or omit cohort=)")
         try:
@@ -198,6 +228,21 @@ class MultimodalRSI(MeasuredRSIMixin, RegressorMixin, BaseEstimator):  # type: i
             log.warning("MultimodalRSI: no image crops for these %d patient(s) (%s); predicted without images",
                         len(frame), exc)
             return None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A fitted model pickles without the training cohort's path (the ``network`` parameter's ``cohort`` is
+        None in the pickle; see the module docstring). An unfitted one keeps it: it is its configuration."""
+        state = dict(super().__getstate__())
+        template = state.get("network")
+        if "network_" in state and isinstance(template, MultimodalRegressor) and template.cohort is not None:
+            state["network"] = clone(template).set_params(cohort=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        fitted = self.__dict__.get("network_")
+        if isinstance(fitted, MultimodalRegressor) and fitted.cohort is not None:
+            fitted.set_params(cohort=None)  # a pickle made before the rule: its predictions never read the path
 
     def _labels(self, with_images: np.ndarray) -> np.ndarray:
         if not self.uses_images_:

@@ -26,7 +26,7 @@ the train command) and therefore ``threshold_grade=1``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +59,15 @@ class CandidateContext:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One competing model: ``build(params)`` -> unfitted estimator; ``space(trial)`` -> params."""
+    """One competing model: ``build(params)`` -> unfitted estimator; ``space(trial)`` -> params;
+    ``predict_params``: keyword arguments of its held-out predictions (``cohort=`` for the multimodal network,
+    which reads images only from the folder its caller gives)."""
 
     name: str
     task: str
     build: Callable[[Params], Any]
     space: Callable[[Any], Params]
+    predict_params: Params = field(default_factory=dict)
 
     @property
     def fixed(self) -> bool:
@@ -178,7 +181,9 @@ def make_candidate(task: str, name: str, context: CandidateContext) -> Candidate
         space = _log_float("C", 0.01, 10.0) if name == "logistic" else _log_float("lkb_alpha", 0.1, 10.0)
         return Candidate(name, task, _with_fixed(_toxicity(estimator, context), context.params), space)
     build, space = factories[name]
-    return Candidate(name, task, _with_fixed(build, context.params), space)
+    # the held-out patients of cross-validation are the training cohort's: their images are there
+    predict_params: Params = {"cohort": context.cohort} if name == "multimodal" else {}
+    return Candidate(name, task, _with_fixed(build, context.params), space, predict_params)
 
 
 def _with_fixed(build: Callable[[Params], Any], fixed: Params | None) -> Callable[[Params], Any]:

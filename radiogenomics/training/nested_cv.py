@@ -10,7 +10,9 @@ performance estimate is the outer folds' mean, never its own fit.
 
 ``build_estimator(params)`` returns a new unfitted estimator; ``search_space(trial)`` returns a params dict.
 Out-of-fold predictions come from ``predict`` (or the positive-class column of ``predict_proba`` for a
-probability scorer) and, where the estimator has ``predict_interval(X)``, its interval.
+probability scorer) and, where the estimator has ``predict_interval(X)``, its interval; ``predict_params`` are
+passed to each of them (``cohort=`` of the multimodal network: the folder holding the held-out patients'
+images, which never defaults to the one the model was trained on).
 """
 
 from __future__ import annotations
@@ -99,18 +101,19 @@ def _fold_fit_params(fit_params: Mapping[str, Any] | None, n_rows: int, idx: np.
     return out
 
 
-def _predict(estimator: Any, X: Any, scorer: Scorer) -> np.ndarray:
+def _predict(estimator: Any, X: Any, scorer: Scorer, params: Mapping[str, Any] | None = None) -> np.ndarray:
     if scorer.response == "predict_proba":
-        proba = np.asarray(estimator.predict_proba(X))
+        proba = np.asarray(estimator.predict_proba(X, **(params or {})))
         return proba[:, 1] if proba.ndim == 2 else proba
-    return np.asarray(estimator.predict(X), dtype=float)
+    return np.asarray(estimator.predict(X, **(params or {})), dtype=float)
 
 
-def _interval(estimator: Any, X: Any) -> tuple[np.ndarray, np.ndarray] | None:
+def _interval(estimator: Any, X: Any, params: Mapping[str, Any] | None = None,
+              ) -> tuple[np.ndarray, np.ndarray] | None:
     """(lower, upper) from ``predict_interval``: an (n, 2) or MAPIE (n, 2, 1) array, or (prediction, that)."""
     if not hasattr(estimator, "predict_interval"):
         return None
-    out = estimator.predict_interval(X)
+    out = estimator.predict_interval(X, **(params or {}))
     if isinstance(out, tuple):
         out = out[-1]
     arr = np.asarray(out, dtype=float)
@@ -142,6 +145,7 @@ class _Runner:
         self.scorer, self.config, self.groups, self.strata = scorer, config, groups, strata
         self.fit_params, self.tracker, self.storage_url = fit_params, tracker, storage_url
         self.study_prefix = study_prefix
+        self.predict_params: dict[str, Any] = {}
         self.n_rows = len(groups)
         self.update: search.OnTrial = lambda done, note: None
         self.trials_done = 0
@@ -157,7 +161,8 @@ class _Runner:
         for fold in folds:
             train, valid = rows[fold.train], rows[fold.test]
             estimator = self.fit(params, train)
-            scores.append(self.scorer(_take(self.y, valid), _predict(estimator, _take(self.X, valid), self.scorer)))
+            scores.append(self.scorer(_take(self.y, valid), _predict(estimator, _take(self.X, valid), self.scorer,
+                                                                     self.predict_params)))
         return float(np.mean(scores))
 
     def search(self, rows: np.ndarray, label: str) -> tuple[dict[str, Any], float, str]:
@@ -199,7 +204,7 @@ def nested_cv(build_estimator: BuildEstimator, search_space: search.SearchSpace,
               scorer: str | Scorer, config: TrainConfig, groups: Any, strata: Any = None,
               fit_params: Mapping[str, Any] | None = None, tracker: Tracker | None = None,
               run_dir: Path | str | None = None, study_prefix: str = "", metric_prefix: str = "",
-              progress: bool = True) -> NestedCVResult:
+              progress: bool = True, predict_params: Mapping[str, Any] | None = None) -> NestedCVResult:
     """Nested CV of the estimators ``build_estimator`` makes, tuned over ``search_space``; see the module doc.
 
     ``groups``: one patient ID per row (rows of a patient stay together). ``strata``: one centre per row (None:
@@ -207,7 +212,8 @@ def nested_cv(build_estimator: BuildEstimator, search_space: search.SearchSpace,
     (default ``sqlite:///<run_dir>/optuna.db``; in memory without ``run_dir``); studies are named
     ``<search.study_name>/<study_prefix>/outer-<k>`` and ``.../final``. With a ``tracker`` whose parent run is
     active, fold metrics are logged with ``step = fold`` (names prefixed by ``metric_prefix``) and every
-    trial as a nested run.
+    trial as a nested run. ``predict_params``: keyword arguments of every held-out ``predict`` /
+    ``predict_proba`` / ``predict_interval`` call (inner and outer folds).
     """
     scorer = get_scorer(scorer)
     groups_arr = np.asarray(groups, dtype=object).astype(str)
@@ -223,6 +229,7 @@ def nested_cv(build_estimator: BuildEstimator, search_space: search.SearchSpace,
     prefix = "/".join(p for p in (config.search.study_name, study_prefix) if p)
     runner = _Runner(build_estimator, search_space, X, y, scorer, config, groups_arr, strata_arr, fit_params,
                      tracker, config.search.storage_url(run_dir), prefix)
+    runner.predict_params = dict(predict_params or {})
 
     oof = pd.DataFrame({"group": groups_arr, "fold": -1})
     folds: list[FoldResult] = []
@@ -233,14 +240,14 @@ def nested_cv(build_estimator: BuildEstimator, search_space: search.SearchSpace,
             params, inner, study = runner.search(fold.train, fold.name)
             estimator = runner.fit(params, fold.train)
             X_test = _take(X, fold.test)
-            pred = _predict(estimator, X_test, scorer)
+            pred = _predict(estimator, X_test, scorer, runner.predict_params)
             y_test = _take(y, fold.test)
             metrics = dict(FAMILY_METRICS[scorer.kind](y_test, pred))
             oof.loc[fold.test, "fold"] = fold.index
             oof.loc[fold.test, "y_pred"] = pred
             for key, values in runner.targets(fold.test).items():
                 oof.loc[fold.test, key] = values
-            bounds = _interval(estimator, X_test)
+            bounds = _interval(estimator, X_test, runner.predict_params)
             if bounds is not None:
                 oof.loc[fold.test, "lower"], oof.loc[fold.test, "upper"] = bounds
                 metrics.update(interval_metrics(np.asarray(y_test, dtype=float), *bounds))

@@ -260,7 +260,7 @@ def _run_candidate(task: str, endpoint: str | None, name: str, rows: pd.DataFram
         cfg = config.model_copy(update={"search": config.search.model_copy(update={"n_trials": 1})})
     result = nested_cv(candidate.build, candidate.space, rows, y, scorer=TASK_SCORER[task], config=cfg,
                        groups=groups, strata=strata, tracker=tracker, run_dir=run_dir, study_prefix=prefix,
-                       metric_prefix=f"{prefix}/", progress=progress)
+                       metric_prefix=f"{prefix}/", progress=progress, predict_params=candidate.predict_params)
     tracker.log_result(result, prefix=f"{prefix}/")
     heldout = pooled_metrics(result)
     import mlflow
