@@ -51,11 +51,35 @@ def _doc() -> dict:
     (("sites", "lung", "max_dose_gy_typo"), 3.0, "unknown keys"),
     (("oars", "parotid", "max_ntcp"), 1.5, "probability"),
     (("oars", "parotid", "endpoint"), "nonexistent", "unknown NTCP endpoint"),
+    (("oars", "spinal_cord", "hard"), "yes", "hard must be true"),
+    (("sites", "lung", "standard_n_fractions"), 30.5, "whole number"),
+    (("sites", "lung", "standard_total_dose_gy"), 90.0, "outside the site's own rails"),
+    (("sites", "lung", "population_source"), "", "population_source"),
+    (("lq_plausible", "max_alpha_per_gy"), 0.01, "minimum must be below"),
 ])
-def test_rails_validation(path: tuple[str, str, str], value: object, match: str) -> None:
+def test_rails_validation(path: tuple[str, ...], value: object, match: str) -> None:
     doc = copy.deepcopy(_doc())
-    doc[path[0]][path[1]][path[2]] = value
+    node = doc
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
     with pytest.raises(InputError, match=match):
+        parse_rails(doc)
+
+
+def test_every_oar_says_whether_its_limit_is_hard_and_sites_have_a_standard_regimen() -> None:
+    rails = load_rails()
+    assert {k for k, v in rails.oars.items() if v.hard} == {"spinal_cord", "brainstem", "optic_nerve", "optic_chiasm"}
+    hn = rails.site("head_neck")
+    assert (hn.standard_total_dose_gy, hn.standard_n_fractions) == (70.0, 35)
+    assert hn.standard_dose_per_fraction_gy == pytest.approx(2.0)
+    assert rails.site("prostate").population_alpha_beta_gy == 1.5
+    # a measured RSI of 0.003 gives alpha = -ln(0.003)/2 - 0.1 = 2.80 /Gy: implausible
+    assert rails.lq.problems(-math.log(0.003) / 2 - 0.1, 0.05)
+    assert rails.lq.problems(0.3, 0.05) == []
+    doc = _doc()
+    del doc["oars"]["spinal_cord"]["hard"]
+    with pytest.raises(InputError, match="hard"):
         parse_rails(doc)
 
 
@@ -274,7 +298,7 @@ def test_oar_lookup_by_alias() -> None:
     assert rails.oar("OpticNrv_R") is rails.oars["optic_nerve"]
     assert rails.oar("PTV70") is None and rails.oar("BODY") is None and rails.oar("Brain") is None
     doc = _doc()
-    doc["oars"]["spleen"] = {"max_mean_dose_gy": 10.0, "source": "test row"}
+    doc["oars"]["spleen"] = {"max_mean_dose_gy": 10.0, "hard": False, "source": "test row"}
     custom = parse_rails(doc)
     assert custom.oar("Spleen_L") is custom.oars["spleen"]  # a rails key outside the alias table
     limits, notes, flags = oar_max_prescriptions({"spleen": (np.full(2, 20.0), np.ones(2))}, 70.0, rails=custom)

@@ -77,14 +77,19 @@ def test_whole_fraction_regimen_without_solution() -> None:
                                                              max_dose_per_fraction_gy=2.4))
 
 
-def test_infeasible_record_has_no_regimen() -> None:
+def test_hot_parotids_are_reported_not_acted_on() -> None:
+    """Parotids are parallel organs: their limits never lower the tumour dose (contract section 2, soft limits)."""
     vol = np.ones(3)
-    hot_parotid = (np.array([20.0, 35.0, 50.0]), vol)  # mean 35 Gy at 70: limits push below 60 Gy
+    hot_parotid = (np.array([20.0, 35.0, 50.0]), vol)  # mean 35 Gy at 70 Gy
     t = dose_targets(patient_lq(0.45), site="head_neck", target_gard=33.0, reference_prescription_gy=70.0,
                      oar_dvhs={"Parotid_L": hot_parotid, "Parotid_R": hot_parotid})
-    assert math.isnan(t.recommended_total_dose_gy)
-    assert math.isnan(t.recommended_n_fractions) and math.isnan(t.recommended_dose_per_fraction_gy)
-    assert t.toxicity == {}
+    assert t.recommended_total_dose_gy == pytest.approx(min(t.dose_for_target_gard_gy, 80.0))
+    assert "oar_soft_limit_exceeded" in t.flags and "oar_limited" not in t.flags
+    means = [c for c in t.oar_checks if c["metric"] == "mean_gy"]
+    assert {c["structure"] for c in means} == {"Parotid_L", "Parotid_R"}
+    assert all(c["status"] == "exceeded" and c["hard"] is False for c in means)
+    assert means[0]["value_gy"] == pytest.approx(35.0 * t.recommended_total_dose_gy / 70.0)
+    assert t.toxicity  # reported with the exceeded soft limit
 
 
 def test_interval_doses_follow_the_rsi_interval() -> None:
@@ -125,12 +130,12 @@ def test_dose_targets_clipping_and_fallback_flags() -> None:
     radioresistant = patient_lq(0.9, fallback_alpha_per_gy=0.05)
     t = dose_targets(radioresistant, site="head_neck", target_gard=60.0)
     assert t.recommended_total_dose_gy == 80.0
-    assert t.flags == ["out_of_distribution", "population_fallback", "clipped_max"]
+    assert t.flags == ["out_of_distribution", "population_fallback", "clipped_max", "oar_unchecked"]
     sensitive = patient_lq(0.1)
     t2 = dose_targets(sensitive, site="head_neck", target_gard=33.0)
     assert t2.dose_for_target_gard_gy < 60.0
     assert t2.recommended_total_dose_gy == 60.0
-    assert t2.flags == ["clipped_min"]
+    assert t2.flags == ["clipped_min", "oar_unchecked"]  # no dose distribution: OAR limits not checked
 
 
 def test_toxicity_at_planned_dose() -> None:

@@ -47,13 +47,20 @@ FLAG_UNRECOGNISED_STRUCTURE = "unrecognised_structure"
 UnknownStructures = Literal["raise", "flag"]
 
 _SITE_KEYS = ("min_total_dose_gy", "max_total_dose_gy", "min_dose_per_fraction_gy", "max_dose_per_fraction_gy",
-              "max_voxel_dose_gy")
+              "max_voxel_dose_gy", "standard_total_dose_gy", "standard_n_fractions", "population_alpha_beta_gy")
+_SITE_SOURCES = ("source", "standard_source", "population_source")
+_LQ_KEYS = ("min_alpha_per_gy", "max_alpha_per_gy", "min_alpha_beta_gy", "max_alpha_beta_gy")
 _OAR_KEYS = ("max_ntcp", "max_mean_dose_gy", "max_dose_gy", "spared_one_max_mean_dose_gy")
 
 
 @dataclass(frozen=True)
 class SiteRails:
-    """Dose limits for one treatment site (Gy)."""
+    """Dose limits for one treatment site (Gy), its standard regimen and its population alpha/beta.
+
+    ``standard_total_dose_gy`` in ``standard_n_fractions``: the regimen of a record whose inputs give none, and
+    of the population fallback (contract section 2); ``population_alpha_beta_gy``: the fallback's alpha/beta
+    for a site the model was not trained on. Each with its source.
+    """
 
     site: str
     min_total_dose_gy: float
@@ -62,14 +69,52 @@ class SiteRails:
     max_dose_per_fraction_gy: float
     max_voxel_dose_gy: float
     source: str
+    standard_total_dose_gy: float
+    standard_n_fractions: int
+    population_alpha_beta_gy: float
+    standard_source: str
+    population_source: str
+
+    @property
+    def standard_dose_per_fraction_gy(self) -> float:
+        """The standard regimen's dose per fraction."""
+        return self.standard_total_dose_gy / self.standard_n_fractions
+
+
+@dataclass(frozen=True)
+class LQPlausible:
+    """The documented plausible range of a tumour's alpha (Gy^-1) and alpha/beta (Gy), with its source."""
+
+    min_alpha_per_gy: float
+    max_alpha_per_gy: float
+    min_alpha_beta_gy: float
+    max_alpha_beta_gy: float
+    source: str
+
+    def problems(self, alpha_per_gy: float, beta_per_gy2: float) -> list[str]:
+        """Why (alpha, beta) is implausible; ``[]`` when both alpha and alpha/beta lie in the range."""
+        out: list[str] = []
+        if not (math.isfinite(alpha_per_gy) and self.min_alpha_per_gy <= alpha_per_gy <= self.max_alpha_per_gy):
+            out.append(f"alpha {alpha_per_gy:.4g} /Gy outside the plausible [{self.min_alpha_per_gy:g}, "
+                       f"{self.max_alpha_per_gy:g}] /Gy")
+        ratio = alpha_per_gy / beta_per_gy2 if beta_per_gy2 > 0 else math.inf
+        if not (math.isfinite(ratio) and self.min_alpha_beta_gy <= ratio <= self.max_alpha_beta_gy):
+            out.append(f"alpha/beta {ratio:.4g} Gy outside the plausible [{self.min_alpha_beta_gy:g}, "
+                       f"{self.max_alpha_beta_gy:g}] Gy")
+        return out
 
 
 @dataclass(frozen=True)
 class OARLimit:
-    """Limits for one organ at risk: NTCP of ``endpoint``, mean dose and/or maximum dose."""
+    """Limits for one organ at risk: NTCP of ``endpoint``, mean dose and/or maximum dose.
+
+    ``hard``: a serial organ whose limit lowers the recommended tumour dose; otherwise (a parallel organ) the
+    limit is reported, never acted on (contract section 2).
+    """
 
     organ: str
     source: str
+    hard: bool = False
     endpoint: str | None = None
     max_ntcp: float | None = None
     max_mean_dose_gy: float | None = None
@@ -88,6 +133,7 @@ class Rails:
 
     sites: dict[str, SiteRails]
     oars: dict[str, OARLimit]
+    lq: LQPlausible
 
     def site(self, site: str) -> SiteRails:
         if site not in self.sites:
@@ -119,10 +165,10 @@ def _number(row: Mapping[str, Any], key: str, where: str, what: str, *, prob: bo
     return positive_number(row, key, where=where, what=f"rails {what}", probability=prob)
 
 
-def _source(row: Mapping[str, Any], where: str, what: str) -> str:
-    src = row.get("source")
+def _source(row: Mapping[str, Any], where: str, what: str, key: str = "source") -> str:
+    src = row.get(key)
     if not isinstance(src, str) or not src.strip():
-        raise InputError(f"rails {what} has no source.", file=where, fix="every row needs a source.")
+        raise InputError(f"rails {what} has no {key}.", file=where, fix=f"every row needs a {key}.")
     return src
 
 
@@ -135,28 +181,35 @@ def parse_rails(doc: Any, where: str = "rails.yaml") -> Rails:
         what = f"sites.{name}"
         if not isinstance(row, dict):
             raise InputError(f"rails {what} must be a mapping.", file=where)
-        unknown = set(row) - set(_SITE_KEYS) - {"source"}
+        unknown = set(row) - set(_SITE_KEYS) - set(_SITE_SOURCES)
         if unknown:
             raise InputError(f"rails {what} has unknown keys {sorted(unknown)}.", file=where)
-        vals = {k: _number(row, k, where, what) for k in _SITE_KEYS}
+        vals: dict[str, Any] = {k: _number(row, k, where, what) for k in _SITE_KEYS}
         if vals["min_total_dose_gy"] > vals["max_total_dose_gy"]:
             raise InputError(f"rails {what}: min_total_dose_gy > max_total_dose_gy.", file=where)
         if vals["min_dose_per_fraction_gy"] > vals["max_dose_per_fraction_gy"]:
             raise InputError(f"rails {what}: min_dose_per_fraction_gy > max_dose_per_fraction_gy.", file=where)
         if vals["max_voxel_dose_gy"] < vals["max_total_dose_gy"]:
             raise InputError(f"rails {what}: max_voxel_dose_gy < max_total_dose_gy.", file=where)
-        sites[str(name)] = SiteRails(site=str(name), source=_source(row, where, what), **vals)
+        _check_standard_regimen(vals, where, what)
+        vals["standard_n_fractions"] = int(vals["standard_n_fractions"])
+        sources: dict[str, Any] = {k: _source(row, where, what, k) for k in _SITE_SOURCES}
+        sites[str(name)] = SiteRails(site=str(name), **sources, **vals)
     oars: dict[str, OARLimit] = {}
     for name, row in (doc.get("oars") or {}).items():
         what = f"oars.{name}"
         if not isinstance(row, dict):
             raise InputError(f"rails {what} must be a mapping.", file=where)
-        unknown = set(row) - set(_OAR_KEYS) - {"source", "endpoint", "combine_sides"}
+        unknown = set(row) - set(_OAR_KEYS) - {"source", "endpoint", "combine_sides", "hard"}
         if unknown:
             raise InputError(f"rails {what} has unknown keys {sorted(unknown)}.", file=where)
         combine = row.get("combine_sides", False)
         if not isinstance(combine, bool):
             raise InputError(f"rails {what}.combine_sides must be true or false.", file=where)
+        if not isinstance(row.get("hard"), bool):
+            raise InputError(f"rails {what}.hard must be true (a serial organ: the limit lowers the tumour dose) "
+                             "or false (a parallel organ: the limit is reported).", file=where,
+                             fix="say for every OAR row whether its limit is hard.")
         limits = {k: (_number(row, k, where, what, prob=k == "max_ntcp") if k in row else None) for k in _OAR_KEYS}
         if all(v is None for v in limits.values()):
             raise InputError(f"rails {what} sets no limit.", file=where)
@@ -167,10 +220,34 @@ def parse_rails(doc: Any, where: str = "rails.yaml") -> Rails:
             ntcp_parameters(endpoint)  # must exist in the NTCP table
         if organ_key(str(name)) not in load_structure_aliases().organs:
             logger.warning("rails %s: not an organ of the alias table; it matches only its own name", what)
-        oars[str(name)] = OARLimit(organ=str(name), source=_source(row, where, what),
+        oars[str(name)] = OARLimit(organ=str(name), source=_source(row, where, what), hard=row["hard"],
                                    endpoint=endpoint if isinstance(endpoint, str) else None,
                                    combine_sides=combine, **limits)
-    return Rails(sites=sites, oars=oars)
+    return Rails(sites=sites, oars=oars, lq=_parse_lq(doc.get("lq_plausible"), where))
+
+
+def _check_standard_regimen(vals: Mapping[str, float], where: str, what: str) -> None:
+    """The standard regimen is a whole number of fractions inside the site's own rails."""
+    n, total = vals["standard_n_fractions"], vals["standard_total_dose_gy"]
+    if n != round(n):
+        raise InputError(f"rails {what}.standard_n_fractions must be a whole number, got {n!r}.", file=where)
+    if not vals["min_total_dose_gy"] <= total <= vals["max_total_dose_gy"] or not (
+            vals["min_dose_per_fraction_gy"] - 1e-9 <= total / n <= vals["max_dose_per_fraction_gy"] + 1e-9):
+        raise InputError(f"rails {what}: the standard regimen {total:g} Gy in {n:g} fractions is outside the "
+                         "site's own rails.", file=where)
+
+
+def _parse_lq(row: Any, where: str) -> LQPlausible:
+    if not isinstance(row, dict):
+        raise InputError("rails need an 'lq_plausible' mapping (the plausible range of tumour LQ parameters).",
+                         file=where)
+    unknown = set(row) - set(_LQ_KEYS) - {"source"}
+    if unknown:
+        raise InputError(f"rails lq_plausible has unknown keys {sorted(unknown)}.", file=where)
+    vals = {k: _number(row, k, where, "lq_plausible") for k in _LQ_KEYS}
+    if vals["min_alpha_per_gy"] >= vals["max_alpha_per_gy"] or vals["min_alpha_beta_gy"] >= vals["max_alpha_beta_gy"]:
+        raise InputError("rails lq_plausible: each minimum must be below its maximum.", file=where)
+    return LQPlausible(source=_source(row, where, "lq_plausible"), **vals)
 
 
 def load_rails(path: str | Path | None = None) -> Rails:
@@ -182,7 +259,7 @@ def load_rails(path: str | Path | None = None) -> Rails:
     """
     if path is None:
         rails = _packaged_rails()
-        return Rails(sites=dict(rails.sites), oars=dict(rails.oars))
+        return Rails(sites=dict(rails.sites), oars=dict(rails.oars), lq=rails.lq)
     doc, where = read_yaml_table("rails.yaml", path, "rails file")
     return parse_rails(doc, where)
 

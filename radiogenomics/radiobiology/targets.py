@@ -3,9 +3,10 @@
 Combines :mod:`gard` (Scott et al. Lancet Oncol 2017), :mod:`rails` (QUANTEC limits, site rails) and
 :mod:`ntcp` (LKB, Burman 1991) into the dose fields of the prescription record (contract section 2).
 
-Order: the GARD dose at the requested dose per fraction -> the rails on the total dose (site total and OAR
-limits) -> the regimen: a whole number of fractions, and the dose per fraction that makes the product exact
-(:func:`whole_fraction_regimen`).
+Order: the GARD dose at the requested dose per fraction (or the standard regimen's total, for the population
+fallback) -> the site rails on the total dose -> the hard OAR limits at the recommended number of fractions
+(:mod:`oar_checks`) -> the regimen: a whole number of fractions, and the dose per fraction that makes the
+product exact (:func:`whole_fraction_regimen`) -> the soft OAR limits, reported.
 """
 
 from __future__ import annotations
@@ -15,20 +16,36 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from radiogenomics.errors import InputError
 from radiogenomics.radiobiology._validation import finite, non_negative, positive
 from radiogenomics.radiobiology.endpoints import toxicity_record_name
 from radiogenomics.radiobiology.gard import PatientLQ, alpha_from_rsi, check_rsi, dose_for_gard_lq, gard_lq
 from radiogenomics.radiobiology.ntcp import ntcp_from_dvh, ntcp_parameters
+from radiogenomics.radiobiology.oar_checks import (
+    EXCEEDED,
+    FLAG_OAR_LIMIT_EXCEEDED,
+    FLAG_OAR_LIMITED,
+    FLAG_OAR_SOFT_LIMIT_EXCEEDED,
+    FLAG_OAR_UNCHECKED,
+    UNCHECKED,
+    OARDose,
+    OARTerms,
+    oar_terms,
+)
 from radiogenomics.radiobiology.rails import (
     FLAG_CLIPPED_MAX,
     FLAG_CLIPPED_MIN,
+    FLAG_UNRECOGNISED_STRUCTURE,
     Rails,
+    SiteRails,
     UnknownStructures,
     apply_rails,
     load_rails,
     resolve_oar_dvhs,
 )
+from radiogenomics.radiobiology.tissues import TissueTable, load_tissues
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,7 @@ class DoseTargets:
     dose_for_target_gard_lower_gy: float = math.nan
     dose_for_target_gard_upper_gy: float = math.nan
     toxicity: dict[str, float] = field(default_factory=dict)
+    oar_checks: list[dict[str, Any]] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
 
@@ -71,7 +89,8 @@ class DoseTargets:
             "recommended_total_dose_gy": self.recommended_total_dose_gy,
             "recommended_n_fractions": self.recommended_n_fractions,
             "recommended_dose_per_fraction_gy": self.recommended_dose_per_fraction_gy,
-            "toxicity": dict(self.toxicity), "flags": list(self.flags),
+            "toxicity": dict(self.toxicity), "oar_checks": [dict(c) for c in self.oar_checks],
+            "flags": list(self.flags),
         }
 
 
@@ -153,16 +172,20 @@ def interval_doses(lq: PatientLQ, target_gard: float, dose_per_fraction_gy: floa
 
 
 def toxicity_at_dose(oar_dvhs: Mapping[str, Any], reference_prescription_gy: float, prescription_gy: float, *,
-                     rails: Rails | None = None) -> dict[str, float]:
+                     rails: Rails | None = None, n_fractions: float | None = None,
+                     tissues: TissueTable | None = None) -> dict[str, float]:
     """NTCP per endpoint at ``prescription_gy``, each OAR DVH (planned at the reference) scaled with it.
 
     Endpoints come from the rails' OAR table (e.g. parotid -> xerostomia) and are keyed by their record
     names (``xerostomia_flow_lt25pct_1y``, :mod:`endpoints`); several structures of one endpoint (left/right
     parotid) report the highest NTCP; sides of a ``combine_sides`` organ (lungs) are added first. Names go
     through the alias table; one that matches nothing raises InputError. LKB parameters from
-    ntcp_parameters.yaml.
+    ntcp_parameters.yaml. With ``n_fractions`` every DVH bin is first converted to the organ dose of the same
+    effect under conventional fractionation (:func:`conventional_organ_dose`): the published LKB parameters were
+    fitted on plans whose target received about 2 Gy per fraction.
     """
     rails = rails or load_rails()
+    tissues = tissues or load_tissues()
     ref = float(positive(reference_prescription_gy, "reference_prescription_gy"))
     scale = float(non_negative(prescription_gy, "prescription_gy")) / ref
     out: dict[str, float] = {}
@@ -170,10 +193,79 @@ def toxicity_at_dose(oar_dvhs: Mapping[str, Any], reference_prescription_gy: flo
         if x.limit.endpoint is None:
             continue
         p = ntcp_parameters(x.limit.endpoint)
-        ntcp = ntcp_from_dvh(x.dose_gy * scale, x.volume, td50_gy=p.td50_gy, m=p.m, n=p.n)
+        dose = x.dose_gy * scale
+        if n_fractions is not None:
+            ab = tissues.lookup(x.name.split("+")[0])[0].alpha_beta_gy
+            dose = conventional_organ_dose(dose, float(prescription_gy), float(positive(n_fractions, "n_fractions")),
+                                           ab)
+        ntcp = ntcp_from_dvh(dose, x.volume, td50_gy=p.td50_gy, m=p.m, n=p.n)
         key = toxicity_record_name(x.limit.endpoint)
         out[key] = max(out.get(key, 0.0), ntcp)
     return out
+
+
+#: The conventional target dose per fraction the published NTCP models and QUANTEC limits refer to.
+CONVENTIONAL_DOSE_PER_FRACTION_GY = 2.0
+
+
+def conventional_organ_dose(dose_gy: Any, prescription_gy: float, n_fractions: float,
+                            alpha_beta_gy: float) -> np.ndarray:
+    """Organ doses of a regimen (``prescription_gy`` to the target in ``n_fractions``) as the isoeffective organ
+    doses under conventional fractionation of the same plan (target at 2 Gy per fraction).
+
+    An organ voxel at total dose D gets ``D / n`` per fraction now; in the conventional course of the same plan
+    it would get ``2 f`` per fraction, ``f = D / prescription`` its share of the target dose. Equal BED
+    (Fowler, Br J Radiol 1989;62:679) gives ``D_conv = D (a/b + D/n) / (a/b + 2 f)``: unchanged when the
+    target gets 2 Gy per fraction, higher for hypofractionation. This keeps an NTCP model fitted on
+    conventionally fractionated plans (e.g. Dijkema et al. IJROBP 2010;78:449, physical parotid mean dose)
+    valid at other doses per fraction.
+    """
+    dose = np.asarray(dose_gy, dtype=np.float64)
+    share = dose / float(prescription_gy) if prescription_gy > 0 else np.zeros_like(dose)
+    return np.asarray(dose * (alpha_beta_gy + dose / n_fractions)
+                      / (alpha_beta_gy + CONVENTIONAL_DOSE_PER_FRACTION_GY * share))
+
+
+@dataclass(frozen=True)
+class _Regimen:
+    """The recommended regimen after the hard OAR limits (:func:`limited_regimen`)."""
+
+    total_dose_gy: float
+    n_fractions: float
+    dose_per_fraction_gy: float
+    limited_by: str | None = None
+    exceeded: bool = False
+
+
+def limited_regimen(total_dose_gy: float, dose_per_fraction_gy: float, site_rails: SiteRails,
+                    terms: OARTerms | None, *, lower_limit_gy: float) -> _Regimen:
+    """The whole-fraction regimen of ``total_dose_gy`` (already inside the site rails) under the hard OAR limits.
+
+    At n fractions each hard limit allows at most a prescription ``P_max(n)`` (:class:`OARTerms`), nondecreasing
+    in n. Starting from the requested total P: n = the whole number of fractions nearest ``P / d``
+    (:func:`whole_fraction_regimen`); if ``P > P_max(n)``, P becomes ``P_max(n)`` and n is recomputed. P only
+    falls and n is whole, so this ends at the largest P with ``P <= P_max(n(P))``. If that lies below the site's
+    minimum (``lower_limit_gy``), the minimum is kept and ``exceeded`` says a hard limit is broken (review
+    before planning). NaN regimen when no whole number of fractions fits the per-fraction rails.
+    """
+    sr = site_rails
+    total, limited_by = total_dose_gy, None
+    for _ in range(200):
+        n, d = whole_fraction_regimen(total, dose_per_fraction_gy,
+                                      min_dose_per_fraction_gy=sr.min_dose_per_fraction_gy,
+                                      max_dose_per_fraction_gy=sr.max_dose_per_fraction_gy)
+        if math.isnan(n) or terms is None:
+            return _Regimen(total if not math.isnan(n) else math.nan, n, d, limited_by)
+        cap, which = terms.max_prescription_gy(n)
+        if total <= cap * (1.0 + 1e-12):
+            return _Regimen(total, n, d, limited_by)
+        if cap < lower_limit_gy:
+            n, d = whole_fraction_regimen(lower_limit_gy, dose_per_fraction_gy,
+                                          min_dose_per_fraction_gy=sr.min_dose_per_fraction_gy,
+                                          max_dose_per_fraction_gy=sr.max_dose_per_fraction_gy)
+            return _Regimen(lower_limit_gy if not math.isnan(n) else math.nan, n, d, None, exceeded=True)
+        total, limited_by = cap, which
+    raise AssertionError("the OAR-limited regimen did not settle")  # P falls and n is whole: cannot happen
 
 
 def dose_targets(lq: PatientLQ, *, site: str, target_gard: float, n_fractions: float = 35,
@@ -181,16 +273,27 @@ def dose_targets(lq: PatientLQ, *, site: str, target_gard: float, n_fractions: f
                  reference_prescription_gy: float | None = None, rails: Rails | None = None,
                  rsi_lower: float | None = None, rsi_upper: float | None = None,
                  alpha_interval_per_gy: tuple[float, float] | None = None,
-                 unknown_structures: UnknownStructures = "raise") -> DoseTargets:
-    """Dose fields of a prescription record for one patient (Scott 2017; rails; LKB).
+                 unknown_structures: UnknownStructures = "raise", requested_total_dose_gy: float | None = None,
+                 tissues: TissueTable | None = None) -> DoseTargets:
+    """Dose fields of a prescription record for one patient (Scott 2017; rails; OAR limits; LKB).
 
-    ``gard``: GARD of the regimen ``n_fractions x dose_per_fraction_gy``; ``dose_for_target_gard_gy``:
-    total dose at ``dose_per_fraction_gy`` reaching ``target_gard`` (a parameter, never a constant);
-    ``recommended_total_dose_gy``: that dose after :func:`apply_rails` (site total and OAR limits; flags
-    ``clipped_max`` / ``clipped_min``, and ``unrecognised_structure`` for unmatched OAR names with
-    ``unknown_structures="flag"``); then the regimen (:func:`whole_fraction_regimen`: whole fractions
-    nearest the requested dose per fraction, within the site's per-fraction rails); ``toxicity``: NTCP per
-    endpoint at the recommended dose when OAR DVHs are given; the interval doses from ``rsi_lower`` /
+    ``gard``: GARD of the regimen ``n_fractions x dose_per_fraction_gy``; ``dose_for_target_gard_gy``: total
+    dose at ``dose_per_fraction_gy`` reaching ``target_gard`` (a parameter, never a constant); the
+    recommendation starts from that dose, or from ``requested_total_dose_gy`` (the population fallback's
+    standard regimen), and passes
+
+    1. the site rails (:func:`apply_rails`: min/max total; ``clipped_max`` / ``clipped_min``);
+    2. the hard OAR limits of the patient's dose distribution ``oar_dvhs`` (structure -> DVH, ``(dose, volume)``
+       or :class:`OARDose`, planned at ``reference_prescription_gy``), at the recommended number of fractions
+       and the organ's alpha/beta (:mod:`oar_checks`, :func:`limited_regimen`): ``oar_limited`` when one lowers
+       the dose, ``oar_limit_exceeded`` when even the site minimum breaks one;
+    3. a whole number of fractions nearest the requested dose per fraction (:func:`whole_fraction_regimen`);
+    4. the soft OAR limits, evaluated and reported (``oar_soft_limit_exceeded``), never acting on the dose.
+
+    ``oar_checks``: every limit at the recommended regimen (contract section 2); no dose distribution:
+    ``oar_unchecked``, as when a hard limit cannot be evaluated. OAR names that match no organ raise InputError,
+    or with ``unknown_structures="flag"`` add ``unrecognised_structure``. ``toxicity``: LKB NTCP per endpoint
+    at the recommended regimen (EQD2 bins) for the OARs given as DVHs. Interval doses from ``rsi_lower`` /
     ``rsi_upper`` or ``alpha_interval_per_gy`` (:func:`interval_doses`).
     """
     rails = rails or load_rails()
@@ -202,28 +305,55 @@ def dose_targets(lq: PatientLQ, *, site: str, target_gard: float, n_fractions: f
                                     dose_per_fraction_gy=d))
     lower, upper, interval_reasons = interval_doses(lq, target, d, rsi_lower=rsi_lower, rsi_upper=rsi_upper,
                                                     alpha_interval_per_gy=alpha_interval_per_gy)
-    decision = apply_rails(needed, site=site, dose_per_fraction_gy=d, oar_dvhs=oar_dvhs,
-                           reference_prescription_gy=reference_prescription_gy, rails=rails,
-                           unknown_structures=unknown_structures)
-    reasons = [*lq.reasons, *decision.reasons, *interval_reasons]
+    start = needed if requested_total_dose_gy is None else float(positive(requested_total_dose_gy,
+                                                                          "requested_total_dose_gy"))
+    decision = apply_rails(start, site=site, dose_per_fraction_gy=d, rails=rails)
+    terms = None
+    if oar_dvhs:
+        if reference_prescription_gy is None:
+            raise InputError("oar_dvhs need reference_prescription_gy (the prescription they were planned at).")
+        terms = oar_terms(oar_dvhs, reference_prescription_gy, rails=rails, tissues=tissues)
+        if terms.unrecognised and unknown_structures == "raise":
+            raise InputError(
+                f"OAR structure name(s) {', '.join(repr(n) for n in terms.unrecognised)} match no organ of the "
+                "alias table (structure_aliases.yaml) or the rails: their limits cannot be checked.",
+                fix="use the TG-263 name (e.g. SpinalCord, Brainstem, Parotid_L), add the name to "
+                    "structure_aliases.yaml or a row to the rails file, or pass unknown_structures='flag' to "
+                    "continue with the flag unrecognised_structure.")
+    reasons = [*lq.reasons, *decision.reasons, *interval_reasons, *(terms.notes if terms else [])]
     flags = [*lq.flags, *decision.flags]
     sr = rails.site(site)
-    total = decision.recommended_total_dose_gy
-    rec_n, rec_d = whole_fraction_regimen(total, d, min_dose_per_fraction_gy=sr.min_dose_per_fraction_gy,
-                                          max_dose_per_fraction_gy=sr.max_dose_per_fraction_gy)
-    if decision.feasible and math.isnan(rec_n):
-        reasons.append(f"no whole number of fractions gives {total:.2f} Gy within the {site} dose per "
-                       f"fraction rails [{sr.min_dose_per_fraction_gy}, {sr.max_dose_per_fraction_gy}] Gy")
+    regimen = limited_regimen(decision.recommended_total_dose_gy, d, sr, terms,
+                              lower_limit_gy=decision.lower_limit_gy)
+    total, rec_n, rec_d = regimen.total_dose_gy, regimen.n_fractions, regimen.dose_per_fraction_gy
+    if math.isnan(rec_n):
+        reasons.append(f"no whole number of fractions gives {decision.recommended_total_dose_gy:.2f} Gy within the "
+                       f"{site} dose per fraction rails [{sr.min_dose_per_fraction_gy}, "
+                       f"{sr.max_dose_per_fraction_gy}] Gy")
         flags += [FLAG_CLIPPED_MAX, FLAG_CLIPPED_MIN]
-        total = math.nan
-    elif decision.feasible:
+    else:
         reasons.append(f"regimen: {rec_n:g} x {rec_d:.4f} Gy (whole fractions nearest {d:g} Gy per fraction)")
+    checks = terms.checks(total, rec_n, limited_by=regimen.limited_by) if terms and math.isfinite(total) else []
+    if regimen.limited_by:
+        flags.append(FLAG_OAR_LIMITED)
+        reasons.append(f"hard OAR limit {regimen.limited_by}: max prescription {total:.2f} Gy in {rec_n:g} "
+                       "fractions")
+    if regimen.exceeded or any(c.hard and c.status == EXCEEDED for c in checks):
+        flags.append(FLAG_OAR_LIMIT_EXCEEDED)
+        reasons.append("a hard OAR limit is exceeded even at the site's minimum dose: review before planning")
+    if any(not c.hard and c.status == EXCEEDED for c in checks):
+        flags.append(FLAG_OAR_SOFT_LIMIT_EXCEEDED)
+    if terms is None or any(c.hard and c.status == UNCHECKED for c in checks):
+        flags.append(FLAG_OAR_UNCHECKED)
+    if terms is not None and terms.unrecognised:
+        flags.append(FLAG_UNRECOGNISED_STRUCTURE)
     toxicity: dict[str, float] = {}
-    if oar_dvhs and math.isfinite(total):
-        if reference_prescription_gy is None:
-            raise InputError("oar_dvhs need reference_prescription_gy.")
-        known = {k: v for k, v in oar_dvhs.items() if k not in decision.unrecognised_structures}
-        toxicity = toxicity_at_dose(known, reference_prescription_gy, total, rails=rails)
+    dvhs = {k: v for k, v in (oar_dvhs or {}).items() if not isinstance(v, OARDose) or v.dose_gy is not None}
+    if dvhs and math.isfinite(total) and reference_prescription_gy is not None:
+        known = {k: (v.dose_gy, v.volume) if isinstance(v, OARDose) else v for k, v in dvhs.items()
+                 if k not in (terms.unrecognised if terms else [])}
+        toxicity = toxicity_at_dose(known, reference_prescription_gy, total, rails=rails, n_fractions=rec_n,
+                                    tissues=tissues)
     return DoseTargets(
         alpha_per_gy=lq.alpha_per_gy, beta_per_gy2=lq.beta_per_gy2,
         alpha_beta_gy=lq.alpha_beta_gy if lq.beta_per_gy2 > 0 else math.inf,
@@ -231,4 +361,5 @@ def dose_targets(lq: PatientLQ, *, site: str, target_gard: float, n_fractions: f
         dose_for_target_gard_gy=needed, recommended_total_dose_gy=total,
         recommended_n_fractions=rec_n, recommended_dose_per_fraction_gy=rec_d,
         dose_for_target_gard_lower_gy=lower, dose_for_target_gard_upper_gy=upper,
-        toxicity=toxicity, flags=list(dict.fromkeys(flags)), reasons=reasons)
+        toxicity=toxicity, oar_checks=[c.as_record() for c in checks], flags=list(dict.fromkeys(flags)),
+        reasons=reasons)

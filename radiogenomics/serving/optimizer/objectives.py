@@ -32,8 +32,8 @@ from importlib import resources
 from typing import Any
 
 from radiogenomics.errors import InputError
-from radiogenomics.radiobiology.lq import isoeffective_total_dose
 from radiogenomics.radiobiology.ntcp import geud_for_ntcp, ntcp_parameters
+from radiogenomics.radiobiology.oar_checks import scaled_limit_gy
 from radiogenomics.radiobiology.rails import OARLimit, Rails, load_rails
 from radiogenomics.radiobiology.structures import resolve_structure
 from radiogenomics.radiobiology.tissues import Tissue, TissueTable, load_tissues
@@ -47,8 +47,6 @@ HOTSPOT_DOSE_FRACTION = 1.07
 #: Relative weights for the optimizer (the contract's example values; an optimizer may rescale them).
 PRIORITY = {"target_effect": 1000.0, "min_dvh": 500.0, "target_max_dose": 300.0, "max_dose": 800.0,
             "mean_dose": 400.0, "geud": 400.0}
-#: The rails' OAR limits are conventional doses: 2 Gy per fraction.
-RAIL_DOSE_PER_FRACTION_GY = 2.0
 CONVENTIONS = {
     "doses": "total physical dose in Gy over the course, unless a name says per fraction",
     "target_effect": "LQ effect per fraction alpha*d + beta*d^2 at the recommended dose per fraction "
@@ -71,13 +69,6 @@ def _number(record: Mapping[str, Any], key: str) -> float:
                          patient_id=pid, fix="the rails found no safe dose (see the record's flags) or the record "
                                              "is incomplete; check the regimen and the rails")
     return float(value)
-
-
-def scaled_limit_gy(limit_gy: float, n_fractions: float, alpha_beta_gy: float) -> float:
-    """A rail limit (Gy in 2 Gy fractions) for ``n_fractions``: ``min(L, D_n)`` with equal BED (Fowler 1989)."""
-    iso = float(isoeffective_total_dose(limit_gy, limit_gy / RAIL_DOSE_PER_FRACTION_GY, alpha_beta_gy,
-                                        new_n_fractions=n_fractions))
-    return min(limit_gy, iso)
 
 
 def _oar_objectives(limit: OARLimit, n_fractions: float, tissue: Tissue) -> tuple[list[dict[str, Any]], list[str]]:
