@@ -105,7 +105,9 @@ def logistic(train: tuple[pd.DataFrame, pd.DataFrame, np.ndarray]) -> ToxicityCl
 
 @pytest.fixture(scope="module")
 def lkb(train: tuple[pd.DataFrame, pd.DataFrame, np.ndarray]) -> ToxicityClassifier:
-    return ToxicityClassifier(estimator="patient_lkb", calibration=None, random_state=0).fit(train[0])
+    # the simulated truth is an LKB on the physical mean dose at one regimen: its TD50 is recovered on that scale
+    return ToxicityClassifier(estimator="patient_lkb", calibration=None, random_state=0,
+                              fractionation=None).fit(train[0])
 
 
 def test_clone_pipeline_and_label_column(train: tuple[pd.DataFrame, pd.DataFrame, np.ndarray]) -> None:

@@ -1,10 +1,14 @@
-"""Dose features of a plan scaled to another prescription ("what if the dose changes").
+"""Dose features of a plan scaled to another prescription ("what if the dose changes"), and on the EQD2 scale.
 
 A plan scaled by f multiplies every voxel dose by f. Mean, min, max, gEUD and D_x of every structure are
 homogeneous of degree 1 (gEUD: Niemierko, Med Phys 1997;24:103) and are scaled exactly; V_x (percent of the
 structure receiving at least x Gy) needs the DVH and is recomputed from ``DVH.scaled(f)`` with the
 extraction's own rule (:func:`radiogenomics.features.dosimetric.dvh_metrics`). Used by
 :meth:`radiogenomics.models.toxicity.ToxicityClassifier.predict_proba_at_dose`.
+
+:func:`eqd2_dose_features` puts the same linear metrics on a fractionation-independent scale: the EQD2 at
+the organ's alpha/beta (:func:`structure_alpha_beta_gy`) for the organ's own dose per fraction ``D/n``
+(Fowler, Br J Radiol 1989;62:679).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import pandas as pd
 
 from radiogenomics.errors import InputError
 from radiogenomics.features import naming
-from radiogenomics.radiobiology import DVH, dvh_from_table
+from radiogenomics.radiobiology import DVH, dvh_from_table, eqd2
+from radiogenomics.radiobiology.tissues import load_tissues
 
 _LINEAR = re.compile(r"^(mean|min|max|geud)_gy$|^d[0-9p]+_gy$")
 _VX = re.compile(r"^v([0-9p]+)gy_pct$")
@@ -27,6 +32,13 @@ _VX = re.compile(r"^v([0-9p]+)gy_pct$")
 VOLUME_METRIC = "volume_cc"
 #: Treatment columns that are doses: scaled with the plan in the what-if.
 PRESCRIPTION_DOSE_COLUMNS = ("clinical.total_dose_gy", "clinical.dose_per_fraction_gy")
+#: The plan's number of fractions in the feature table (patients.csv ``n_fractions``).
+N_FRACTIONS_COLUMN = "clinical.n_fractions"
+#: alpha/beta (Gy) of a dose structure without a row in the tissue table (a target volume, an unknown name):
+#: generic late-responding normal tissue, the value ``radiobiology/data/tissues.yaml`` gives the same way.
+GENERIC_ALPHA_BETA_GY = 3.0
+GENERIC_ALPHA_BETA_SOURCE = ("generic late-responding normal tissue, alpha/beta ~3 Gy (Joiner & van der Kogel "
+                             "(eds), Basic Clinical Radiobiology, 4th ed. 2009, ch. 8)")
 
 
 def split_dose_column(column: str) -> tuple[str, str] | None:
@@ -73,6 +85,91 @@ def dose_scale_factors(X: pd.DataFrame, *, prescription_gy: Any = None, scale: A
     if not (np.isfinite(factor) & (factor > 0)).all():
         raise InputError(f"{name} must give positive finite plan-scaling factors", fix=f"pass {name} > 0")
     return factor
+
+
+def structure_alpha_beta_gy(structure: str) -> tuple[float, str | None]:
+    """(alpha/beta in Gy, None) of a dose structure from the tissue table, or (3 Gy generic, why) without a row.
+
+    ``structure`` is the name in the ``dose.<structure>.<metric>`` column (a slug such as ``parotid_l``,
+    ``submandibular_gland_r``, ``pharyngeal_constrictors``); the tissue table resolves it through the TG-263
+    alias table (``parotid_l`` -> Parotid_L -> the Parotid row). A name that is not an organ at risk of that
+    table (a target volume such as ``gtv``, an unknown organ) gets :data:`GENERIC_ALPHA_BETA_GY` and the
+    reason as the second element, for the caller to log: never silently.
+    """
+    try:
+        tissue, _ = load_tissues().lookup(structure)
+    except InputError as exc:
+        return GENERIC_ALPHA_BETA_GY, f"{exc.reason}: generic {GENERIC_ALPHA_BETA_SOURCE}"
+    return tissue.alpha_beta_gy, None
+
+
+def n_fractions_per_row(X: pd.DataFrame, n_fractions: Any = None) -> np.ndarray:
+    """The number of fractions of each row: ``n_fractions`` (scalar or one per row; must be finite and > 0,
+    whole or not) when given, else the table's ``clinical.n_fractions`` with NaN where it is missing, not a
+    number or not positive (such a row has no EQD2)."""
+    if n_fractions is not None:
+        try:
+            n = np.broadcast_to(np.asarray(n_fractions, dtype=np.float64), (len(X),)).copy()
+        except (TypeError, ValueError):
+            raise InputError(f"n_fractions must be a number or one number per patient ({len(X)}), got "
+                             f"{n_fractions!r}", fix="pass n_fractions=35 or an array of one value per row") from None
+        if not (np.isfinite(n) & (n > 0)).all():
+            raise InputError("n_fractions must be finite and > 0", fix="pass a positive number of fractions")
+        return n
+    if N_FRACTIONS_COLUMN not in X.columns:
+        return np.full(len(X), np.nan)
+    n = pd.to_numeric(X[N_FRACTIONS_COLUMN], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.where(np.isfinite(n) & (n > 0), n, np.nan)
+
+
+def eqd2_dose_features(X: pd.DataFrame, n_fractions: Any, alpha_beta_gy: Mapping[str, float], *,
+                       columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The feature table with every linear dose metric of ``dose.<structure>.*`` as EQD2 (Gy).
+
+    For a metric D (mean, min, max, gEUD, D_x) of an organ over ``n`` fractions the organ's dose per
+    fraction is ``D/n`` (not the target's), so ``EQD2 = D (D/n + a/b) / (2 + a/b)`` with ``a/b =
+    alpha_beta_gy[structure]`` (:func:`radiogenomics.radiobiology.eqd2`; Fowler, Br J Radiol 1989;62:679).
+    ``n_fractions``: one value per row (or a scalar); a row whose n is NaN gets NaN for every converted metric
+    (its dose on this scale is unknown: never imputed here). ``columns`` limits the conversion to these
+    columns (a model's inputs); everything else is returned unchanged: ``volume_cc``, V_x (``v<x>gy_pct``, a
+    volume above a physical dose threshold: stays physical) and the prescription columns.
+
+    Min, max and D_x are order statistics of the voxel doses and EQD2 is increasing in D, so their EQD2 is
+    exactly the min / max / D_x of the voxel EQD2 distribution. The EQD2 of a mean or gEUD is an
+    approximation of the mean (gEUD) of the voxel EQD2s: exact for a uniform dose, otherwise lower (EQD2 is
+    convex in D, Jensen's inequality) by ``var(D) / (n (2 + a/b))`` for the mean. Converting a DVH bin by bin
+    would be exact but needs the DVH in training and in prediction alike; the feature table has only the
+    metrics, so the conversion is done on the metrics, the same way in fit and in prediction.
+    """
+    from radiogenomics.features.preprocessing import numeric_matrix, with_columns
+
+    names = tuple(X.columns.tolist())
+    if columns is not None:
+        wanted = set(columns)
+        names = tuple(c for c in names if c in wanted)
+    structures = {c: parts[0] for c in _dose_columns(names)[0] if (parts := split_dose_column(c)) is not None}
+    if not structures:
+        return X.copy()
+    missing_ab = sorted({s for s in structures.values() if s not in alpha_beta_gy})
+    if missing_ab:
+        raise InputError(f"no alpha/beta for the dose structure(s) {missing_ab}",
+                         fix="give alpha_beta_gy a value for each (structure_alpha_beta_gy)")
+    converted = list(structures)
+    n = np.broadcast_to(np.asarray(n_fractions, dtype=np.float64), (len(X),))
+    dose = numeric_matrix(X[converted])
+    ab = np.array([alpha_beta_gy[structures[c]] for c in converted], dtype=np.float64)
+    negative = dose < 0
+    if negative.any():
+        row, col = (int(i[0]) for i in np.nonzero(negative))
+        raise InputError(f"{converted[col]} is negative ({dose[row, col]:g} Gy)", patient_id=_patient_ids(X)[row],
+                         fix="dose metrics are >= 0: check the dose features")
+    valid = np.isfinite(dose) & np.isfinite(n)[:, None]
+    out = np.full(dose.shape, np.nan)
+    out[np.isposinf(dose) & np.isfinite(n)[:, None]] = np.inf  # left for the model's own input check to refuse
+    if valid.any():
+        out[valid] = eqd2(dose[valid], np.broadcast_to(n[:, None], dose.shape)[valid],
+                          np.broadcast_to(ab[None, :], dose.shape)[valid])
+    return with_columns(X, converted, out)
 
 
 def _patient_ids(X: pd.DataFrame) -> list[str]:

@@ -9,11 +9,21 @@ calibrated with ``CalibratedClassifierCV`` (Platt 1999 sigmoid or isotonic, Zadr
 internal folds of the training data only (a Platt map that comes out decreasing on a small fold is
 replaced by its constant, so the probability never falls with dose).
 
+**Fractionation** (``fractionation="eqd2"``, the default): the organ dose metrics are converted to EQD2 at
+the organ's alpha/beta for the organ's own dose per fraction ``D/n`` (n: ``clinical.n_fractions``; Fowler, Br
+J Radiol 1989;62:679; :func:`~radiogenomics.models.dose_scaling.eqd2_dose_features`) in fit and in
+prediction, so the model learns on a fractionation-independent dose scale. alpha/beta per structure from the
+tissue table (:func:`~radiogenomics.models.dose_scaling.structure_alpha_beta_gy`), kept in
+``alpha_beta_gy_``. The fitted model records the training range of the target dose per fraction
+(``dose_per_fraction_range_gy_``; :meth:`ToxicityClassifier.regimen_in_training`). ``fractionation=None`` is
+the physical dose, as models fitted before this option (pickles without the attribute load as None).
+
 **What if the dose changes** (:meth:`ToxicityClassifier.predict_proba_at_dose`): a plan scaled by f
 multiplies every dose by f. Mean, min, max, gEUD and D_x are homogeneous of degree 1 and are scaled exactly;
 V_x (percent of the organ above x Gy) needs the DVH and is recomputed from ``DVH.scaled(f)``. Models fitted
 with ``dose_metrics="linear"`` (the default) use no V_x, so the what-if needs only the feature table; with
-``dose_metrics="all"`` the DVHs must be passed, else an ``InputError`` says so.
+``dose_metrics="all"`` the DVHs must be passed, else an ``InputError`` says so. ``n_fractions`` delivers the
+scaled plan in another number of fractions (the EQD2 conversion uses it).
 """
 
 from __future__ import annotations
@@ -40,12 +50,16 @@ from radiogenomics.features import naming
 from radiogenomics.features.preprocessing import FeatureScaler, FeatureSelector, GroupImputer
 from radiogenomics.features.schema import CLINICAL, GENOMIC, IMAGING, TREATMENT, column_group
 from radiogenomics.models.dose_scaling import (
+    N_FRACTIONS_COLUMN,
     PRESCRIPTION_DOSE_COLUMNS,
     VOLUME_METRIC,
     dose_scale_factors,
+    eqd2_dose_features,
     is_linear_dose_metric,
+    n_fractions_per_row,
     scale_dose_features,
     split_dose_column,
+    structure_alpha_beta_gy,
     vx_threshold_gy,
 )
 from radiogenomics.models.lkb_patient import PatientLKB
@@ -59,6 +73,14 @@ TOX_PREFIX = "tox_"
 DEFAULT_EXCLUDE: tuple[str, ...] = ("clinical.center", "clinical.site")
 #: Feature sources a ToxicityClassifier can use; ``oar_imaging`` is the radiomics of the endpoint's organs.
 TOXICITY_GROUPS: tuple[str, ...] = ("dose", "clinical", "genomic", "oar_imaging", "treatment")
+#: Dose scales of the organ dose metrics: ``"eqd2"`` (EQD2 at the organ's alpha/beta) or None (physical dose).
+FRACTIONATIONS: tuple[str | None, ...] = ("eqd2", None)
+#: Slack (Gy) of :meth:`ToxicityClassifier.regimen_in_training` around the training dose-per-fraction range:
+#: half the 0.01 Gy to which a dose per fraction is written (68 Gy / 33 = 2.0606... is "2.06 Gy"), so a
+#: regimen written to 0.01 Gy of a training regimen is inside; far below any clinically different regimen.
+DOSE_PER_FRACTION_TOLERANCE_GY = 0.005
+TOTAL_DOSE_COLUMN = "clinical.total_dose_gy"
+DOSE_PER_FRACTION_COLUMN = "clinical.dose_per_fraction_gy"
 
 
 
@@ -243,10 +265,21 @@ class ToxicityClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         Grade at or above which the outcome is an event (2: grade >= 2).
     C, lkb_alpha:
         Penalties of the logistic model (inverse ridge strength) and of the LKB covariate weights.
+    fractionation:
+        ``"eqd2"`` (default): the linear dose metrics (mean, min, max, gEUD, D_x) of every ``dose.*`` input
+        are converted to EQD2 at the structure's alpha/beta for its own dose per fraction ``D/n``, n =
+        ``clinical.n_fractions`` (:func:`~radiogenomics.models.dose_scaling.eqd2_dose_features`), in fit and in
+        prediction. V_x, volumes and the prescription columns stay physical. Training rows without a positive
+        ``clinical.n_fractions`` are left out of fit (logged): their dose on this scale is unknown, and
+        imputing it would pair a made-up dose with a real outcome. None: physical dose (models fitted before
+        this option, whose pickles have no such attribute, load as None and predict as they did).
 
     ``fit(X, y=None)``: ``y`` is the grade (rows with a missing grade are dropped and logged); None reads
     the endpoint's column. Learnt: ``structures_``, ``lkb_structures_``, ``columns_`` (input columns),
-    ``model_`` (the fitted, calibrated model), ``classes_`` ([0, 1]).
+    ``model_`` (the fitted, calibrated model), ``classes_`` ([0, 1]), ``alpha_beta_gy_`` ({structure:
+    alpha/beta Gy} of the converted dose structures; empty for ``fractionation=None``) and
+    ``dose_per_fraction_range_gy_`` ((min, max) of ``clinical.total_dose_gy / clinical.n_fractions`` over the
+    fitted rows, None when no row has both).
     """
 
     def __init__(self, endpoint: str = "xerostomia",
@@ -255,7 +288,7 @@ class ToxicityClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                  groups: Sequence[str] = ("dose", "clinical", "genomic"), structures: Sequence[str] | None = None,
                  dose_metrics: Literal["linear", "all"] = "linear", exclude: Sequence[str] = DEFAULT_EXCLUDE,
                  threshold_grade: float = 2.0, C: float = 1.0, lkb_alpha: float = 1.0, calibration_cv: int = 3,
-                 random_state: int | None = 0) -> None:
+                 random_state: int | None = 0, fractionation: Literal["eqd2"] | None = "eqd2") -> None:
         self.endpoint = endpoint
         self.estimator = estimator
         self.calibration = calibration
@@ -268,6 +301,12 @@ class ToxicityClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.lkb_alpha = lkb_alpha
         self.calibration_cv = calibration_cv
         self.random_state = random_state
+        self.fractionation = fractionation
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # pickles from before the fractionation option were fitted on physical dose: they keep predicting so
+        state.setdefault("fractionation", None)
+        super().__setstate__(state)
 
     # --- columns -------------------------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -278,6 +317,9 @@ class ToxicityClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             raise InputError(f"unknown calibration {self.calibration!r}", fix="use 'sigmoid', 'isotonic' or None")
         if self.dose_metrics not in ("linear", "all"):
             raise InputError(f"unknown dose_metrics {self.dose_metrics!r}", fix="use 'linear' or 'all'")
+        if self.fractionation not in FRACTIONATIONS:
+            raise InputError(f"unknown fractionation {self.fractionation!r}",
+                             fix="use 'eqd2' (EQD2 at the organ's alpha/beta) or None (physical dose)")
         unknown = sorted(set(self.groups) - set(TOXICITY_GROUPS))
         if unknown:
             raise InputError(f"unknown toxicity feature group(s) {unknown}", fix=f"use some of {TOXICITY_GROUPS}")
@@ -367,6 +409,7 @@ class ToxicityClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             raise InputError(f"toxicity {self.endpoint_}: no input columns selected", fix="check groups/exclude")
         base = self._base_model(X, dose, other)
         train = X.loc[kept]
+        train, label = self._on_dose_scale(train, label)
         # calibration folds need >= 1 event and non-event each: fewer folds on tiny training sets, none below 2
         n_cal = min(int(self.calibration_cv), int(np.bincount(label).min()))
         if self.calibration is not None and n_cal < 2:
@@ -382,10 +425,64 @@ class ToxicityClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.n_features_in_ = X.shape[1]
         return self
 
+    def _on_dose_scale(self, train: pd.DataFrame, label: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+        """The graded training rows with their dose metrics on the model's dose scale, and their labels.
+
+        Records ``alpha_beta_gy_`` and ``dose_per_fraction_range_gy_``. With ``fractionation="eqd2"`` rows
+        without a positive ``clinical.n_fractions`` are left out (logged); an ``InputError`` when the table
+        has no such column, or too few rows are left.
+        """
+        self.alpha_beta_gy_: dict[str, float] = {}
+        if self.fractionation == "eqd2":
+            if N_FRACTIONS_COLUMN not in train.columns:
+                raise InputError(f"toxicity {self.endpoint_}: fractionation='eqd2' needs the number of fractions "
+                                 f"{N_FRACTIONS_COLUMN} to put the dose metrics on the EQD2 scale",
+                                 fix="add n_fractions to patients.csv, or fit with fractionation=None "
+                                     "(physical dose, fractionation ignored)")
+            n = n_fractions_per_row(train)
+            has_n = np.isfinite(n)
+            if not has_n.all():
+                log.warning("toxicity %s: %d graded patient(s) without a positive %s left out of fit (their EQD2 "
+                            "dose is unknown; dose features are never imputed)", self.endpoint_,
+                            int((~has_n).sum()), N_FRACTIONS_COLUMN)
+                train, label, n = train.loc[has_n], label[has_n], n[has_n]
+            if np.unique(label).size != 2:
+                raise InputError(f"toxicity {self.endpoint_}: the training patients with a number of fractions "
+                                 f"need both grade < {self.threshold_grade:g} and >= {self.threshold_grade:g}",
+                                 fix=f"fill {N_FRACTIONS_COLUMN} (patients.csv n_fractions), or train on more "
+                                     "patients")
+            for structure in sorted({p[0] for c in self.columns_ if (p := split_dose_column(c)) is not None
+                                     and is_linear_dose_metric(p[1])}):
+                self.alpha_beta_gy_[structure], note = structure_alpha_beta_gy(structure)
+                if note:
+                    log.warning("toxicity %s: dose structure %r has no tissue row: EQD2 at alpha/beta %g Gy (%s)",
+                                self.endpoint_, structure, self.alpha_beta_gy_[structure], note)
+            train = eqd2_dose_features(train, n, self.alpha_beta_gy_, columns=self.columns_)
+        self.dose_per_fraction_range_gy_ = _dose_per_fraction_range(train)
+        return train, label
+
+    def _dose_scale(self, X: pd.DataFrame, n_fractions: np.ndarray | None = None) -> pd.DataFrame:
+        """``X`` with its dose metrics on the model's dose scale (EQD2 for ``n_fractions``, default each row's
+        own; NaN for a row without n, logged). Unchanged for ``fractionation=None`` (and old pickles)."""
+        if self.fractionation != "eqd2":
+            return X
+        n = n_fractions_per_row(X) if n_fractions is None else n_fractions
+        unknown = int(np.isnan(n).sum())
+        if unknown:
+            log.warning("toxicity %s: %d row(s) without a positive %s: their EQD2 dose features are NaN",
+                        self.endpoint_, unknown, N_FRACTIONS_COLUMN)
+        return eqd2_dose_features(X, n, self.alpha_beta_gy_, columns=self.columns_)
+
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        """(n, 2): P(grade < threshold), P(grade >= threshold)."""
+        """(n, 2): P(grade < threshold), P(grade >= threshold) of the delivered plans.
+
+        With ``fractionation="eqd2"`` the dose metrics are converted at each row's ``clinical.n_fractions``; a
+        row without one has NaN EQD2 dose features, which the model's missing-value step fills like any other
+        missing feature (the estimator API answers every row; :meth:`predict_proba_at_dose` does not, and
+        :meth:`dose_known` says which rows have their dose).
+        """
         check_is_fitted(self, "model_")
-        return np.asarray(self.model_.predict_proba(X))
+        return np.asarray(self.model_.predict_proba(self._dose_scale(X)))
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return np.asarray((self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64))
@@ -397,18 +494,96 @@ class ToxicityClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         return [c for c in self.columns_ if (p := split_dose_column(c)) and vx_threshold_gy(p[1]) is not None]
 
     def predict_proba_at_dose(self, X: pd.DataFrame, prescription_gy: Any = None, scale: Any = None,
-                              dvhs: Mapping[str, Mapping[str, DVH]] | None = None) -> np.ndarray:
+                              dvhs: Mapping[str, Mapping[str, DVH]] | None = None, *,
+                              n_fractions: Any = None) -> np.ndarray:
         """:meth:`predict_proba` with every dose scaled as if the plan were prescribed differently.
 
         Exactly one of ``prescription_gy`` (new total dose, Gy; scalar or one per patient: the factor is
         ``prescription / clinical.total_dose_gy``) and ``scale`` (factor, scalar or one per patient). The
-        number of fractions is kept. ``dvhs`` (patient_id -> {structure: DVH}) are needed when the model uses
-        V_x metrics (``dose_metrics="all"``). See :func:`scale_dose_features`.
+        scaled plan is delivered in ``n_fractions`` (scalar or one per patient, > 0, whole or not; None keeps
+        each row's own ``clinical.n_fractions``): the EQD2 conversion uses it, and the ``clinical.n_fractions``
+        / ``clinical.dose_per_fraction_gy`` columns are set to the new regimen. ``dvhs`` (patient_id ->
+        {structure: DVH}) are needed when the model uses V_x metrics (``dose_metrics="all"``). See
+        :func:`scale_dose_features`.
+
+        With ``fractionation="eqd2"`` a row without a number of fractions (neither given nor in the table)
+        has no dose on the model's scale: its probabilities are NaN (the what-if never imputes a dose). With
+        ``fractionation=None`` (old models) ``n_fractions`` changes only those two treatment columns.
         """
         check_is_fitted(self, "model_")
         factor = dose_scale_factors(X, prescription_gy=prescription_gy, scale=scale)
         scaled = scale_dose_features(X, factor, dvhs=dvhs, required=self.vx_columns(), columns=self.columns_)
-        return self.predict_proba(scaled)
+        n = n_fractions_per_row(X, n_fractions)
+        if n_fractions is not None:
+            scaled = _with_regimen(scaled, n, self.columns_)
+        if self.fractionation != "eqd2":
+            return np.asarray(self.model_.predict_proba(scaled))
+        known = np.isfinite(n)
+        if not known.any():
+            return np.full((len(X), 2), np.nan)
+        rows = scaled if known.all() else scaled.loc[known]
+        proba = np.full((len(X), 2), np.nan)
+        proba[known] = self.model_.predict_proba(self._dose_scale(rows, n[known]))
+        return proba
+
+    def dose_known(self, X: pd.DataFrame, n_fractions: Any = None) -> np.ndarray:
+        """Per row: True where every dose input of the model is known on its dose scale, i.e. every
+        ``dose.*`` input column is present and not NaN and, with ``fractionation="eqd2"``, the row has a
+        number of fractions (``n_fractions`` as in :meth:`predict_proba_at_dose`, else ``clinical.n_fractions``
+        > 0). Where False, a caller that never imputes dose features reports no toxicity."""
+        check_is_fitted(self, "model_")
+        from radiogenomics.features.preprocessing import numeric_matrix
+
+        dose = [c for c in self.columns_ if c.startswith(f"{naming.DOSE}.")]
+        if any(c not in X.columns for c in dose):
+            return np.zeros(len(X), dtype=bool)
+        known = ~np.isnan(numeric_matrix(X[dose])).any(axis=1) if dose else np.ones(len(X), dtype=bool)
+        if self.fractionation == "eqd2":
+            known &= np.isfinite(n_fractions_per_row(X, n_fractions))
+        return np.asarray(known, dtype=bool)
+
+    def regimen_in_training(self, dose_per_fraction_gy: Any) -> np.ndarray:
+        """Per value: True where the target dose per fraction (Gy; scalar or array) lies in the training range
+        ``dose_per_fraction_range_gy_`` widened by :data:`DOSE_PER_FRACTION_TOLERANCE_GY` (0.005 Gy) on
+        each side; False outside it and for NaN. A model without a recorded range (fitted before it was
+        recorded, or on rows without total dose and number of fractions) has nothing to compare with: True
+        everywhere, as before. The prescriber flags ``regimen_outside_training`` where False."""
+        check_is_fitted(self, "model_")
+        d = np.atleast_1d(np.asarray(dose_per_fraction_gy, dtype=np.float64))
+        bounds = getattr(self, "dose_per_fraction_range_gy_", None)
+        if bounds is None:
+            return np.ones(d.shape, dtype=bool)
+        low, high = bounds
+        return np.asarray((d >= low - DOSE_PER_FRACTION_TOLERANCE_GY) & (d <= high + DOSE_PER_FRACTION_TOLERANCE_GY))
+
+
+def _dose_per_fraction_range(train: pd.DataFrame) -> tuple[float, float] | None:
+    """(min, max) of ``clinical.total_dose_gy / clinical.n_fractions`` over the rows that have both (> 0)."""
+    if TOTAL_DOSE_COLUMN not in train.columns or N_FRACTIONS_COLUMN not in train.columns:
+        return None
+    total = pd.to_numeric(train[TOTAL_DOSE_COLUMN], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    d = total / n_fractions_per_row(train)
+    d = d[np.isfinite(d) & (d > 0)]
+    return (float(d.min()), float(d.max())) if d.size else None
+
+
+def _with_regimen(X: pd.DataFrame, n: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
+    """``X`` with the model's treatment columns ``clinical.n_fractions`` = ``n`` and
+    ``clinical.dose_per_fraction_gy`` = total / ``n`` (where the model uses them): the plan in n fractions."""
+    from radiogenomics.features.preprocessing import numeric_matrix, with_columns
+
+    names, values = [], []
+    if N_FRACTIONS_COLUMN in columns and N_FRACTIONS_COLUMN in X.columns:
+        names.append(N_FRACTIONS_COLUMN)
+        values.append(n)
+    if DOSE_PER_FRACTION_COLUMN in columns and DOSE_PER_FRACTION_COLUMN in X.columns:
+        if TOTAL_DOSE_COLUMN in X.columns:
+            total = numeric_matrix(X[[TOTAL_DOSE_COLUMN]])[:, 0]
+        else:  # the scaled total from the scaled dose per fraction and the row's own n
+            total = numeric_matrix(X[[DOSE_PER_FRACTION_COLUMN]])[:, 0] * n_fractions_per_row(X)
+        names.append(DOSE_PER_FRACTION_COLUMN)
+        values.append(total / n)
+    return with_columns(X, names, np.column_stack(values)) if names else X
 
 
 def _keep_platt_increasing(model: CalibratedClassifierCV, folds: StratifiedKFold, X: pd.DataFrame,
