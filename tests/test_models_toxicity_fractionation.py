@@ -16,6 +16,7 @@ import pytest
 from scipy.special import ndtr
 
 from radiogenomics.errors import InputError
+from radiogenomics.features.schema import build_schema
 from radiogenomics.models.dose_scaling import (
     GENERIC_ALPHA_BETA_GY,
     eqd2_dose_features,
@@ -25,6 +26,7 @@ from radiogenomics.models.dose_scaling import (
 from radiogenomics.models.toxicity import DOSE_PER_FRACTION_TOLERANCE_GY, ToxicityClassifier
 from radiogenomics.radiobiology import bed, eqd2, isoeffective_total_dose
 from radiogenomics.radiobiology.tissues import load_tissues
+from radiogenomics.training.registry.pyfunc import ToxicityModel
 
 AB_GY = 3.0  # parotid alpha/beta of the tissue table
 REGIMENS_80_GY = (44, 40, 34)  # 1.82, 2.0 and 2.35 Gy per fraction
@@ -224,3 +226,19 @@ def test_old_pickles_predict_on_physical_dose_as_before(physical: ToxicityClassi
     np.testing.assert_array_equal(again.predict_proba_at_dose(sample, prescription_gy=80.0, n_fractions=34),
                                   model.predict_proba_at_dose(sample, prescription_gy=80.0, n_fractions=34))
 
+
+def test_pyfunc_toxicity_model_takes_n_fractions(model: ToxicityClassifier, table: pd.DataFrame) -> None:
+    graded = table.iloc[:5]
+    rows = graded.drop(columns=["outcome.tox_xerostomia"])  # the schema puts the label back, missing
+    pyfunc = ToxicityModel()
+    pyfunc.schema, pyfunc.models = build_schema(table), {"xerostomia": model}
+    at_34 = pyfunc.predict(None, rows, params={"prescription_gy": 80.0, "n_fractions": 34})["xerostomia_grade_ge2"]
+    np.testing.assert_allclose(at_34, model.predict_proba_at_dose(graded, prescription_gy=80.0, n_fractions=34)[:, 1],
+                               rtol=1e-12)
+    at_44 = pyfunc.predict(None, rows, params={"prescription_gy": 80.0, "n_fractions": 44})["xerostomia_grade_ge2"]
+    assert (at_44.to_numpy() < at_34.to_numpy()).all()
+    own_plan_in_10 = pyfunc.predict(None, rows, params={"n_fractions": 10, "prescription_gy": None})
+    np.testing.assert_allclose(own_plan_in_10["xerostomia_grade_ge2"],
+                               model.predict_proba_at_dose(graded, scale=1.0, n_fractions=10)[:, 1], rtol=1e-12)
+    plain = pyfunc.predict(None, rows)["xerostomia_grade_ge2"]
+    np.testing.assert_allclose(plain, model.predict_proba(graded)[:, 1], rtol=1e-12)

@@ -133,6 +133,12 @@ def test_toxicity_pyfunc_takes_the_prescription_param(bundle: Bundle, registrati
     expected = bundle.toxicity["xerostomia"].predict_proba_at_dose(bundle.table.head(4), prescription_gy=90.0)[:, 1]
     np.testing.assert_allclose(at_90, expected, rtol=1e-9)
     assert not np.allclose(at_90, delivered)
+    # and n_fractions (declared too): 90 Gy in 25 fractions of 3.6 Gy, on the models' EQD2 scale
+    in_25 = model.predict(features, params={"prescription_gy": 90.0, "n_fractions": 25.0})["xerostomia_grade_ge2"]
+    expected = bundle.toxicity["xerostomia"].predict_proba_at_dose(bundle.table.head(4), prescription_gy=90.0,
+                                                                   n_fractions=25.0)[:, 1]
+    np.testing.assert_allclose(in_25.to_numpy(), expected, rtol=1e-9)
+    assert (in_25.to_numpy() >= at_90).all() and not np.allclose(in_25.to_numpy(), at_90)
 
 
 def test_challenger_alias_while_champion_kept(bundle: Bundle, registrations: list, store: str) -> None:

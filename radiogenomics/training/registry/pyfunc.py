@@ -154,7 +154,9 @@ class ToxicityModel(PythonModel):  # type: ignore[misc]
     """Pyfunc: feature rows -> ``<endpoint>_grade_ge2`` probability columns at the delivered plan.
 
     Artifact ``toxicity``: ``{"schema": FeatureSchema, "models": {endpoint: ToxicityClassifier}}`` (joblib).
-    ``params={"prescription_gy": D}`` gives the probabilities with the plan scaled to ``D`` Gy instead.
+    ``params={"prescription_gy": D}`` gives the probabilities with the plan scaled to ``D`` Gy instead;
+    ``"n_fractions": n`` (optional, with or without ``prescription_gy``) delivers that plan in n fractions
+    (``ToxicityClassifier.predict_proba_at_dose``; the models' EQD2 dose scale depends on it).
     """
 
     def load_context(self, context: Any) -> None:
@@ -165,10 +167,11 @@ class ToxicityModel(PythonModel):  # type: ignore[misc]
 
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         table = schema_rows(model_input, self.schema)
-        dose = (params or {}).get("prescription_gy")
+        dose, n = (params or {}).get("prescription_gy"), (params or {}).get("n_fractions")
+        plan = {"scale": 1.0} if dose is None else {"prescription_gy": float(dose)}
         out = {}
         for endpoint, model in sorted(self.models.items()):
-            proba = (model.predict_proba(table) if dose is None
-                     else model.predict_proba_at_dose(table, prescription_gy=float(dose)))
+            proba = (model.predict_proba(table) if dose is None and n is None
+                     else model.predict_proba_at_dose(table, **plan, n_fractions=None if n is None else float(n)))
             out[toxicity_key(endpoint)] = proba[:, 1]
         return pd.DataFrame(out, index=table.index)

@@ -222,7 +222,8 @@ def register_models(radiosensitivity: Any, toxicity: Mapping[str, Any], metrics:
              pyfunc.RADIOSENSITIVITY_ARTIFACT, infer_signature(features_only, rsi_model.predict(None, features))),
             (TOXICITY_MODEL, "toxicity", pyfunc.ToxicityModel(), pyfunc.TOXICITY_ARTIFACT,
              _with_params(infer_signature(features_only, tox_model.predict(None, features)),
-                          ParamSchema([ParamSpec("prescription_gy", "double", None)]))),
+                          ParamSchema([ParamSpec("prescription_gy", "double", None),
+                                       ParamSpec("n_fractions", "double", None)]))),
             (PRESCRIBER_MODEL, "prescriber", pyfunc.PrescriberModel(PRESCRIBER_MODEL), pyfunc.PRESCRIBER_ARTIFACT,
              infer_signature(example, _signature_output(records), params={
                  "n_fractions": prescriber.n_fractions, "dose_per_fraction_gy": prescriber.dose_per_fraction_gy,
