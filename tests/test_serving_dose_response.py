@@ -86,17 +86,31 @@ def test_more_radiosensitive_patient_has_higher_tcp(prescriber: Prescriber, pati
     assert b["dose_for_target_gard_gy"] > a["dose_for_target_gard_gy"]  # the resistant one needs more dose
 
 
-def test_ntcp_is_monotone_and_equals_the_record_at_the_recommended_dose(curve: dict, patient: pd.DataFrame,
-                                                                         prescriber: Prescriber) -> None:
+def test_ntcp_is_monotone_and_is_the_toxicity_at_the_recommended_regimen(curve: dict, patient: pd.DataFrame,
+                                                                          prescriber: Prescriber,
+                                                                          bundle: Bundle) -> None:
     record = prescriber.predict_records(patient, model=INFO)[0]
     assert set(curve["ntcp"]) == set(record["toxicity"]) == {"xerostomia_grade_ge2"}
     i = curve["total_dose_gy"].index(curve["recommended_total_dose_gy"])
-    for key, values in curve["ntcp"].items():
-        ntcp = np.asarray(values)
-        assert ((ntcp >= 0) & (ntcp <= 1)).all()
-        assert (np.diff(ntcp) >= -1e-12).all()
-        assert ntcp[-1] > ntcp[0]
-        assert ntcp[i] == pytest.approx(record["toxicity"][key], rel=1e-9, abs=1e-12)
+    table, _ = prescriber.prepare(patient)
+    model = bundle.toxicity["xerostomia"]
+    # the toxicity at the recommended regimen: recommended_total_dose_gy in recommended_n_fractions fractions
+    at_regimen = model.predict_proba_at_dose(table, prescription_gy=record["recommended_total_dose_gy"],
+                                             n_fractions=record["recommended_n_fractions"])[0, 1]
+    ntcp = np.asarray(curve["ntcp"]["xerostomia_grade_ge2"])
+    assert ((ntcp >= 0) & (ntcp <= 1)).all()
+    assert (np.diff(ntcp) >= -1e-12).all()
+    assert ntcp[-1] > ntcp[0]
+    assert ntcp[i] == pytest.approx(at_regimen, rel=1e-9, abs=1e-12)
+    assert ntcp[i] == pytest.approx(record["toxicity"]["xerostomia_grade_ge2"], rel=1e-9, abs=1e-12)
+    # at the record's dose per fraction d the curve's plan has D/d fractions: a higher d gives a higher NTCP
+    d = record["dose_per_fraction_gy"]
+    j = i - 5
+    dose = curve["total_dose_gy"][j]
+    expected = model.predict_proba_at_dose(table, prescription_gy=dose, n_fractions=dose / d)[0, 1]
+    assert ntcp[j] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    hypo = model.predict_proba_at_dose(table, prescription_gy=dose, n_fractions=dose / (d + 0.5))[0, 1]
+    assert hypo > expected
 
 
 def test_regimen_and_missing_volume(prescriber: Prescriber, patient: pd.DataFrame) -> None:

@@ -7,9 +7,11 @@
   model fixes too, docs/models.md) times the GTV volume from the patient's shape features
   (:data:`GTV_VOLUME_COLUMNS`, mm^3), else :data:`DEFAULT_GTV_VOLUME_CC`. No oxygen effect: the record's
   alpha is used as given. ``tcp_source`` says which of these applied.
-* **NTCP**: the prescriber's toxicity models (``predict_proba_at_dose``, the plan scaled to each total dose),
-  i.e. exactly the function that gives the record's ``toxicity`` at the recommended dose; one curve per
-  endpoint the record has a value for.
+* **NTCP**: the prescriber's toxicity models (``predict_proba_at_dose``, the plan scaled to each total dose
+  and delivered, like the TCP, at the record's dose per fraction: ``n = D / d`` fractions, whole or not, and
+  the record's ``recommended_n_fractions`` at the recommended dose), i.e. exactly the function that gives the
+  record's ``toxicity`` at the recommended regimen; the EQD2 dose scale of the models makes the curve depend
+  on d. One curve per endpoint the record has a value for.
 * **Rails**: the site's min/max total dose (``data/rails.yaml``).
 
 The dose grid is ``n_points`` evenly spaced doses in (0, top] Gy, top = 1.25 x the larger of the site's maximum
@@ -103,7 +105,7 @@ def dose_response(prescriber: Prescriber, features: pd.DataFrame, model: ModelIn
         "patient_id": str(record["patient_id"]),
         "total_dose_gy": [float(v) for v in doses],
         "tcp": [float(v) for v in np.atleast_1d(tcp)],
-        "ntcp": _ntcp_curves(prescriber, table, record, doses),
+        "ntcp": _ntcp_curves(prescriber, table, record, doses, _fractions(record, doses, d)),
         "rails": {"min_total_dose_gy": _finite_or_none(site_rails.min_total_dose_gy),
                   "max_total_dose_gy": _finite_or_none(site_rails.max_total_dose_gy)},
         "recommended_total_dose_gy": recommended,
@@ -115,15 +117,27 @@ def dose_response(prescriber: Prescriber, features: pd.DataFrame, model: ModelIn
     }
 
 
+def _fractions(record: dict[str, Any], doses: np.ndarray, dose_per_fraction_gy: float) -> np.ndarray:
+    """Number of fractions at each total dose: ``D / d``, and the record's recommended regimen (its
+    ``recommended_n_fractions``) at the recommended total dose, where the record's toxicity was computed."""
+    n = doses / dose_per_fraction_gy
+    recommended = _finite_or_none(record["recommended_total_dose_gy"])
+    recommended_n = _finite_or_none(record.get("recommended_n_fractions"))
+    if recommended is not None and recommended_n is not None and recommended_n > 0:
+        n[doses == recommended] = recommended_n
+    return n
+
+
 def _ntcp_curves(prescriber: Prescriber, table: pd.DataFrame, record: dict[str, Any],
-                 doses: np.ndarray) -> dict[str, list[float]]:
-    """P(grade >= 2) per endpoint at each dose, for the endpoints the record has a toxicity value for."""
+                 doses: np.ndarray, n_fractions: np.ndarray) -> dict[str, list[float]]:
+    """P(grade >= 2) per endpoint at each dose (in ``n_fractions`` fractions), for the endpoints the record has
+    a toxicity value for."""
     rows = table.loc[table.index.repeat(len(doses))].reset_index(drop=True)
     curves: dict[str, list[float]] = {}
     for endpoint, model in sorted(prescriber.fast_models()[1].items()):  # same numbers, compiled pipelines
         key = toxicity_key(endpoint)
         if key not in record["toxicity"]:
             continue  # no recommended dose, or the plan's dose features are missing (never imputed)
-        probability = model.predict_proba_at_dose(rows, prescription_gy=doses)[:, 1]
+        probability = model.predict_proba_at_dose(rows, prescription_gy=doses, n_fractions=n_fractions)[:, 1]
         curves[key] = [float(p) for p in probability]
     return curves
