@@ -46,15 +46,24 @@ def test_records_follow_the_contract(prescriber: Prescriber, features: pd.DataFr
         assert record["rsi_lower"] <= record["rsi"] <= record["rsi_upper"]
         assert record["alpha_per_gy"] == pytest.approx(float(alpha_from_rsi(record["rsi"], 0.05)))
         assert record["alpha_beta_gy"] == pytest.approx(record["alpha_per_gy"] / 0.05)
-        assert (record["n_fractions"], record["dose_per_fraction_gy"], record["target_gard"]) == (35.0, 2.0, 33.0)
-        assert record["gard"] == pytest.approx(70.0 * (record["alpha_per_gy"] + 0.05 * 2.0))
-        assert record["dose_for_target_gard_gy"] == pytest.approx(33.0 / (record["alpha_per_gy"] + 0.1))
+        # the patient's own regimen (patients.csv total_dose_gy in n_fractions), contract section 1
+        own = features.set_index("patient_id").loc[pid]
+        n, d = float(own["clinical.n_fractions"]), float(own["clinical.total_dose_gy"]) / float(own["clinical.n_fractions"])
+        assert record["regimen_source"] == "patient" and record["site"] == "head_neck"
+        assert (record["n_fractions"], record["target_gard"]) == (n, 33.0)
+        assert record["dose_per_fraction_gy"] == pytest.approx(d, rel=1e-12)
+        assert record["gard"] == pytest.approx(n * d * (record["alpha_per_gy"] + 0.05 * d))
+        assert record["dose_for_target_gard_gy"] == pytest.approx(33.0 / (record["alpha_per_gy"] + 0.05 * d))
+        assert record["rsi_source"] in ("measured", "predicted", "population")
+        assert isinstance(record["oar_checks"], list)
         total = record["recommended_total_dose_gy"]
         assert rails.min_total_dose_gy - 1e-9 <= total <= rails.max_total_dose_gy + 1e-9
         assert record["recommended_n_fractions"] * record["recommended_dose_per_fraction_gy"] == pytest.approx(total)
-        if not math.isnan(record["dose_for_target_gard_upper_gy"]):
-            assert record["dose_for_target_gard_lower_gy"] <= record["dose_for_target_gard_gy"] \
-                <= record["dose_for_target_gard_upper_gy"]
+        low, high = record["dose_for_target_gard_lower_gy"], record["dose_for_target_gard_upper_gy"]
+        assert math.isnan(low) or low <= record["dose_for_target_gard_gy"]
+        assert math.isnan(high) or record["dose_for_target_gard_gy"] <= high
+        if math.isnan(low) or math.isnan(high):  # an end clipped or implausible gives no dose, flagged
+            assert "interval_clipped" in record["flags"] or "population_fallback" in record["flags"]
         assert set(record["toxicity"]) == {"xerostomia_grade_ge2"}
         assert 0.0 <= record["toxicity"]["xerostomia_grade_ge2"] <= 1.0
         assert len(record["input_sha256"]) == 64
@@ -71,7 +80,9 @@ def test_toxicity_is_at_the_recommended_dose(prescriber: Prescriber, features: p
     records = prescriber.predict_records(rows)
     table, _ = prescriber.prepare(rows)
     totals = np.array([r["recommended_total_dose_gy"] for r in records])
-    expected = bundle.toxicity["xerostomia"].predict_proba_at_dose(table, prescription_gy=totals)[:, 1]
+    fractions = np.array([r["recommended_n_fractions"] for r in records], dtype=float)
+    expected = bundle.toxicity["xerostomia"].predict_proba_at_dose(table, prescription_gy=totals,
+                                                                   n_fractions=fractions)[:, 1]
     got = [r["toxicity"]["xerostomia_grade_ge2"] for r in records]
     np.testing.assert_allclose(got, expected)
     delivered = bundle.toxicity["xerostomia"].predict_proba(table)[:, 1]
@@ -156,6 +167,7 @@ def test_regimen_per_row_and_defaults(prescriber: Prescriber, features: pd.DataF
     records = prescriber.predict_records(rows, target_gard=40.0)
     assert [r["target_gard"] for r in records] == [30.0, 40.0, 45.0]
     assert [r["n_fractions"] for r in records] == [30.0, 35.0, 33.0]
+    assert {r["regimen_source"] for r in records} == {"request"}
     for r in records:
         expected = dose_for_gard_lq(r["alpha_per_gy"], r["target_gard"], beta_per_gy2=0.05,
                                     dose_per_fraction_gy=r["dose_per_fraction_gy"])
@@ -217,12 +229,23 @@ def test_input_hash_is_canonical_and_sensitive(prescriber: Prescriber, features:
             features_json[key] = value
         else:
             features_json[key] = float(value)
+    own = rows.iloc[0]
+    oars = {}
+    for column in rows.columns:
+        parts = column.split(".")
+        if parts[0] == "dose" and parts[2] in ("mean_gy", "max_gy", "volume_cc") and parts[1] not in oars:
+            values = {m: own.get(f"dose.{parts[1]}.{m}") for m in ("mean_gy", "max_gy", "volume_cc")}
+            oars[parts[1]] = {m: None if v is None or math.isnan(v) else float(v) for m, v in values.items()}
+            oars[parts[1]]["dvh_sha256"] = None
+    gate = {"site": "head_neck", "reference_prescription_gy": float(own["clinical.total_dose_gy"]), "oars": oars}
+    n = float(own["clinical.n_fractions"])
     payload = {"format": HASH_FORMAT, "features": features_json,
-               "regimen": {"n_fractions": 35.0, "dose_per_fraction_gy": 2.0, "target_gard": 33.0},
-               "model": {"name": INFO.name, "version": INFO.version}}
+               "regimen": {"n_fractions": n, "dose_per_fraction_gy": float(own["clinical.total_dose_gy"]) / n,
+                           "target_gard": 33.0},
+               "model": {"name": INFO.name, "version": INFO.version}, "gate": gate}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
     assert first[0]["input_sha256"] == hashlib.sha256(text.encode()).hexdigest()
-    assert input_sha256(row.to_dict(), payload["regimen"], INFO) == first[0]["input_sha256"]
+    assert input_sha256(row.to_dict(), payload["regimen"], INFO, gate) == first[0]["input_sha256"]
 
 
 def test_applicability_domain(bundle: Bundle) -> None:

@@ -1,28 +1,29 @@
-"""The prescriber: feature rows -> prescription records (contract section 2).
+"""The prescriber: feature rows -> prescription records (contract section 2), every one through the safety gate.
 
-:class:`Prescriber` holds the feature schema it was trained on, a fitted
-:class:`~radiogenomics.models.radiosensitivity.RSISurrogate`, fitted
+:class:`Prescriber` holds the feature schema it was trained on, a fitted RSI model
+(:class:`~radiogenomics.models.radiosensitivity.RSISurrogate` or
+:class:`~radiogenomics.models.multimodal_rsi.MultimodalRSI`), fitted
 :class:`~radiogenomics.models.toxicity.ToxicityClassifier` per endpoint, an
-:class:`~radiogenomics.models.applicability.ApplicabilityDomain` and the population RSI of the training
-cohort. For each patient it
+:class:`~radiogenomics.models.applicability.ApplicabilityDomain` of the imaging, the
+:class:`~radiogenomics.models.domain.TrainingDomain` (sites, clinical ranges, modality patterns) and the
+training population's RSI per site. For each patient it
 
-1. reindexes the row to the schema (unknown columns and non-finite numbers are an ``InputError`` naming them;
-   absent columns are missing, NaN), see :meth:`Prescriber.prepare`;
-2. predicts the RSI and its 90 % interval (the measured ``genomic.rsi`` when present; else from imaging, flag
-   ``missing_genomics``); flags ``missing_imaging`` when an imaging source the schema has is unavailable, or
-   every feature of one of its imaging items (``<modality>.<roi>``) is missing (a failed extraction);
-3. checks the applicability domain of the imaging (and any RSI clipped at the surrogate's bounds: not a
-   surviving fraction): outside it the record is flagged ``out_of_distribution``
-   and, where the RSI would come from imaging, replaced by the population RSI and interval
-   (``population_fallback``); an RSI outside the LQ domain falls back the same way (:func:`patient_lq`);
-4. turns the RSI into LQ parameters (Scott et al., Lancet Oncol 2017;18:202, beta = 0.05 Gy^-2) and dose
-   figures with :func:`radiogenomics.radiobiology.dose_targets` (GARD dose, safety rails, whole-fraction
-   regimen, the doses at the two ends of the RSI interval);
-5. predicts P(grade >= 2) per toxicity endpoint at the recommended total dose
-   (``ToxicityClassifier.predict_proba_at_dose``), keyed ``<endpoint>_grade_ge2``;
+1. checks the input: unknown columns (the closest known name in the message) and impossible values are an
+   ``InputError`` naming the patient and the field; the rows are reindexed to the schema (absent = missing);
+   ``dose.*`` columns of any structure, ``clinical.site``, ``clinical.total_dose_gy`` and
+   ``clinical.n_fractions`` are accepted as gate input even where the model has no such feature;
+2. resolves the site and the regimen (the patient's own by default, :mod:`radiogenomics.models.regimen`);
+3. predicts the RSI and its 90 % interval (measured ``genomic.rsi`` when present, else from imaging) and
+   checks it against the training domain and the imaging's applicability domain;
+4. passes the safety gate (:func:`radiogenomics.models.gate.gate_record`): population fallback where the
+   inputs are outside what the model was trained on, the rails, the OAR limits of the patient's dose
+   distribution (``dose.*`` columns, or DVHs passed as ``oar_dvhs``), honest interval doses;
+5. predicts P(grade >= 2) per toxicity endpoint at the recommended regimen (``predict_proba_at_dose`` with the
+   recommended total and number of fractions), keyed ``<endpoint>_grade_ge2``; none for a site the models
+   were not trained on; ``toxicity_unavailable`` when an endpoint could not be computed;
 6. hashes the exact inputs (:func:`input_sha256`).
 
-See ``docs/registry.md`` for the defaults and their sources.
+See ``docs/registry.md`` and ``docs/safety.md``.
 """
 
 from __future__ import annotations
@@ -44,37 +45,57 @@ import pandas as pd
 from radiogenomics.errors import InputError
 from radiogenomics.features import naming
 from radiogenomics.features.preprocessing import numeric_matrix
-from radiogenomics.features.schema import AVAILABILITY, IMAGING, OUTCOME, FeatureSchema, reindex_to_schema
-from radiogenomics.models.rsi_measured import SOURCE_PREDICTED_WITHOUT_IMAGES
-from radiogenomics.radiobiology import DEFAULT_BETA_PER_GY2, alpha_from_rsi, check_rsi, dose_targets, patient_lq
-from radiogenomics.radiobiology.gard import FLAG_OUT_OF_DISTRIBUTION, FLAG_POPULATION_FALLBACK
+from radiogenomics.features.schema import (
+    AVAILABILITY,
+    IMAGING,
+    OUTCOME,
+    FeatureSchema,
+    is_target_roi,
+    reindex_to_schema,
+)
+from radiogenomics.models.gate import (  # noqa: F401  (the flags re-exported: their historical home)
+    FLAG_MISSING_GENOMICS,
+    FLAG_MISSING_IMAGING,
+    FLAG_REGIMEN_OUTSIDE_TRAINING,
+    FLAG_TOXICITY_UNAVAILABLE,
+    RSIEstimate,
+    gate_record,
+    ordered_flags,
+    site_population,
+)
+from radiogenomics.models.inputs import (
+    check_columns,
+    check_impossible_values,
+    first_text,
+    numbers_of,
+    oar_doses_of_rows,
+)
+from radiogenomics.models.regimen import REGIMEN_COLUMNS, resolve_regimens
+from radiogenomics.models.rsi_measured import SOURCE_MEASURED, SOURCE_PREDICTED_WITHOUT_IMAGES
+from radiogenomics.radiobiology import DEFAULT_BETA_PER_GY2, check_rsi, load_rails
+from radiogenomics.radiobiology.oar_checks import OARDose
 
 log = logging.getLogger(__name__)
 
-#: Optional per-row regimen columns of the prescriber's input (contract section 4).
-REGIMEN_COLUMNS: tuple[str, ...] = ("n_fractions", "dose_per_fraction_gy", "target_gard")
-#: Conventional fractionation, 35 x 2 Gy = 70 Gy (head and neck standard of care, e.g. RTOG 0522).
-DEFAULT_N_FRACTIONS = 35
-DEFAULT_DOSE_PER_FRACTION_GY = 2.0
 #: Target GARD "often quoted" (Scott et al. 2017; **unverified**, site and cohort dependent, see
 #: docs/radiobiology.md): the model's default, always written into every record, overridable per row.
 DEFAULT_TARGET_GARD = 33.0
 #: Attributes computed on first use from the others: never pickled (rebuilt after loading).
-_DERIVED = ("_fast", "_fast_checked", "_layout", "_availability", "_item_positions")
+_DERIVED = ("_fast", "_fast_checked", "_layout", "_availability", "_item_positions", "_target_items")
 #: The record's fields in the contract's order (section 2).
 RECORD_FIELDS: tuple[str, ...] = (
     "patient_id", "model_name", "model_version", "model_uri", "rsi", "rsi_lower", "rsi_upper", "alpha_per_gy",
     "beta_per_gy2", "alpha_beta_gy", "dose_per_fraction_gy", "n_fractions", "gard", "target_gard",
     "dose_for_target_gard_gy", "recommended_total_dose_gy", "toxicity", "recommended_n_fractions",
-    "recommended_dose_per_fraction_gy", "dose_for_target_gard_lower_gy", "dose_for_target_gard_upper_gy", "flags",
-    "input_sha256", "created_at")
-FLAG_MISSING_GENOMICS = "missing_genomics"
-FLAG_MISSING_IMAGING = "missing_imaging"
+    "recommended_dose_per_fraction_gy", "dose_for_target_gard_lower_gy", "dose_for_target_gard_upper_gy", "site",
+    "regimen_source", "rsi_source", "oar_checks", "flags", "input_sha256", "created_at")
 RSI_COLUMN = naming.RSI_COLUMN
 SITE_COLUMN = naming.clinical_column("site")
 TOTAL_DOSE_COLUMN = naming.clinical_column("total_dose_gy")
 #: Version of the canonical serialisation hashed into ``input_sha256`` (bump when it changes).
-HASH_FORMAT = "radiogenomics-input/1"
+HASH_FORMAT = "radiogenomics-input/2"
+#: Columns of the per-row context :meth:`Prescriber.prepare` returns beside the table.
+CONTEXT_COLUMNS = (*REGIMEN_COLUMNS, "regimen_source", "site", "reference_prescription_gy", "oar_doses")
 
 
 @dataclass(frozen=True)
@@ -121,23 +142,27 @@ def _canonical_value(value: Any) -> Any:
     return str(value)
 
 
-def input_sha256(row: Mapping[str, Any], regimen: Mapping[str, float], model: ModelInfo) -> str:
+def input_sha256(row: Mapping[str, Any], regimen: Mapping[str, float], model: ModelInfo,
+                 gate: Mapping[str, Any] | None = None) -> str:
     """SHA-256 (hex) of the canonical serialisation of one patient's exact inputs.
 
     Canonical form (``HASH_FORMAT``): UTF-8 JSON with sorted keys, no whitespace, ``allow_nan=False``, of
     ``{"format", "features": {column: value}, "regimen": {n_fractions, dose_per_fraction_gy, target_gard},
-    "model": {"name", "version"}}``; numbers as floats (Python's shortest round-trip repr), missing values as
-    null, text as strings. ``features`` are the reindexed schema columns the models see (without
-    ``patient_id`` and ``outcome.*``).
+    "model": {"name", "version"}, "gate": {"site", "reference_prescription_gy", "oars"}}``; numbers as floats
+    (Python's shortest round-trip repr), missing values as null, text as strings. ``features`` are the
+    reindexed schema columns the models see (without ``patient_id`` and ``outcome.*``); ``gate`` the safety
+    gate's own inputs: the site, the reference prescription and each OAR dose (``{"mean_gy", "max_gy",
+    "volume_cc", "dvh_sha256"}``, the last the SHA-256 of the DVH's float64 bin doses then bin volumes).
     """
-    return _digest({str(k): _canonical_value(v) for k, v in row.items()}, regimen, model)
+    return _digest({str(k): _canonical_value(v) for k, v in row.items()}, regimen, model, gate or {})
 
 
-def _digest(features: Mapping[str, Any], regimen: Mapping[str, float], model: ModelInfo) -> str:
+def _digest(features: Mapping[str, Any], regimen: Mapping[str, float], model: ModelInfo,
+            gate: Mapping[str, Any]) -> str:
     """:func:`input_sha256` of features already in canonical form (:func:`canonical_rows`)."""
     payload = {"format": HASH_FORMAT, "features": features,
                "regimen": {k: _canonical_value(v) for k, v in regimen.items()},
-               "model": {"name": model.name, "version": model.version}}
+               "model": {"name": model.name, "version": model.version}, "gate": gate}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -200,55 +225,61 @@ def frame_from_features(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 class Prescriber:
-    """Feature rows -> contract section 2 records (see the module docstring).
+    """Feature rows -> contract section 2 records through the safety gate (see the module docstring).
 
     Parameters
     ----------
     schema:
         The training feature table's schema; input rows are reindexed to it.
     radiosensitivity:
-        A fitted ``RSISurrogate`` (``predict``, ``predict_interval``, ``predict_source``).
+        A fitted RSI model (``predict_all`` or ``predict`` / ``predict_interval`` / ``predict_source``).
     toxicity:
         Fitted ``ToxicityClassifier`` per endpoint (``{"xerostomia": model}``).
     applicability:
-        A fitted :class:`ApplicabilityDomain`, or None (no check).
+        A fitted :class:`ApplicabilityDomain` of the imaging, or None (no check).
     population:
         ``(median, lower, upper)`` RSI of the training population (:func:`population_rsi`).
     site:
-        Treatment site used when a row has no ``clinical.site`` (selects the rails).
-    n_fractions, dose_per_fraction_gy, target_gard:
-        Defaults of the regimen columns (:data:`DEFAULT_N_FRACTIONS`, ...).
+        Treatment site of a row without ``clinical.site`` (selects the rails; the training site by default).
+    target_gard:
+        Default target GARD (overridable per row and per call).
     beta_per_gy2:
         beta of the RSI -> alpha conversion (Scott 2017: 0.05 Gy^-2).
+    domain:
+        The :class:`~radiogenomics.models.domain.TrainingDomain` (sites, clinical ranges, modality patterns);
+        None for a model saved before the gate (every site is then taken as trained).
+    populations:
+        ``{site: (median, lower, upper)}`` RSI of the training population per site; default ``{site: population}``.
     """
 
     def __init__(self, schema: FeatureSchema, radiosensitivity: Any, toxicity: Mapping[str, Any] | None = None,
-                 applicability: Any = None, *, population: tuple[float, float, float],
-                 site: str = "head_neck", n_fractions: float = DEFAULT_N_FRACTIONS,
-                 dose_per_fraction_gy: float = DEFAULT_DOSE_PER_FRACTION_GY,
-                 target_gard: float = DEFAULT_TARGET_GARD, beta_per_gy2: float = DEFAULT_BETA_PER_GY2) -> None:
+                 applicability: Any = None, *, population: tuple[float, float, float], site: str = "head_neck",
+                 target_gard: float = DEFAULT_TARGET_GARD, beta_per_gy2: float = DEFAULT_BETA_PER_GY2,
+                 domain: Any = None, populations: Mapping[str, tuple[float, float, float]] | None = None) -> None:
         self.schema = schema
         self.radiosensitivity = radiosensitivity
         self.toxicity = dict(toxicity or {})
         self.applicability = applicability
         self.population = tuple(float(v) for v in population)
         self.site = site
-        self.n_fractions = float(n_fractions)
-        self.dose_per_fraction_gy = float(dose_per_fraction_gy)
         self.target_gard = float(target_gard)
         self.beta_per_gy2 = float(beta_per_gy2)
+        self.domain = domain
+        self.populations = {str(k): tuple(float(x) for x in v) for k, v in (populations or {}).items()}
 
     @classmethod
     def from_training(cls, table: pd.DataFrame, schema: FeatureSchema, radiosensitivity: Any,
                       toxicity: Mapping[str, Any] | None = None, *, applicability: Any = "fit",
                       **options: Any) -> Prescriber:
-        """A prescriber whose population RSI and applicability domain come from the training ``table``.
+        """A prescriber whose population RSI (overall and per site), applicability domain and training domain come
+        from the training ``table``.
 
         ``applicability="fit"`` fits an :class:`ApplicabilityDomain` on the table's imaging features; pass a
         fitted one, or None to switch the check off. ``options`` go to :class:`Prescriber`; the default
         ``site`` is the table's most frequent ``clinical.site``.
         """
         from radiogenomics.models.applicability import ApplicabilityDomain
+        from radiogenomics.models.domain import TrainingDomain
 
         if RSI_COLUMN not in table.columns:
             raise InputError(f"the training table has no {RSI_COLUMN} column", fix="train on a table with genomics")
@@ -257,8 +288,19 @@ class Prescriber:
             applicability = ApplicabilityDomain().fit(table)
         if "site" not in options and SITE_COLUMN in table.columns and table[SITE_COLUMN].notna().any():
             options["site"] = str(table[SITE_COLUMN].dropna().astype(str).mode().iloc[0])
-        return cls(schema, radiosensitivity, toxicity, applicability,
-                   population=population_rsi(table[RSI_COLUMN], beta), **options)
+        site = str(options.get("site", "head_neck"))
+        population = population_rsi(table[RSI_COLUMN], beta)
+        populations = {site: population}
+        if SITE_COLUMN in table.columns:
+            for name, rows in table.groupby(table[SITE_COLUMN].astype(str), sort=True):
+                if name != site and rows[RSI_COLUMN].notna().sum() >= MIN_SITE_POPULATION:
+                    try:
+                        populations[str(name)] = population_rsi(rows[RSI_COLUMN], beta)
+                    except InputError:
+                        continue  # no usable RSI of that site: its fallback takes the rails' population values
+        options.setdefault("domain", TrainingDomain.fit(table, default_site=site))
+        return cls(schema, radiosensitivity, toxicity, applicability, population=population,
+                   populations=populations, **options)
 
     # ------------------------------------------------------------------------------------------- inputs
     @property
@@ -283,58 +325,73 @@ class Prescriber:
                 items.setdefault(".".join(column.name.split(".")[:2]), []).append(column.name)
         return items
 
-    def _missing_imaging_items(self, table: pd.DataFrame) -> np.ndarray:
-        """True per row where every feature of some imaging item is missing: that item's extraction failed or
-        was not sent (e.g. the GTV mask on another grid while the CT's organ items succeeded, so
-        ``available.ct`` is still 1), and the models would see imputed values."""
+    def _missing_imaging_items(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: (every feature of some imaging item missing, every feature of some *target* item missing
+        while its modality is available).
+
+        The first: that item's extraction failed or was not sent (e.g. the GTV mask on another grid while the CT's
+        organ items succeeded, so ``available.ct`` is still 1), and the models see imputed values (flag
+        ``missing_imaging``). The second: the tumour's own radiomics imputed, which the conformal intervals were
+        not calibrated on (population fallback for an imaging RSI)."""
         cached = self.__dict__.get("_item_positions")
         if cached is None:
             names = {name: i for i, name in enumerate(self.schema.names)}
-            positions = [np.array([names[c] for c in columns], dtype=np.intp)
-                         for columns in self.imaging_items().values()]
+            items = self.imaging_items()
+            positions = [np.array([names[c] for c in columns], dtype=np.intp) for columns in items.values()]
             block = np.concatenate(positions) if positions else np.zeros(0, dtype=np.intp)
             starts = np.cumsum([0] + [p.size for p in positions[:-1]]).astype(np.intp)
-            cached = self._item_positions = (block, starts)
-        block, starts = cached
+            targets = np.array([is_target_roi(item.split(".")[1]) for item in items], dtype=bool)
+            modality = [naming.availability_column(item.split(".")[0]) for item in items]
+            flags = np.array([names.get(m, -1) for m in modality], dtype=np.intp)
+            cached = self._item_positions = (block, starts, targets, flags)
+        block, starts, targets, flags = cached
         if block.size == 0:
-            return np.zeros(len(table), dtype=bool)
+            empty = np.zeros(len(table), dtype=bool)
+            return empty, empty
         if table.shape[1] != len(self.schema.names):  # prepared tables have the schema's columns, in order
             raise AssertionError("the prescriber's table does not have the schema's columns")
         values = table.iloc[:, block].to_numpy(dtype=np.float64, na_value=np.nan)
-        return np.asarray(np.logical_and.reduceat(np.isnan(values), starts, axis=1).any(axis=1), dtype=bool)
+        missing = np.logical_and.reduceat(np.isnan(values), starts, axis=1)
+        available = np.ones_like(missing)
+        known = flags >= 0
+        if known.any():
+            available[:, known] = np.nan_to_num(table.iloc[:, flags[known]].to_numpy(dtype=np.float64,
+                                                                                     na_value=np.nan)) == 1
+        target_missing = (missing & available & targets[None, :]).any(axis=1)
+        return np.asarray(missing.any(axis=1), dtype=bool), np.asarray(target_missing, dtype=bool)
 
     def prepare(self, features: pd.DataFrame, *, n_fractions: float | None = None,
                 dose_per_fraction_gy: float | None = None,
                 target_gard: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """(rows reindexed to the schema, regimen per row). InputError for unknown columns or bad values.
+        """(rows reindexed to the schema, per-row context). InputError for unknown columns or impossible values.
 
-        Regimen per row: the row's ``n_fractions`` / ``dose_per_fraction_gy`` / ``target_gard`` column, else
-        the keyword argument, else the model's default.
+        The context (:data:`CONTEXT_COLUMNS`): the regimen and its source (:mod:`radiogenomics.models.regimen`),
+        the site, the reference prescription of the patient's dose distribution (``clinical.total_dose_gy``) and
+        the OAR doses of its ``dose.*`` columns.
         """
         if not isinstance(features, pd.DataFrame):
             raise InputError(f"features must be a pandas DataFrame, got {type(features).__name__}",
                              fix="pass one row per patient with the feature table's columns")
         if len(features) == 0:
             raise InputError("no patients in the input", fix="pass at least one row")
-        known = set(self.schema.names) | set(REGIMEN_COLUMNS)
-        unknown = [str(c) for c in features.columns.tolist() if c not in known]
-        if unknown:
-            shown = ", ".join(unknown[:10]) + (f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else "")
-            raise InputError(f"unknown feature column(s) {shown}: the model was trained without them",
-                             fix="send only columns of the model's feature schema (GET /v1/model) or regimen "
-                                 "columns n_fractions, dose_per_fraction_gy, target_gard")
+        check_columns([str(c) for c in features.columns.tolist()], self.schema.names, REGIMEN_COLUMNS)
         frame = features.reset_index(drop=True)
         ids = self._patient_ids(frame)
-        regimen = self._regimen(frame, ids, n_fractions, dose_per_fraction_gy, target_gard)
-        self._check_finite(frame.drop(columns=[c for c in REGIMEN_COLUMNS if c in frame.columns]), ids)
-        table, _ = reindex_to_schema(frame.drop(columns=[c for c in REGIMEN_COLUMNS if c in frame.columns]),
-                                     self.schema)
+        check_impossible_values(frame, ids, load_rails().sites)
+        context = self._context(frame, ids, n_fractions, dose_per_fraction_gy, target_gard)
+        inputs = frame.drop(columns=[c for c in frame.columns if c in REGIMEN_COLUMNS or c not in self._schema_set])
+        self._check_finite(inputs, ids)
+        table, _ = reindex_to_schema(inputs, self.schema)
         table[naming.PATIENT_ID] = pd.Series(ids, index=table.index, dtype=table[naming.PATIENT_ID].dtype
                                              if naming.PATIENT_ID in table.columns else "str")
         self._check_availability(table, ids)
         for column in (c.name for c in self.schema.columns if c.group == OUTCOME):
             table[column] = table[column].where(pd.Series(False, index=table.index))  # labels are never inputs
-        return table, regimen
+        return table, context
+
+    @property
+    def _schema_set(self) -> frozenset[str]:
+        return frozenset([*self.schema.names, naming.PATIENT_ID])
 
     def prepare_rows(self, rows: Sequence[Mapping[str, Any]], *, n_fractions: float | None = None,
                      dose_per_fraction_gy: float | None = None,
@@ -353,7 +410,22 @@ class Prescriber:
             return self.prepare(frame_from_features(rows), n_fractions=n_fractions,
                                 dose_per_fraction_gy=dose_per_fraction_gy, target_gard=target_gard)
         ids = [str(p) for p in table[naming.PATIENT_ID].tolist()]
-        return table, self._regimen(table, ids, n_fractions, dose_per_fraction_gy, target_gard)
+        check_impossible_values(table, ids, load_rails().sites)
+        return table, self._context(table, ids, n_fractions, dose_per_fraction_gy, target_gard)
+
+    def _context(self, frame: pd.DataFrame, ids: Sequence[str], n_fractions: float | None,
+                 dose_per_fraction_gy: float | None, target_gard: float | None) -> pd.DataFrame:
+        """The per-row context of :meth:`prepare` (site, regimen and source, reference prescription, OAR doses)."""
+        given = first_text(frame[SITE_COLUMN].tolist()) if SITE_COLUMN in frame.columns else [None] * len(frame)
+        sites = [s or self.site for s in given]
+        context = resolve_regimens(frame, ids, sites, rails=load_rails(),
+                                   request={"n_fractions": n_fractions, "dose_per_fraction_gy": dose_per_fraction_gy,
+                                            "target_gard": target_gard},
+                                   default_target_gard=self.target_gard)
+        context["site"] = sites
+        context["reference_prescription_gy"] = numbers_of(frame, TOTAL_DOSE_COLUMN)
+        context["oar_doses"] = oar_doses_of_rows(frame)
+        return context
 
     @staticmethod
     def _patient_ids(frame: pd.DataFrame) -> list[str]:
@@ -364,31 +436,6 @@ class Prescriber:
             raise InputError(f"patient_id is missing in row {int(np.flatnonzero(ids.isna())[0])}",
                              fix="give every row a patient_id")
         return [str(p) for p in ids]
-
-    def _regimen(self, frame: pd.DataFrame, ids: Sequence[str], n_fractions: float | None,
-                 dose_per_fraction_gy: float | None, target_gard: float | None) -> pd.DataFrame:
-        given = {"n_fractions": n_fractions, "dose_per_fraction_gy": dose_per_fraction_gy, "target_gard": target_gard}
-        defaults = {"n_fractions": self.n_fractions, "dose_per_fraction_gy": self.dose_per_fraction_gy,
-                    "target_gard": self.target_gard}
-        out = {}
-        for name in REGIMEN_COLUMNS:
-            value = given[name]
-            fallback = defaults[name] if value is None else value
-            _check_regimen_value(fallback, name, None)
-            if name in frame.columns:
-                raw = pd.to_numeric(frame[name], errors="coerce")
-                bad = frame[name].notna() & raw.isna()
-                if bad.any():
-                    pid = ids[int(np.flatnonzero(bad.to_numpy())[0])]
-                    raise InputError(f"{name} is not a number", patient_id=pid, fix=f"give {name} as a number")
-                values = raw.to_numpy(dtype=np.float64, na_value=np.nan)
-                values = np.where(np.isnan(values), float(fallback), values)
-            else:
-                values = np.full(len(frame), float(fallback))
-            for pid, row_value in zip(ids, values, strict=True):
-                _check_regimen_value(row_value, name, pid)
-            out[name] = values
-        return pd.DataFrame(out)
 
     def _check_availability(self, table: pd.DataFrame, ids: Sequence[str]) -> None:
         """``available.*`` flags are 0 (the source produced nothing) or 1; anything else is an InputError."""
@@ -416,23 +463,29 @@ class Prescriber:
     # ---------------------------------------------------------------------------------------- prediction
     def predict_records(self, features: pd.DataFrame | Sequence[Mapping[str, Any]], *, model: ModelInfo | None = None,
                         n_fractions: float | None = None, dose_per_fraction_gy: float | None = None,
-                        target_gard: float | None = None,
-                        cohort: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+                        target_gard: float | None = None, cohort: str | os.PathLike[str] | None = None,
+                        oar_dvhs: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
         """One contract record per row of ``features``: a DataFrame, or JSON-like rows (``{"patient_id": ...,
         "<feature>": value}``, :meth:`prepare_rows`). See the module docstring.
 
         ``cohort``: a cohort folder holding these patients' images, for an RSI model that reads images itself
-        (``accepts_images``, the multimodal network); by default such a model looks in its training cohort,
-        and a patient it finds no image for is predicted without images and flagged ``missing_imaging``.
+        (``accepts_images``, the multimodal network); without it such a model predicts without images, flagged
+        ``missing_imaging``. ``oar_dvhs``: ``{patient_id: {structure: DVH}}`` of the patients' reference plans
+        (from their dose grids or dvh.csv), for the OAR limits; they replace the ``dose.*`` summary of the same
+        structure.
         """
         model = model or ModelInfo()
         prepare = self.prepare_rows if isinstance(features, list | tuple) else self.prepare
-        table, regimen = prepare(features, n_fractions=n_fractions,  # type: ignore[operator]
+        table, context = prepare(features, n_fractions=n_fractions,  # type: ignore[operator]
                                  dose_per_fraction_gy=dose_per_fraction_gy, target_gard=target_gard)
+        if oar_dvhs:
+            ids = [str(p) for p in table[naming.PATIENT_ID].tolist()]
+            context["oar_doses"] = [_merge_oar_doses(own, oar_dvhs.get(pid) or {})
+                                    for own, pid in zip(context["oar_doses"], ids, strict=True)]
         radiosensitivity, toxicity = self.fast_models()
-        records = self._records(table, regimen, model, radiosensitivity, toxicity, cohort)
+        records = self._records(table, context, model, radiosensitivity, toxicity, cohort)
         if not getattr(self, "_fast_checked", False):
-            self._check_fast_models(records, self._records(table, regimen, model, self.radiosensitivity,
+            self._check_fast_models(records, self._records(table, context, model, self.radiosensitivity,
                                                            self.toxicity, cohort))
         return records
 
@@ -464,32 +517,56 @@ class Prescriber:
         """Pickle without the compiled copies and the row layout (rebuilt on first use)."""
         return {k: v for k, v in self.__dict__.items() if k not in _DERIVED}
 
-    def _records(self, table: pd.DataFrame, regimen: pd.DataFrame, model: ModelInfo, radiosensitivity: Any,
+    def _records(self, table: pd.DataFrame, context: pd.DataFrame, model: ModelInfo, radiosensitivity: Any,
                  toxicity: Mapping[str, Any], cohort: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
-        """The records of the prepared ``table`` with these models."""
-        rsi, lower, upper, flags = self._radiosensitivity(table, radiosensitivity, cohort)
+        """The records of the prepared ``table`` and its ``context`` with these models."""
+        from radiogenomics.models.gate import Population
+
+        estimates = self._radiosensitivity(table, radiosensitivity, cohort)
         created = datetime.now(UTC).isoformat(timespec="seconds")
         canonical = canonical_rows(table, _hashed_columns(tuple(table.columns.tolist())))
         ids = [str(p) for p in table[naming.PATIENT_ID].tolist()]
-        given = table[SITE_COLUMN].tolist() if SITE_COLUMN in table.columns else [None] * len(table)
-        sites = [s if isinstance(s, str) and s else self.site for s in given]
-        regimens = [dict(zip(REGIMEN_COLUMNS, values, strict=True))
-                    for values in regimen[list(REGIMEN_COLUMNS)].to_numpy(dtype=np.float64).tolist()]
+        rails = load_rails()
+        domain = getattr(self, "domain", None)
+        trained = dict(getattr(self, "populations", None) or {self.site: self.population})
+        clinical = _domain_rows(table, domain)
+        clip = tuple(getattr(radiosensitivity, "clip", (0.0, 1.0)))
+        populations: dict[str, Population] = {}
         records: list[dict[str, Any]] = []
-        for i, (pid, row_regimen) in enumerate(zip(ids, regimens, strict=True)):
-            targets, row_flags, used_rsi = self._targets(sites[i], rsi[i], lower[i], upper[i], flags[i], row_regimen,
-                                                         pid)
+        for i, (pid, row) in enumerate(zip(ids, context.to_dict(orient="records"), strict=True)):
+            site = str(row["site"])
+            check = domain.check(clinical[i], site) if domain is not None else None
+            estimate = estimates[i]
+            if check is not None and check.unseen_pattern and estimate.source != SOURCE_PREDICTED_WITHOUT_IMAGES:
+                estimate = _replace(estimate, uncalibrated_imaging=True, reasons=[*estimate.reasons,
+                                                                                 check.unseen_pattern])
+            if site not in populations:
+                populations[site] = site_population(site, trained, rails, self.beta_per_gy2)
+            reference = row["reference_prescription_gy"]
+            gate = gate_record(patient_id=pid, site=site, site_in_training=check is None or check.site_in_training,
+                               clinical_outside=check.out_of_range if check is not None else [],
+                               estimate=estimate, regimen=row, population=populations[site],
+                               oar_doses=row["oar_doses"],
+                               reference_prescription_gy=float(reference) if np.isfinite(reference) else None,
+                               rails=rails, clip=(float(clip[0]), float(clip[1])))
+            for reason in gate.reasons:
+                log.debug("patient %s: %s", pid, reason)
+            regimen = {k: row[k] for k in REGIMEN_COLUMNS}
+            gate_inputs = {"site": site, "reference_prescription_gy": reference, "oar_doses": row["oar_doses"]}
             record = {"patient_id": pid, "model_name": model.name, "model_version": model.version,
-                      "model_uri": model.uri, "rsi": used_rsi[0], "rsi_lower": used_rsi[1],
-                      "rsi_upper": used_rsi[2], **targets, "flags": row_flags,
-                      "input_sha256": _digest(canonical[i], row_regimen, model), "created_at": created}
+                      "model_uri": model.uri, **gate.fields, "toxicity": {}, "flags": gate.flags,
+                      "input_sha256": _digest(canonical[i], regimen, model, _canonical_gate(gate_inputs)),
+                      "created_at": created}
+            record["_site_in_training"] = check is None or check.site_in_training
             records.append(record)
         self._add_toxicity(table, records, toxicity)
+        for record in records:
+            record["flags"] = ordered_flags(record["flags"])
         return [{k: _whole_fractions(k, r[k]) for k in RECORD_FIELDS} for r in records]
 
     def _radiosensitivity(self, table: pd.DataFrame, model: Any, cohort: str | os.PathLike[str] | None = None,
-                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[str]]]:
-        """Point RSI, interval and flags per row; population values where imaging is out of domain."""
+                          ) -> list[RSIEstimate]:
+        """Per row: the model's RSI, interval and source, and what the gate needs to judge them."""
         images = {"cohort": cohort} if getattr(model, "accepts_images", False) else {}
         if hasattr(model, "predict_all"):  # RSISurrogate: point, interval and source from one pass of its models
             point, bounds, source = model.predict_all(table, **images)
@@ -499,80 +576,120 @@ class Prescriber:
         rsi = np.asarray(point, dtype=np.float64)
         bounds = np.asarray(bounds, dtype=np.float64)
         lower, upper = np.minimum(bounds[:, 0], rsi), np.maximum(bounds[:, 1], rsi)  # CV+ may not contain its mean
-        predicted = np.asarray(source) != "measured"
+        sources = [str(s) for s in np.asarray(source).tolist()]
         availability = self.imaging_availability_columns()
         missing_imaging = (np.nan_to_num(numeric_matrix(table[availability])) == 0).any(axis=1) if availability \
             else np.zeros(len(table), dtype=bool)
-        missing_imaging |= np.asarray(source) == SOURCE_PREDICTED_WITHOUT_IMAGES  # the network found no image to read
-        missing_imaging |= self._missing_imaging_items(table)
+        missing_imaging |= np.asarray(sources) == SOURCE_PREDICTED_WITHOUT_IMAGES  # the network found no image
+        item_missing, target_missing = self._missing_imaging_items(table)
+        missing_imaging |= item_missing
         inside = (self.applicability.in_domain(table) if self.applicability is not None
                   else np.ones(len(table), dtype=bool))
         # An RSI the model had to clip into (0, 1) (an imaging extrapolation, or a rank-model score outside the
-        # surviving-fraction range) is not a surviving fraction: out of distribution and the population values
-        # (fail closed), never an alpha of several per Gy.
+        # surviving-fraction range) is not a surviving fraction: outside the domain, never an alpha of several /Gy.
         clip_low, clip_high = getattr(model, "clip", (0.0, 1.0))
         clipped = (rsi <= clip_low) | (rsi >= clip_high)
-        inside = inside & ~clipped
-        flags: list[list[str]] = []
-        pop_rsi, pop_low, pop_high = self.population
+        usable = self._usable_inputs(table)
+        estimates = []
         for i in range(len(table)):
-            row: list[str] = []
-            if not inside[i]:
-                row.append(FLAG_OUT_OF_DISTRIBUTION)
-                if predicted[i] or clipped[i]:
-                    row.append(FLAG_POPULATION_FALLBACK)
-                    rsi[i], lower[i], upper[i] = pop_rsi, pop_low, pop_high
-            if predicted[i]:
-                row.append(FLAG_MISSING_GENOMICS)
-            if missing_imaging[i]:
-                row.append(FLAG_MISSING_IMAGING)
-            flags.append(row)
-        return rsi, lower, upper, flags
+            image_free = sources[i] == SOURCE_PREDICTED_WITHOUT_IMAGES
+            reasons = ["the tumour's own imaging item is missing"] if target_missing[i] and not image_free else []
+            estimates.append(RSIEstimate(
+                float(rsi[i]), float(lower[i]), float(upper[i]), sources[i],
+                imaging_outside=bool(not inside[i] or clipped[i]),
+                uncalibrated_imaging=bool(target_missing[i] and not image_free),
+                missing_imaging=bool(missing_imaging[i]),
+                no_usable_inputs=bool(not usable[i] and sources[i] != SOURCE_MEASURED), reasons=reasons))
+        return estimates
 
-    def _targets(self, site: str, rsi: float, lower: float, upper: float, flags: list[str],
-                 regimen: Mapping[str, float], pid: str) -> tuple[dict[str, Any], list[str], tuple[float, ...]]:
-        """Dose fields (``dose_targets``) at ``site``, the record's flags and the (rsi, lower, upper) used."""
-        pop_rsi, pop_low, pop_high = self.population
-        fallback_alpha = float(alpha_from_rsi(pop_rsi, self.beta_per_gy2))
-        lq = patient_lq(rsi, beta_per_gy2=self.beta_per_gy2, fallback_alpha_per_gy=fallback_alpha)
-        if lq.flags:  # RSI outside the LQ domain: the population values, flagged
-            rsi, lower, upper = pop_rsi, pop_low, pop_high
-            lq = patient_lq(pop_rsi, beta_per_gy2=self.beta_per_gy2)
-            flags = [*flags, FLAG_OUT_OF_DISTRIBUTION, FLAG_POPULATION_FALLBACK]
-        try:
-            targets = dose_targets(lq, site=site, target_gard=regimen["target_gard"],
-                                   n_fractions=regimen["n_fractions"],
-                                   dose_per_fraction_gy=regimen["dose_per_fraction_gy"], rsi_lower=lower,
-                                   rsi_upper=upper)
-        except InputError as exc:
-            raise InputError(exc.reason, patient_id=pid, fix=exc.fix) from exc
-        for reason in targets.reasons:
-            log.debug("patient %s: %s", pid, reason)
-        fields = targets.as_record()
-        fields.pop("flags")
-        return fields, list(dict.fromkeys([*flags, *targets.flags])), (float(rsi), float(lower), float(upper))
+    def _usable_inputs(self, table: pd.DataFrame) -> np.ndarray:
+        """True per row with at least one value among the features an RSI model may use (imaging, deep, clinical
+        covariates, a measured RSI): a row without any is not a patient the model can say anything about."""
+        usable_groups = (IMAGING, "deep", "clinical", "genomic")
+        columns = [c.name for c in self.schema.columns if c.group in usable_groups and c.name != SITE_COLUMN]
+        if not columns:
+            return np.zeros(len(table), dtype=bool)
+        return np.asarray(table[columns].notna().to_numpy().any(axis=1), dtype=bool)
 
     def _add_toxicity(self, table: pd.DataFrame, records: list[dict[str, Any]], toxicity: Mapping[str, Any]) -> None:
-        """P(grade >= 2) per endpoint at each record's recommended total dose, where the model can say."""
+        """P(grade >= 2) per endpoint at each record's recommended regimen, where the model can say; none for a
+        site the models were not trained on; ``toxicity_unavailable`` when an endpoint is missing;
+        ``regimen_outside_training`` when the recommended dose per fraction lies outside the models' training."""
         total = np.array([r["recommended_total_dose_gy"] for r in records], dtype=np.float64)
+        fractions = np.array([r["recommended_n_fractions"] for r in records], dtype=np.float64)
+        trained_site = np.array([r.pop("_site_in_training") for r in records], dtype=bool)
+        reference = pd.to_numeric(table[TOTAL_DOSE_COLUMN], errors="coerce").fillna(0).to_numpy() > 0 \
+            if TOTAL_DOSE_COLUMN in table.columns else np.zeros(len(table), dtype=bool)
         for endpoint, model in sorted(toxicity.items()):
-            needed = [c for c in getattr(model, "columns_", []) if c.startswith(f"{naming.DOSE}.")]
-            if TOTAL_DOSE_COLUMN in table.columns:
-                needed.append(TOTAL_DOSE_COLUMN)
-            ok = np.isfinite(total) & (total > 0)
-            if needed:
-                ok &= ~np.isnan(numeric_matrix(table[needed])).any(axis=1)
-            if TOTAL_DOSE_COLUMN in table.columns:
-                ok &= (pd.to_numeric(table[TOTAL_DOSE_COLUMN], errors="coerce").fillna(0) > 0).to_numpy()
+            # the plan is scaled from its own prescription; dose features are never imputed
+            ok = np.isfinite(total) & (total > 0) & np.isfinite(fractions) & trained_site & reference
+            ok &= model.dose_known(table, n_fractions=np.where(np.isfinite(fractions), fractions, 1.0))
             for i in np.flatnonzero(~ok):
-                log.info("patient %s: no %s toxicity (no recommended dose, or the plan's dose features are missing;"
-                         " dose features are never imputed)", records[i]["patient_id"], endpoint)
+                log.info("patient %s: no %s toxicity (a site the model was not trained on, no recommended dose, or "
+                         "the plan's dose features are missing; dose features are never imputed)",
+                         records[i]["patient_id"], endpoint)
             if not ok.any():
                 continue
             rows = table if ok.all() else table.loc[ok]
-            probability = model.predict_proba_at_dose(rows, prescription_gy=total[ok])[:, 1]
+            probability = _toxicity_at(model, rows, total[ok], fractions[ok])
             for i, p in zip(np.flatnonzero(ok), probability, strict=True):
                 records[i]["toxicity"][toxicity_key(endpoint)] = float(p)
+            in_training = getattr(model, "regimen_in_training", None)
+            if in_training is not None:
+                inside = np.asarray(in_training(total[ok] / fractions[ok]), dtype=bool)
+                for i in np.flatnonzero(ok)[~inside]:
+                    records[i]["flags"].append(FLAG_REGIMEN_OUTSIDE_TRAINING)
+        for record in records:
+            if toxicity and len(record["toxicity"]) < len(toxicity):
+                record["flags"].append(FLAG_TOXICITY_UNAVAILABLE)
+
+
+def _toxicity_at(model: Any, rows: pd.DataFrame, total_gy: np.ndarray, n_fractions: np.ndarray) -> np.ndarray:
+    """P(grade >= 2) at the recommended total in its number of fractions."""
+    return np.asarray(model.predict_proba_at_dose(rows, prescription_gy=total_gy, n_fractions=n_fractions))[:, 1]
+
+
+def _replace(estimate: RSIEstimate, **changes: Any) -> RSIEstimate:
+    from dataclasses import replace
+
+    return replace(estimate, **changes)
+
+
+def _merge_oar_doses(own: Mapping[str, OARDose], dvhs: Mapping[str, Any]) -> dict[str, Any]:
+    """A row's ``dose.*`` OAR doses with the patient's DVHs replacing the summary of the same structure."""
+    merged: dict[str, Any] = {k: v for k, v in own.items() if k not in {naming.slug(s) for s in dvhs}}
+    merged.update(dvhs)
+    return merged
+
+
+def _domain_rows(table: pd.DataFrame, domain: Any) -> list[dict[str, Any]]:
+    """The columns the training domain checks, per row (``{}`` rows without a domain)."""
+    if domain is None:
+        return [{} for _ in range(len(table))]
+    from radiogenomics.models.domain import IMAGING_AVAILABILITY
+
+    columns = [c for c in (*domain.numeric_ranges, *domain.categories, *IMAGING_AVAILABILITY) if c in table.columns]
+    return table[columns].astype(object).where(table[columns].notna(), None).to_dict(orient="records")
+
+
+def _canonical_gate(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The gate's own inputs in canonical form for :func:`input_sha256`: the site, the reference prescription and
+    each OAR dose (summary metrics, and the SHA-256 of the DVH bins where given)."""
+    oars: dict[str, Any] = {}
+    for name, dose in sorted((inputs.get("oar_doses") or {}).items()):
+        value = dose if isinstance(dose, OARDose) else OARDose.of(str(name), dose)
+        bins = None
+        if value.dose_gy is not None and value.volume is not None:
+            bins = hashlib.sha256(np.ascontiguousarray(value.dose_gy, dtype=np.float64).tobytes()
+                                  + np.ascontiguousarray(value.volume, dtype=np.float64).tobytes()).hexdigest()
+        oars[str(name)] = {"mean_gy": _canonical_value(value.mean_gy), "max_gy": _canonical_value(value.max_gy),
+                           "volume_cc": _canonical_value(value.volume_cc), "dvh_sha256": bins}
+    return {"site": str(inputs.get("site")),
+            "reference_prescription_gy": _canonical_value(inputs.get("reference_prescription_gy")), "oars": oars}
+
+
+#: Training patients of a site needed for its own population RSI (else the site's fallback uses the rails').
+MIN_SITE_POPULATION = 10
 
 
 @lru_cache(maxsize=64)
@@ -590,19 +707,6 @@ def _same_record(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float):
         return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
     return bool(a == b)
-
-
-def _check_regimen_value(value: Any, name: str, patient_id: str | None) -> None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number, got {value!r}", patient_id=patient_id) from None
-    if not math.isfinite(number) or number < 0 or (number == 0 and name != "target_gard"):
-        raise InputError(f"{name} must be a finite {'non-negative' if name == 'target_gard' else 'positive'} "
-                         f"number, got {number!r}", patient_id=patient_id, fix=f"give a valid {name}")
-    if name == "n_fractions" and number != round(number):
-        raise InputError(f"n_fractions must be a whole number, got {number!r}", patient_id=patient_id,
-                         fix="give a whole number of fractions")
 
 
 #: Record fields that count fractions: JSON integers (contract section 1 types n_fractions as an integer).
