@@ -225,9 +225,10 @@ def register_models(radiosensitivity: Any, toxicity: Mapping[str, Any], metrics:
                           ParamSchema([ParamSpec("prescription_gy", "double", None),
                                        ParamSpec("n_fractions", "double", None)]))),
             (PRESCRIBER_MODEL, "prescriber", pyfunc.PrescriberModel(PRESCRIBER_MODEL), pyfunc.PRESCRIBER_ARTIFACT,
-             infer_signature(example, _signature_output(records), params={
-                 "n_fractions": prescriber.n_fractions, "dose_per_fraction_gy": prescriber.dose_per_fraction_gy,
-                 "target_gard": prescriber.target_gard})),
+             _with_params(infer_signature(example, _signature_output(records)), ParamSchema([
+                 # no regimen by default: each patient's own (else the site's standard), contract section 2
+                 ParamSpec("n_fractions", "double", None), ParamSpec("dose_per_fraction_gy", "double", None),
+                 ParamSpec("target_gard", "double", prescriber.target_gard)]))),
         ]
         requirements = model_pip_requirements(radiosensitivity)
         kind = type(radiosensitivity).__name__
