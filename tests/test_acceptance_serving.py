@@ -890,8 +890,9 @@ def _audit_rows(audit_db: Path) -> tuple[set[str], list[dict[str, Any]]]:
 
 
 def test_audit_log_has_one_row_per_patient_and_no_other_identifiers(stack: Stack, client: httpx.Client) -> None:
-    """docs/serving.md "The audit log": one row per patient of every /v1 request, refused ones included;
-    nothing but the documented columns (no IP, no feature values); append-only."""
+    """docs/serving.md "The audit log": one row per patient of every /v1 request with a valid token, refused
+    ones included; requests without a valid token counted, not one row each (one aggregated row per client
+    per window); nothing but the documented columns (no IP, no feature values); append-only."""
     _, before = _audit_rows(stack.audit_db)
     last_id = max((r["id"] for r in before), default=0)
     sentinel = 123456.789012345
@@ -907,7 +908,8 @@ def test_audit_log_has_one_row_per_patient_and_no_other_identifiers(stack: Stack
     assert invalid.status_code == 422
     assert client.get("/v1/model").status_code == 200
     columns, rows = _audit_rows(stack.audit_db)
-    new = [r for r in rows if r["id"] > last_id]
+    # aggregated auth_failed rows (of earlier tests' windows) may be written meanwhile: not per-request rows
+    new = [r for r in rows if r["id"] > last_id and not r["outcome"].startswith("auth_failed")]
     assert columns == AUDIT_COLUMNS, columns
     ok = [r for r in new if r["status_code"] == 200 and r["endpoint"] == "POST /v1/prescriptions"]
     assert sorted(r["patient_id"] for r in ok) == ids, ok
@@ -918,10 +920,10 @@ def test_audit_log_has_one_row_per_patient_and_no_other_identifiers(stack: Stack
         assert row["model_version"] == stack.champion_version
         assert row["outcome"] == "ok"
         assert datetime.fromisoformat(row["time_utc"]).utcoffset() == timedelta(0)
-    assert [r for r in new if r["status_code"] == 401 and not r["token_name"]], "a 401 must be audited"
+    assert not [r for r in new if r["status_code"] == 401], "a 401 is counted, not audited one row each"
     assert [r for r in new if r["status_code"] == 422 and r["token_name"] == TOKEN_NAME], "a 422 must be audited"
     assert [r for r in new if r["endpoint"] == "GET /v1/model" and not r["patient_id"]], "GET /v1/model: one row"
-    assert len(new) == len(ids) + 3, [(r["endpoint"], r["patient_id"], r["status_code"]) for r in new]
+    assert len(new) == len(ids) + 2, [(r["endpoint"], r["patient_id"], r["status_code"]) for r in new]
     raw = b"".join(p.read_bytes() for p in stack.audit_db.parent.glob(stack.audit_db.name + "*"))
     for forbidden in (repr(sentinel), "123456.78", "127.0.0.1", "no_such_feature_xyz", stack.token):
         assert forbidden.encode() not in raw, f"the audit log holds {forbidden!r}"

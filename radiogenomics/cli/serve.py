@@ -4,6 +4,8 @@ Tokens come from ``--tokens FILE`` or ``RADIOGENOMICS_TOKENS_FILE`` (neither, or
 exit 2 with the fix ``radiogenomics token create``). ``--check`` loads everything, prints what would be
 served and exits 0. ``--workers N > 1`` runs uvicorn with N processes, each building the app from the
 ``RADIOGENOMICS_*`` environment variables (:func:`radiogenomics.serving.api.app_from_environment`).
+``--auth-fail-per-client``, ``--auth-fail-total`` and ``--auth-fail-window-s`` set the limits on requests
+without a valid token (:mod:`radiogenomics.serving.auth_limit`; per worker process).
 """
 
 from __future__ import annotations
@@ -47,12 +49,20 @@ def serve(
     workers: int = typer.Option(1, "--workers", help="Server processes (>1: uvicorn workers)."),
     reload_interval_s: float = typer.Option(5.0, "--reload-interval-s", help="Seconds between alias checks."),
     check: bool = typer.Option(False, "--check", help="Load model and tokens, print what would be served, exit."),
+    auth_fail_per_client: int = typer.Option(60, "--auth-fail-per-client", help="Requests without a valid token "
+                                             "one client address may make per window before it gets 429."),
+    auth_fail_total: int = typer.Option(1000, "--auth-fail-total", help="Requests without a valid token from all "
+                                        "clients together per window before every further one gets 429."),
+    auth_fail_window_s: float = typer.Option(60.0, "--auth-fail-window-s", help="Window of those limits, seconds "
+                                             "(also: one aggregated audit row per client per window)."),
 ) -> None:
     """Serve prescriptions over a token-protected REST API (and the planner page at /)."""
     import uvicorn
 
     from radiogenomics.serving import api
+    from radiogenomics.serving.auth_limit import AuthFailureLimits
 
+    auth = AuthFailureLimits(per_client=auth_fail_per_client, total=auth_fail_total, window_s=auth_fail_window_s)
     if workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}", fix="use --workers 1 or more")
     if not 0 < port < 65536:
@@ -65,10 +75,12 @@ def serve(
                          fix="give the Parquet file written by `radiogenomics extract`")
     environment = {api.ENV_MODEL: model, api.ENV_TOKENS: str(tokens_file.resolve()),
                    api.ENV_AUDIT: str(audit_db.resolve()), api.ENV_RELOAD: str(reload_interval_s),
-                   api.ENV_FEATURES: str(features.resolve()) if features is not None else ""}
+                   api.ENV_FEATURES: str(features.resolve()) if features is not None else "",
+                   api.ENV_AUTH_PER_CLIENT: str(auth.per_client), api.ENV_AUTH_TOTAL: str(auth.total),
+                   api.ENV_AUTH_WINDOW: repr(float(auth.window_s))}
     if workers == 1 or check:
         app = api.create_app(model, tokens_file=tokens_file, audit_db=audit_db, features=features,
-                             reload_interval_s=reload_interval_s)
+                             reload_interval_s=reload_interval_s, auth_failures=auth)
         if check:
             _print_check(app, host, port, tokens_file, audit_db, workers)
             return
@@ -89,6 +101,9 @@ def _print_check(app: object, host: str, port: int, tokens_file: Path, audit_db:
                f"(alias {loaded.alias or '-'}; {loaded.info.uri})")
     typer.echo(f"tokens   {len(state.tokens.names)} in {tokens_file}")
     typer.echo(f"audit    {audit_db}")
+    limits = state.auth_failures.limits
+    typer.echo(f"auth     429 after {limits.per_client} requests without a valid token per client, "
+               f"{limits.total} in all, per {limits.window_s:g} s")
     typer.echo(f"patients {len(state.features.rows)} from the feature table")
     for route in app.routes:  # type: ignore[attr-defined]
         methods = ",".join(sorted(set(getattr(route, "methods", None) or ["GET"]) - {"HEAD"}))

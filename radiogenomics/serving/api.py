@@ -3,10 +3,12 @@
 Layers, outermost first:
 
 * :class:`AuditGate` on every ``/v1`` path: the bearer token is checked before anything else (401 with
-  ``WWW-Authenticate: Bearer``), then the body limit (413; streamed bytes are counted whatever
-  Content-Length says; the multipart route has the uploads' larger limit), and when the response starts one
-  audit row per patient is written (one row with no patient when none is known); a response whose audit row
-  cannot be written becomes a 503;
+  ``WWW-Authenticate: Bearer``; a client over the failed-authentication limit gets 429 with ``Retry-After``,
+  :mod:`radiogenomics.serving.auth_limit`: such requests are counted in memory and audited as one aggregated
+  row per client per window, never one row each), then the body limit (413; streamed bytes are counted
+  whatever Content-Length says; the multipart route has the uploads' larger limit), and when the response
+  starts one audit row per patient is written (one row with no patient when none is known); a response whose
+  audit row cannot be written becomes a 503;
 * the routes, whose request models are strict (:mod:`radiogenomics.serving.schemas`). Unknown feature names
   and values of the wrong type for the model's schema are 422s naming the field; so is every
   ``InputError`` of the prescriber. Validation errors never echo the input back (it may hold NaN, which
@@ -18,12 +20,13 @@ registry alias moves (:mod:`radiogenomics.serving.state`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import tempfile
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, cast
@@ -44,6 +47,7 @@ from radiogenomics import __version__
 from radiogenomics.errors import InputError
 from radiogenomics.features import naming
 from radiogenomics.serving import schemas
+from radiogenomics.serving.auth_limit import AuthFailureLimiter, AuthFailureLimits, write_summaries
 from radiogenomics.serving.schemas import (
     ErrorResponse,
     PrescriptionRequest,
@@ -61,13 +65,23 @@ TEXT_DTYPES = frozenset({"str", "string", "object", "category"})
 ENV_MODEL, ENV_TOKENS, ENV_AUDIT = "RADIOGENOMICS_SERVE_MODEL", "RADIOGENOMICS_TOKENS_FILE", "RADIOGENOMICS_AUDIT_DB"
 ENV_FEATURES, ENV_WORKDIR, ENV_RELOAD = ("RADIOGENOMICS_SERVE_FEATURES", "RADIOGENOMICS_SERVE_WORKDIR",
                                          "RADIOGENOMICS_SERVE_RELOAD_S")
+#: The failed-authentication limits of ``serve --workers N`` (per client, over all clients, window seconds).
+ENV_AUTH_PER_CLIENT, ENV_AUTH_TOTAL, ENV_AUTH_WINDOW = ("RADIOGENOMICS_SERVE_AUTH_FAIL_PER_CLIENT",
+                                                       "RADIOGENOMICS_SERVE_AUTH_FAIL_TOTAL",
+                                                       "RADIOGENOMICS_SERVE_AUTH_FAIL_WINDOW_S")
 UNAUTHORIZED = "missing or invalid bearer token"
+RATE_LIMITED = "too many requests without a valid bearer token; retry after the Retry-After seconds"
 IMAGES_PATH = "/v1/prescriptions/images"
 #: The OpenAPI schema, behind the token like every /v1 path (no interactive docs: they load JavaScript from a CDN).
 OPENAPI_URL = "/v1/openapi.json"
 
 _ERR: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "No or wrong bearer token (`WWW-Authenticate: Bearer`)."},
+    429: {"model": ErrorResponse,
+          "description": "Too many requests without a valid bearer token from this client (or from all clients) "
+                         "in the current window (docs/serving.md#tokens). A valid token is never limited.",
+          "headers": {"Retry-After": {"description": "Seconds until the window ends.",
+                                      "schema": {"type": "integer", "minimum": 1}}}},
     405: {"model": ErrorResponse, "description": "Method not allowed on this path."},
     422: {"model": ValidationErrorResponse, "description": "Invalid request; each item names its field."},
     503: {"model": ErrorResponse, "description": "The audit log cannot be written: nothing is served."},
@@ -91,7 +105,8 @@ class BodyTooLarge(HTTPException):
 
 class AuditGate:
     """ASGI middleware for ``/v1``: bearer token first, then the body limit, and one audit row per patient
-    per request.
+    per request. A request without a valid token writes no row: ``auth_failures`` counts it (401, or 429 with
+    ``Retry-After`` over the limit), and the aggregated rows of ended windows are written on the next request.
 
     The body limit (``limits(path) -> bytes``) refuses a declared Content-Length over it at once and counts
     the bytes actually streamed otherwise (a missing or lying Content-Length does not help). Routes put what
@@ -100,9 +115,10 @@ class AuditGate:
     """
 
     def __init__(self, app: ASGIApp, *, tokens: Any, audit: Any, limit_bytes: Callable[[str], int],
-                 routes: Sequence[Any] = ()) -> None:
+                 routes: Sequence[Any] = (), auth_failures: AuthFailureLimiter | None = None) -> None:
         self.app, self.tokens, self.audit, self.routes = app, tokens, audit, routes
         self.limit_bytes = limit_bytes
+        self.auth_failures = auth_failures if auth_failures is not None else AuthFailureLimiter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not (scope["path"] == "/v1" or scope["path"].startswith("/v1/")):
@@ -112,12 +128,24 @@ class AuditGate:
         token = _bearer(scope)
         name = await anyio.to_thread.run_sync(self.tokens.verify, token) if token else None
         state["token_name"] = name or ""
+        ended = self.auth_failures.take()
+        if ended:  # aggregated rows of failed-authentication windows that are over
+            await anyio.to_thread.run_sync(functools.partial(write_summaries, self.auth_failures, self.audit, ended))
+        if name is None:  # counted, not audited one row each (radiogenomics.serving.auth_limit)
+            client = scope.get("client")
+            decision = self.auth_failures.failed(str(client[0]) if client else None)
+            if decision.limited:
+                refused = JSONResponse({"detail": RATE_LIMITED}, status_code=429,
+                                       headers={"Retry-After": str(decision.retry_after_s)})
+            else:
+                refused = JSONResponse({"detail": UNAUTHORIZED}, status_code=401,
+                                       headers={"WWW-Authenticate": "Bearer"})
+            await refused(scope, receive, send)
+            return
         audited = self._audited(scope, send)
         limit = self.limit_bytes(scope["path"])
         declared = _content_length(scope)
-        if name is None:
-            response = JSONResponse({"detail": UNAUTHORIZED}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        elif declared is not None and declared > limit:
+        if declared is not None and declared > limit:
             response = JSONResponse({"detail": BodyTooLarge(limit).detail}, status_code=413)
         else:
             received = 0
@@ -372,9 +400,16 @@ def _feature_value(value: Any) -> Any:
 # ------------------------------------------------------------------------------------------------ the app
 def create_app(model_uri: str, *, tokens_file: Path, audit_db: Path, features: Path | None = None,
                workdir: Path | None = None, reload_interval_s: float = 5.0,
-               limits: ServeLimits | None = None) -> FastAPI:
+               limits: ServeLimits | None = None, auth_failures: AuthFailureLimits | None = None,
+               clock: Callable[[], float] | None = None) -> FastAPI:
     """The API serving ``model_uri`` (see the module docstring); InputError when the model, the tokens file,
-    the audit log or the feature table cannot be used."""
+    the audit log or the feature table cannot be used.
+
+    ``auth_failures``: the limits on requests without a valid token (default :class:`AuthFailureLimits`:
+    60 per client and 1,000 in all per 60 s); ``clock``: their monotonic clock (tests). The aggregated rows
+    of ended windows are written on the next ``/v1`` request, every window while the app runs (lifespan),
+    and those of the open windows at shutdown.
+    """
     from radiogenomics.serving.audit import AuditLog
     from radiogenomics.serving.tokens import TokenStore
 
@@ -383,19 +418,38 @@ def create_app(model_uri: str, *, tokens_file: Path, audit_db: Path, features: P
     state = ServingState(model_uri, reload_interval_s=reload_interval_s)
     table = FeatureTable(Path(features) if features is not None else None)
     audit = AuditLog(Path(audit_db))
+    failures = AuthFailureLimiter(auth_failures, **({"clock": clock} if clock is not None else {}))
     upload_limits = limits.upload_limits()
     work = Path(workdir) if workdir is not None else Path(tempfile.gettempdir()) / "radiogenomics-serve"
-    app = FastAPI(title="radiogenomics", version=__version__,
+
+    async def flush_periodically() -> None:
+        while True:
+            await anyio.sleep(failures.limits.window_s)
+            await anyio.to_thread.run_sync(write_summaries, failures, audit)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as group:
+            group.start_soon(flush_periodically)
+            try:
+                yield
+            finally:
+                group.cancel_scope.cancel()
+        await anyio.to_thread.run_sync(functools.partial(write_summaries, failures, audit, close_all=True))
+
+    app = FastAPI(title="radiogenomics", version=__version__, lifespan=lifespan,
                   openapi_url=OPENAPI_URL, docs_url=None, redoc_url=None,
                   description="Prescription records from the registered radiogenomics prescriber "
                               "(docs/serving.md). Every /v1 endpoint needs `Authorization: Bearer <token>`.")
     app.state.tokens, app.state.serving, app.state.audit, app.state.features = tokens, state, audit, table
+    app.state.auth_failures = failures
     upload_body_bytes = upload_limits.max_total_bytes + limits.multipart_overhead_bytes
 
     def limit_bytes(path: str) -> int:
         return upload_body_bytes if path == IMAGES_PATH else limits.max_body_bytes
 
-    app.add_middleware(AuditGate, tokens=tokens, audit=audit, limit_bytes=limit_bytes, routes=app.router.routes)
+    app.add_middleware(AuditGate, tokens=tokens, audit=audit, limit_bytes=limit_bytes, routes=app.router.routes,
+                       auth_failures=failures)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(InputError, _input_error)  # type: ignore[arg-type]
     if STATIC_DIR.is_dir():
@@ -538,7 +592,11 @@ def app_from_environment() -> FastAPI:
         raise InputError(f"environment variable(s) {', '.join(missing)} not set",
                          fix="start the server with `radiogenomics serve`")
     env: Mapping[str, str] = os.environ
+    defaults = AuthFailureLimits()
+    auth = AuthFailureLimits(per_client=int(env.get(ENV_AUTH_PER_CLIENT) or defaults.per_client),
+                             total=int(env.get(ENV_AUTH_TOTAL) or defaults.total),
+                             window_s=float(env.get(ENV_AUTH_WINDOW) or defaults.window_s))
     return create_app(env[ENV_MODEL], tokens_file=Path(env[ENV_TOKENS]), audit_db=Path(env[ENV_AUDIT]),
                       features=Path(env[ENV_FEATURES]) if env.get(ENV_FEATURES) else None,
                       workdir=Path(env[ENV_WORKDIR]) if env.get(ENV_WORKDIR) else None,
-                      reload_interval_s=float(env.get(ENV_RELOAD, "5")))
+                      reload_interval_s=float(env.get(ENV_RELOAD, "5")), auth_failures=auth)

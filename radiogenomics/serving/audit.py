@@ -1,9 +1,13 @@
 """The append-only audit log of the REST API (SQLite).
 
-One row per patient per request (one row with a null ``patient_id`` when a request names none) with only:
-``id, time_utc, token_name, endpoint, patient_id, input_sha256, model_version, outcome, status_code``. No IP
-address, no features, no names: ``patient_id`` is the caller's pseudonymous ID (contract section 1) and
-``input_sha256`` the record's hash of the exact inputs, which identifies the prediction without holding its data.
+One row per patient per request with a valid token (one row with a null ``patient_id`` when a request names
+none) with only: ``id, time_utc, token_name, endpoint, patient_id, input_sha256, model_version, outcome,
+status_code``. No IP address, no token, no body, no features, no names: ``patient_id`` is the caller's
+pseudonymous ID (contract section 1) and ``input_sha256`` the record's hash of the exact inputs, which
+identifies the prediction without holding its data. Requests without a valid token are counted in memory
+instead and written as one aggregated row per client address per window (``outcome``
+``auth_failed count=<n> rate_limited=<k> ...``, the address itself not kept: :mod:`radiogenomics.serving.auth_limit`),
+so a scan cannot grow the log by a row per request.
 
 Append-only is enforced by the database: triggers ``RAISE(ABORT)`` on every ``UPDATE`` and ``DELETE`` of the
 table, re-created each time the log is opened. The journal is WAL with ``synchronous=NORMAL`` (a committed
