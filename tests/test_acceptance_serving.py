@@ -33,6 +33,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from records_compare import assert_records_close
 from scipy.stats import norm
 
 pytestmark = pytest.mark.slow
@@ -682,6 +683,7 @@ def test_out_of_distribution_keeps_a_measured_rsi_and_falls_back_otherwise(stack
 # ---------------------------------------------------------------------------------------------- extensions
 
 
+@pytest.mark.blas_sensitive
 def test_dose_response_and_objectives_agree_with_the_record(stack: Stack, client: httpx.Client,
                                                             three_records: list[dict[str, Any]]) -> None:
     record = three_records[0]
@@ -699,8 +701,9 @@ def test_dose_response_and_objectives_agree_with_the_record(stack: Stack, client
     objectives = client.post("/v1/objectives", json=body)
     assert objectives.status_code == 200, objectives.text[:500]
     answer = objectives.json()
-    assert {k: v for k, v in answer["record"].items() if k != "created_at"} == \
-        {k: v for k, v in record.items() if k != "created_at"}
+    # a batch of one patient here, of three in three_records: the same figures to rounding (the kernel of a
+    # matrix product depends on its shape), the same identifiers, hash and flags exactly
+    assert_records_close(answer["record"], record)
     _check_objectives(answer["objectives"], record)
     two = {"patients": body["patients"] * 2}
     for path in ("/v1/dose-response", "/v1/objectives"):
