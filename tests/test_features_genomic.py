@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from records_compare import ABS, REL
 
 from radiogenomics.errors import InputError
 from radiogenomics.features import genomic
@@ -119,6 +120,7 @@ def test_blank_rsi_genes_give_nan_not_an_imputed_value(synth_cohort: Path) -> No
         genomic_features(expr, rsi_missing="median")  # type: ignore[arg-type]
 
 
+@pytest.mark.blas_sensitive
 def test_each_row_depends_on_its_patient_alone(synth_cohort: Path) -> None:
     from radiogenomics.cohort import load_cohort
 
@@ -130,4 +132,5 @@ def test_each_row_depends_on_its_patient_alone(synth_cohort: Path) -> None:
     full = genomic_features(expr)
     for others in ([1, 2], [3, 4, 5], []):
         part = genomic_features(expr.iloc[[0, *others]])
-        pd.testing.assert_series_equal(part.iloc[0], full.iloc[0], check_exact=True)
+        # the scores are matrix products over the batch's rows: to rounding, not bit for bit
+        pd.testing.assert_series_equal(part.iloc[0], full.iloc[0], check_exact=False, rtol=REL, atol=ABS)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+from records_compare import ABS, REL
 from test_features_helpers import subset_cohort, write_fast_params
 
 from radiogenomics.features import naming
@@ -300,6 +301,7 @@ def two_cohorts(synth_cohort: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return runs
 
 
+@pytest.mark.blas_sensitive
 def test_same_patient_same_row_whatever_the_cohort(two_cohorts: dict[str, object]) -> None:
     ids = two_cohorts["ids"]
     assert isinstance(ids, list)
@@ -307,7 +309,8 @@ def test_same_patient_same_row_whatever_the_cohort(two_cohorts: dict[str, object
     b = pd.read_parquet(two_cohorts["b"]).set_index("patient_id")
     assert a.columns.tolist() == b.columns.tolist()
     for pid in (ids[0], ids[2]):
-        pd.testing.assert_series_equal(a.loc[pid], b.loc[pid], check_exact=True)
+        # genomic scores are matrix products over each cohort's rows: to rounding, not bit for bit
+        pd.testing.assert_series_equal(a.loc[pid], b.loc[pid], check_exact=False, rtol=REL, atol=ABS)
     assert np.isfinite(a.at[ids[0], "genomic.rsi"]) and a.at[ids[0], "available.genomic"] == 1
     assert np.isnan(a.at[ids[2], "genomic.rsi"]) and a.at[ids[2], "genomic.rsi_coverage"] == 0.9
     assert np.isfinite(a.at[ids[2], "genomic.hypoxia_toustrup2011"]) and a.at[ids[2], "available.genomic"] == 1
