@@ -577,7 +577,7 @@ def _assert_hard_limit_binds(record: Mapping[str, Any], share: float, limit_gy: 
         f"§2 safety gate: {where}: lowered to {total:.2f} Gy, {organ} max {organ_max:.2f} Gy: lower than the hard "
         f"limit {limit_gy} Gy needs at any alpha/beta (doses scale linearly; d < 2 Gy makes EQD2 < physical)")
     entries = _checks_for(record, organ)
-    assert entries, f"§2: {where}: no oar_checks entry for the {organ}: {record['oar_checks']}"
+    assert entries, f"§2: {where}: no oar_checks entry for the {organ}: {record.get('oar_checks', '(field absent)')}"
     limited = [c for c in entries if c.get("hard") is True and c.get("status") == "limited"]
     assert limited, f"§2: {where}: the {organ} entries {entries} are not hard + limited"
     entry = limited[0]
