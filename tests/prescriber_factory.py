@@ -80,6 +80,13 @@ def use_tracking_uri(uri: str) -> Iterator[str]:
         mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None unsets it
 
 
+#: Held-out metrics and evaluation digests the bundle is registered with: fixed numbers, not computed on data;
+#: one constant digest per task says that registrations of the bundle are comparable, so a second one with the
+#: same metrics is promoted (docs/registry.md, "Champion and challenger").
+BUNDLE_METRICS = {"radiosensitivity.spearman": 0.5, "toxicity.xerostomia.auc": 0.7}
+BUNDLE_DIGESTS = {"radiosensitivity": "bundle-radiosensitivity", "toxicity.xerostomia": "bundle-xerostomia"}
+
+
 def register_bundle(bundle: Bundle, folder: Path, *, experiment: str = "test",
                     metrics: dict[str, float] | None = None) -> str:
     """Register the bundle's models in a sqlite MLflow store under ``folder``; the prescriber's version.
@@ -96,6 +103,7 @@ def register_bundle(bundle: Bundle, folder: Path, *, experiment: str = "test",
     experiment_id = (existing.experiment_id if existing is not None else
                      client.create_experiment(experiment, artifact_location=(folder / "artifacts").as_uri()))
     mlflow.set_experiment(experiment_id=experiment_id)
-    result = register_models(bundle.radiosensitivity, bundle.toxicity, metrics or {"radiosensitivity.spearman": 0.5},
-                             bundle.schema, TrainConfig(), training_table=bundle.table, experiment_name=experiment)
+    result = register_models(bundle.radiosensitivity, bundle.toxicity, metrics or BUNDLE_METRICS, bundle.schema,
+                             TrainConfig(), training_table=bundle.table, experiment_name=experiment,
+                             evaluation_digests=BUNDLE_DIGESTS)
     return str(result.versions["radiogenomics-prescriber"].version)

@@ -1,4 +1,5 @@
-"""Registry: promotion rule, champion/challenger aliases, tags, signatures, and loading in a fresh process."""
+"""Registry: promotion rule (fails closed; the unit moves as one), champion/challenger aliases, tags, signatures,
+and loading in a fresh process."""
 
 from __future__ import annotations
 
@@ -24,16 +25,26 @@ from radiogenomics.training.registry import (
     PROMOTED,
     RADIOSENSITIVITY_MODEL,
     TOXICITY_MODEL,
+    Evaluation,
     metric_direction,
     own_metrics,
     promotion_decision,
     register_models,
+    unit_promotion_decision,
 )
 
 CONFIG = RegistryConfig(tolerance={"spearman": 0.02, "auc": 0.02, "brier": 0.01}, coverage_band=(0.85, 0.95))
 CHAMPION_METRICS = {"radiosensitivity.spearman": 0.60, "radiosensitivity.mae": 0.08,
                     "radiosensitivity.coverage": 0.90, "toxicity.xerostomia.auc": 0.75,
                     "toxicity.xerostomia.brier": 0.18}
+DIGESTS = {"radiosensitivity": "a" * 64, "toxicity.xerostomia": "b" * 64}
+
+
+def evaluation(metrics: dict[str, float] | None = None, digests: dict[str, str] | None = None,
+               endpoints: tuple[str, ...] = ("xerostomia",)) -> Evaluation:
+    """A prescriber-like evaluation: the champion's metrics, digests and endpoints unless given."""
+    return Evaluation(CHAMPION_METRICS if metrics is None else metrics, DIGESTS if digests is None else digests,
+                      endpoints)
 
 
 def test_metric_direction() -> None:
@@ -42,6 +53,8 @@ def test_metric_direction() -> None:
     assert metric_direction("mae") == "lower"
     assert metric_direction("toxicity.dysphagia.brier") == "lower"
     assert metric_direction("radiosensitivity.coverage") == "band"
+    assert metric_direction("toxicity.xerostomia.calibration_slope") == "target"  # distance from 1
+    assert metric_direction("toxicity.xerostomia.calibration_intercept") == "target"  # distance from 0
     assert metric_direction("n_patients") is None
 
 
@@ -58,11 +71,114 @@ def test_metric_direction() -> None:
     ({"radiosensitivity.spearman": float("nan")}, KEPT_CHAMPION),
 ])
 def test_promotion_decision(change: dict[str, float], decision: str) -> None:
-    result = promotion_decision({**CHAMPION_METRICS, **change}, CHAMPION_METRICS, CONFIG)
+    result = promotion_decision(evaluation({**CHAMPION_METRICS, **change}), evaluation(), CONFIG)
     assert result.decision == decision
     if decision == KEPT_CHAMPION:
         assert next(iter(change)) in result.reason and "worse" in result.reason
-    assert promotion_decision(CHAMPION_METRICS, None, CONFIG).decision == FIRST_CHAMPION
+    assert promotion_decision(evaluation(), None, CONFIG).decision == FIRST_CHAMPION
+
+
+def test_different_evaluation_data_is_never_promoted() -> None:
+    """Better metrics on another cohort (another digest) are not comparable: not promoted, the reason says so."""
+    better = {**CHAMPION_METRICS, "radiosensitivity.spearman": 0.9, "toxicity.xerostomia.auc": 0.95}
+    result = promotion_decision(evaluation(better, {**DIGESTS, "radiosensitivity": "c" * 64}), evaluation(), CONFIG)
+    assert result.decision == KEPT_CHAMPION
+    assert "different evaluation data for radiosensitivity" in result.reason
+    assert "toxicity.xerostomia" not in result.reason  # that task's data are the same
+    worse = {**CHAMPION_METRICS, "radiosensitivity.spearman": 0.1}
+    other = promotion_decision(evaluation(worse, {**DIGESTS, "radiosensitivity": "c" * 64}), evaluation(), CONFIG)
+    assert "radiosensitivity.spearman" not in other.reason  # metrics of other data are not compared
+    # a champion without any digest (registered before digests) cannot be compared automatically either
+    unknown = promotion_decision(evaluation(better), evaluation(digests={}), CONFIG)
+    assert unknown.decision == KEPT_CHAMPION and "evaluation data are unknown" in unknown.reason
+    # nor a challenger that was not evaluated on one of the champion's tasks
+    partial = promotion_decision(evaluation(better, {"radiosensitivity": "a" * 64}), evaluation(), CONFIG)
+    assert partial.decision == KEPT_CHAMPION and "not evaluated on toxicity.xerostomia" in partial.reason
+
+
+def test_a_missing_metric_is_never_promoted() -> None:
+    """Fewer metrics than the champion is not 'nothing in common -> promoted'."""
+    rsi_only = {k: v for k, v in CHAMPION_METRICS.items() if k.startswith("radiosensitivity.")}
+    result = promotion_decision(evaluation(rsi_only), evaluation(), CONFIG)
+    assert result.decision == KEPT_CHAMPION
+    assert "lacks the champion's held-out metric(s) toxicity.xerostomia.auc, toxicity.xerostomia.brier" in \
+        result.reason
+    nothing = promotion_decision(evaluation({}), evaluation(), CONFIG)
+    assert nothing.decision == KEPT_CHAMPION and not nothing.promoted
+    # neither side has a comparable metric: fails closed too
+    none_comparable = promotion_decision(evaluation({}), evaluation({}), CONFIG)
+    assert none_comparable.decision == KEPT_CHAMPION and "no held-out metric can be compared" in none_comparable.reason
+
+
+def test_a_missing_endpoint_is_never_promoted() -> None:
+    """A prescriber without the champion's xerostomia endpoint is not promoted, even with every metric better."""
+    better = {**CHAMPION_METRICS, "radiosensitivity.spearman": 0.9}
+    result = promotion_decision(evaluation(better, endpoints=()), evaluation(), CONFIG)
+    assert result.decision == KEPT_CHAMPION
+    assert "does not serve the champion's toxicity endpoint(s) xerostomia" in result.reason
+    # an extra endpoint is fine
+    more = promotion_decision(evaluation(endpoints=("dysphagia", "xerostomia")), evaluation(), CONFIG)
+    assert more.decision == PROMOTED
+
+
+@pytest.mark.parametrize(("new", "old", "decision"), [
+    (0.2, 0.95, KEPT_CHAMPION),   # far from 1: worse, although numerically "lower"
+    (0.95, 0.2, PROMOTED),
+    (1.05, 0.95, PROMOTED),       # as far from 1 as 0.95
+    (1.3, 0.95, KEPT_CHAMPION),   # 0.3 from 1 vs 0.05: too moderate
+    (0.9, 0.95, PROMOTED),        # within the configured tolerance 0.1 of the distance
+])
+def test_calibration_slope_is_judged_by_its_distance_from_one(new: float, old: float, decision: str) -> None:
+    config = RegistryConfig(tolerance={**CONFIG.tolerance, "calibration_slope": 0.1})
+    name = "toxicity.xerostomia.calibration_slope"
+    result = promotion_decision(evaluation({**CHAMPION_METRICS, name: new}),
+                                evaluation({**CHAMPION_METRICS, name: old}), config)
+    assert result.decision == decision, result.reason
+    if decision == KEPT_CHAMPION:
+        assert name in result.reason and "distance from 1" in result.reason
+    # the intercept by its distance from 0
+    intercept = "toxicity.xerostomia.calibration_intercept"
+    assert promotion_decision(evaluation({**CHAMPION_METRICS, intercept: -0.5}),
+                              evaluation({**CHAMPION_METRICS, intercept: 0.1}), CONFIG).decision == KEPT_CHAMPION
+
+
+def _unit(rsi: dict[str, float], tox: dict[str, float], *, tox_registered: bool = True) -> dict[str, Evaluation]:
+    out = {RADIOSENSITIVITY_MODEL: Evaluation(rsi, {"radiosensitivity": DIGESTS["radiosensitivity"]}),
+           PRESCRIBER_MODEL: Evaluation({**rsi, **tox}, DIGESTS if tox else {"radiosensitivity": "a" * 64},
+                                        ("xerostomia",) if tox else ())}
+    if tox_registered:
+        out[TOXICITY_MODEL] = Evaluation(tox, {"toxicity.xerostomia": DIGESTS["toxicity.xerostomia"]},
+                                         ("xerostomia",))
+    return out
+
+
+def test_the_unit_moves_together() -> None:
+    rsi = {k: v for k, v in CHAMPION_METRICS.items() if k.startswith("radiosensitivity.")}
+    tox = {k: v for k, v in CHAMPION_METRICS.items() if k.startswith("toxicity.")}
+    champions: dict[str, Evaluation | None] = dict(_unit(rsi, tox))
+    first = unit_promotion_decision(_unit(rsi, tox), dict.fromkeys(champions), CONFIG)
+    assert first.promoted and {d.decision for d in first.decisions.values()} == {FIRST_CHAMPION}
+    same = unit_promotion_decision(_unit(rsi, tox), champions, CONFIG)
+    assert same.promoted and {d.decision for d in same.decisions.values()} == {PROMOTED}
+    # a better toxicity model with a worse RSI model: nothing moves, every member gives the same reason
+    worse_rsi = {**rsi, "radiosensitivity.spearman": 0.40}
+    better_tox = {**tox, "toxicity.xerostomia.auc": 0.95}
+    mixed = unit_promotion_decision(_unit(worse_rsi, better_tox), champions, CONFIG)
+    assert not mixed.promoted
+    assert {name: d.decision for name, d in mixed.decisions.items()} == dict.fromkeys(champions, KEPT_CHAMPION)
+    assert len({d.reason for d in mixed.decisions.values()}) == 1
+    assert mixed.reason.count("radiosensitivity.spearman") == 1  # one clause, not one per member
+    # toxicity not trained: no toxicity member; the unit cannot replace a champion unit that has one
+    no_tox = unit_promotion_decision(_unit(rsi, {}, tox_registered=False), champions, CONFIG)
+    assert not no_tox.promoted and set(no_tox.decisions) == {RADIOSENSITIVITY_MODEL, PRESCRIBER_MODEL}
+    assert f"the unit has no {TOXICITY_MODEL} version" in no_tox.reason
+    assert "does not serve the champion's toxicity endpoint(s) xerostomia" in no_tox.reason
+    assert "toxicity.xerostomia.auc" in no_tox.reason
+    # the first unit ever may lack toxicity; a later one with toxicity then brings its first version
+    champions_without_tox = {**dict(_unit(rsi, {}, tox_registered=False)), TOXICITY_MODEL: None}
+    with_tox = unit_promotion_decision(_unit(rsi, tox), champions_without_tox, CONFIG)
+    assert with_tox.promoted and with_tox.decisions[TOXICITY_MODEL].decision == FIRST_CHAMPION
+    assert with_tox.decisions[PRESCRIBER_MODEL].decision == PROMOTED
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +199,8 @@ def registrations(bundle: Bundle, store: str) -> list:
     out = []
     for metrics in (CHAMPION_METRICS, worse, better):
         out.append(register_models(bundle.radiosensitivity, bundle.toxicity, metrics, bundle.schema, TrainConfig(),
-                                   training_table=bundle.table, experiment_name="registry-test"))
+                                   training_table=bundle.table, experiment_name="registry-test",
+                                   evaluation_digests=DIGESTS))
     return out
 
 
@@ -92,8 +209,9 @@ def test_champion_and_challenger(registrations: list, store: str) -> None:
     client = mlflow.MlflowClient()
     for name in (PRESCRIBER_MODEL, RADIOSENSITIVITY_MODEL, TOXICITY_MODEL):
         assert first.versions[name].decision.decision == FIRST_CHAMPION
-        # each model is judged on its own metrics: only the RSI got worse, so the toxicity model is promoted
-        assert worse.versions[name].decision.decision == (PROMOTED if name == TOXICITY_MODEL else KEPT_CHAMPION)
+        # the unit moves as one: only the RSI got worse, and the toxicity model stays challenger with it
+        assert worse.versions[name].decision.decision == KEPT_CHAMPION
+        assert worse.versions[name].aliases == (CHALLENGER,)
         assert better.versions[name].decision.decision == PROMOTED
         assert [first.versions[name].version, worse.versions[name].version, better.versions[name].version] == \
             ["1", "2", "3"]
@@ -106,6 +224,16 @@ def test_champion_and_challenger(registrations: list, store: str) -> None:
     assert kept.tags["promotion_decision"] == KEPT_CHAMPION
     assert "radiosensitivity.spearman" in kept.tags["promotion_reason"]
     assert float(kept.tags["heldout.radiosensitivity.spearman"]) == pytest.approx(0.40)
+    # evaluation digests, endpoints and the unit in the versions' tags
+    assert kept.tags["evaluation_digest.toxicity.xerostomia"] == DIGESTS["toxicity.xerostomia"]
+    assert json.loads(kept.tags["endpoints"]) == ["xerostomia"]
+    for name in (PRESCRIBER_MODEL, RADIOSENSITIVITY_MODEL, TOXICITY_MODEL):
+        tags = client.get_model_version(name, "2").tags
+        assert {k: v for k, v in tags.items() if k.startswith("unit.")} == {
+            f"unit.{m}": "2" for m in (RADIOSENSITIVITY_MODEL, TOXICITY_MODEL, PRESCRIBER_MODEL)}
+        assert tags["promotion_reason"] == kept.tags["promotion_reason"]
+    rsi_tags = client.get_model_version(RADIOSENSITIVITY_MODEL, "2").tags
+    assert set(k for k in rsi_tags if k.startswith("evaluation_digest.")) == {"evaluation_digest.radiosensitivity"}
     run = client.get_run(worse.run_id)
     assert run.data.tags[f"registry.{PRESCRIBER_MODEL}.decision"] == KEPT_CHAMPION
     assert "not promoted" in run.data.tags[f"registry.{PRESCRIBER_MODEL}.reason"]
@@ -121,6 +249,7 @@ def test_each_model_is_judged_on_its_own_metrics(registrations: list, store: str
     tags = client.get_model_version(TOXICITY_MODEL, "2").tags
     assert not any(k.startswith("heldout.radiosensitivity.") for k in tags)
     assert "heldout.toxicity.xerostomia.auc" in tags
+    assert "evaluation_digest.radiosensitivity" not in tags and "evaluation_digest.toxicity.xerostomia" in tags
 
 
 def test_toxicity_pyfunc_takes_the_prescription_param(bundle: Bundle, registrations: list, store: str) -> None:
@@ -144,7 +273,7 @@ def test_toxicity_pyfunc_takes_the_prescription_param(bundle: Bundle, registrati
 def test_challenger_alias_while_champion_kept(bundle: Bundle, registrations: list, store: str) -> None:
     worse = {**CHAMPION_METRICS, "toxicity.xerostomia.auc": 0.60}
     result = register_models(bundle.radiosensitivity, bundle.toxicity, worse, bundle.schema, CONFIG,
-                             training_table=bundle.table, experiment_name="registry-test")
+                             training_table=bundle.table, experiment_name="registry-test", evaluation_digests=DIGESTS)
     client = mlflow.MlflowClient()
     assert result.decision.decision == KEPT_CHAMPION and "toxicity.xerostomia.auc" in result.decision.reason
     assert str(client.get_model_version_by_alias(PRESCRIBER_MODEL, CHALLENGER).version) == "4"

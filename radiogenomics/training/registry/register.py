@@ -7,16 +7,19 @@
 * ``radiogenomics-toxicity``: the fitted toxicity classifiers (pyfunc :class:`ToxicityModel`);
 * ``radiogenomics-prescriber``: the pyfunc :class:`PrescriberModel` (feature rows -> prescription records).
 
-Aliases: a registered model's first version becomes ``champion``. A later version becomes ``challenger``
-and is promoted to ``champion`` only when none of its held-out metrics is worse than the champion's by more
-than the configured tolerance (:func:`promotion_decision`). The decision and its reason go into the run's
-tags (``registry.<model>.decision`` / ``.reason``) and the version's tags (``promotion_decision``,
-``promotion_reason``); held-out metrics into the version's tags ``heldout.<metric>`` (what the next
-challenger is compared with). See ``docs/registry.md``.
+The versions registered together are one unit (tags ``unit.<model>``; no toxicity version when no toxicity
+model was trained) and move together: the first unit becomes ``champion``; a later one becomes ``challenger``
+and is promoted only when every member passes the fail-closed rule (same evaluation data, every metric and
+endpoint of the champion, nothing worse beyond tolerance; :func:`unit_promotion_decision`). The decision and
+its reason go into the run's tags (``registry.<model>.decision`` / ``.reason``) and the versions' tags
+(``promotion_decision``, ``promotion_reason``); held-out metrics, evaluation digests and endpoints into the
+versions' tags ``heldout.<metric>``, ``evaluation_digest.<task>``, ``endpoints`` (what the next challenger is
+compared with). See ``docs/registry.md``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import warnings
@@ -36,18 +39,27 @@ from radiogenomics.training.config import RegistryConfig, TrainConfig
 from radiogenomics.training.registry.names import (
     CHALLENGER,
     CHAMPION,
+    DIGEST_TAG,
+    DIGEST_TAG_PREFIX,
+    ENDPOINTS_TAG,
     METRIC_TAG_PREFIX,
     PRESCRIBER_MODEL,
     RADIOSENSITIVITY_MODEL,
+    REGISTERED_MODELS,
     RSI_MODEL_TAG,
     TOXICITY_MODEL,
 )
 from radiogenomics.training.registry.promotion import (
     PROMOTED,
+    Evaluation,
     PromotionDecision,
-    champion_metrics,
+    UnitDecision,
+    champion_evaluation,
+    digest_of,
+    own_digests,
     own_metrics,
-    promotion_decision,
+    unit_promotion_decision,
+    unit_tags,
 )
 
 log = logging.getLogger(__name__)
@@ -70,10 +82,12 @@ class RegisteredVersion:
 
 @dataclass(frozen=True)
 class RegistrationResult:
-    """What :func:`register_models` did: the run, each registered version, the prescriber's decision."""
+    """What :func:`register_models` did: the run, each registered version (no toxicity version when no toxicity
+    model was given), the prescriber's decision and the unit's."""
 
     run_id: str
     versions: dict[str, RegisteredVersion]
+    unit: UnitDecision | None = None
 
     @property
     def decision(self) -> PromotionDecision:
@@ -117,45 +131,65 @@ def _aliases(client: Any, name: str) -> set[str]:
     return set(getattr(client.get_registered_model(name), "aliases", None) or {})
 
 
-def _set_aliases(client: Any, name: str, version: str, metrics: Mapping[str, float], config: RegistryConfig,
-                 run_tags: dict[str, str]) -> RegisteredVersion:
-    decision = promotion_decision(metrics, champion_metrics(client, name), config)
-    for metric, value in metrics.items():
-        client.set_model_version_tag(name, version, f"{METRIC_TAG_PREFIX}{metric}", repr(float(value)))
-    client.set_model_version_tag(name, version, "promotion_decision", decision.decision)
-    client.set_model_version_tag(name, version, "promotion_reason", decision.reason[:5000])
-    if decision.promoted:
-        client.set_registered_model_alias(name, CHAMPION, version)
-        aliases: tuple[str, ...] = (CHAMPION,)
-        if decision.decision == PROMOTED and CHALLENGER in _aliases(client, name):
-            client.delete_registered_model_alias(name, CHALLENGER)
-    else:
-        client.set_registered_model_alias(name, CHALLENGER, version)
-        aliases = (CHALLENGER,)
-    run_tags[f"registry.{name}.version"] = version
-    run_tags[f"registry.{name}.decision"] = decision.decision
-    run_tags[f"registry.{name}.reason"] = decision.reason[:5000]
-    log.info("registry: %s version %s -> %s (%s)", name, version, "/".join(aliases), decision.reason)
-    mv = client.get_model_version(name, version)
-    return RegisteredVersion(name=name, version=version, uri=f"models:/{name}/{version}",
-                             model_id=getattr(mv, "model_id", None), aliases=aliases, decision=decision)
+def _evaluations(members: list[str], metrics: Mapping[str, float], digests: Mapping[str, str],
+                 endpoints: tuple[str, ...]) -> dict[str, Evaluation]:
+    """Each member's :class:`Evaluation`: its own metrics and digests; the endpoints for toxicity and prescriber."""
+    return {name: Evaluation(own_metrics(name, metrics), own_digests(name, digests),
+                             () if name == RADIOSENSITIVITY_MODEL else endpoints) for name in members}
+
+
+def _record_unit(client: Any, versions: Mapping[str, str], evaluations: Mapping[str, Evaluation],
+                 unit: UnitDecision, run_tags: dict[str, str]) -> dict[str, RegisteredVersion]:
+    """Tags (evaluation, unit, decision) and aliases of the unit's versions, as decided."""
+    out: dict[str, RegisteredVersion] = {}
+    members = unit_tags(versions)
+    for name, version in versions.items():
+        evaluation, decision = evaluations[name], unit.decisions[name]
+        tags = {f"{METRIC_TAG_PREFIX}{metric}": repr(float(value)) for metric, value in evaluation.metrics.items()}
+        tags.update({f"{DIGEST_TAG_PREFIX}{task}": digest for task, digest in evaluation.digests.items()})
+        if evaluation.digests:
+            tags[DIGEST_TAG] = digest_of(evaluation.digests)
+        if name != RADIOSENSITIVITY_MODEL:
+            tags[ENDPOINTS_TAG] = json.dumps(sorted(evaluation.endpoints))
+        tags.update(members)
+        tags.update({"promotion_decision": decision.decision, "promotion_reason": decision.reason[:5000]})
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        if decision.promoted:
+            client.set_registered_model_alias(name, CHAMPION, version)
+            aliases: tuple[str, ...] = (CHAMPION,)
+            if decision.decision == PROMOTED and CHALLENGER in _aliases(client, name):
+                client.delete_registered_model_alias(name, CHALLENGER)
+        else:
+            client.set_registered_model_alias(name, CHALLENGER, version)
+            aliases = (CHALLENGER,)
+        run_tags[f"registry.{name}.version"] = version
+        run_tags[f"registry.{name}.decision"] = decision.decision
+        run_tags[f"registry.{name}.reason"] = decision.reason[:5000]
+        log.info("registry: %s version %s -> %s (%s)", name, version, "/".join(aliases), decision.reason)
+        mv = client.get_model_version(name, version)
+        out[name] = RegisteredVersion(name=name, version=version, uri=f"models:/{name}/{version}",
+                                      model_id=getattr(mv, "model_id", None), aliases=aliases, decision=decision)
+    return out
 
 
 def register_models(radiosensitivity: Any, toxicity: Mapping[str, Any], metrics: Mapping[str, float],
                     schema: FeatureSchema, config: TrainConfig | RegistryConfig, *, training_table: pd.DataFrame,
                     prescriber: Prescriber | None = None, prescriber_options: Mapping[str, Any] | None = None,
-                    run_id: str | None = None, experiment_name: str | None = None) -> RegistrationResult:
-    """Log, register and alias the three registered models of contract section 4 in one MLflow run.
+                    run_id: str | None = None, experiment_name: str | None = None,
+                    evaluation_digests: Mapping[str, str] | None = None) -> RegistrationResult:
+    """Log, register and alias the registered models of contract section 4 in one MLflow run, as one unit.
 
     Parameters
     ----------
     radiosensitivity, toxicity:
         The fitted RSI model (``RSISurrogate`` or ``MultimodalRSI``; its class is recorded in the tag
         :data:`RSI_MODEL_TAG`) and ``{endpoint: ToxicityClassifier}`` (final models, fitted on all training
-        patients).
+        patients). An empty ``toxicity`` registers no ``radiogenomics-toxicity`` version (a disabled task
+        registers nothing); the prescriber then serves no endpoint.
     metrics:
         Held-out metrics (``{"radiosensitivity.spearman": 0.61, "toxicity.xerostomia.auc": 0.74, ...}``),
-        compared with the champion's by :func:`promotion_decision`.
+        compared with the champions' by :func:`unit_promotion_decision`.
     schema:
         The training feature table's schema (the prescriber reindexes input to it).
     config:
@@ -167,6 +201,11 @@ def register_models(radiosensitivity: Any, toxicity: Mapping[str, Any], metrics:
     run_id:
         Log into this run (e.g. the train command's parent run); default the active run, else a new run
         ``register`` in ``experiment_name`` (default the config's, else ``radiogenomics``).
+    evaluation_digests:
+        ``{"radiosensitivity": ..., "toxicity.<endpoint>": ...}``: the digest of the data each task's metrics were
+        computed on (:func:`~radiogenomics.training.tracking.evaluation_digest`). Without them the versions can
+        become champion only as the first unit or by a person's decision (:func:`promote_unit`): automatic
+        promotion needs the same evaluation data as the champion's.
 
     MLflow is found through ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI`` (or ``mlflow.set_tracking_uri``).
     """
@@ -203,7 +242,6 @@ def register_models(radiosensitivity: Any, toxicity: Mapping[str, Any], metrics:
         experiment = mlflow.set_experiment(experiment_name or "radiogenomics")
         context = mlflow.start_run(run_name="register", experiment_id=experiment.experiment_id)
     run_tags: dict[str, str] = {}
-    versions: dict[str, RegisteredVersion] = {}
     with context as run, tempfile.TemporaryDirectory(prefix="radiogenomics-register-") as tmp, \
             warnings.catch_warnings():
         # no input example on purpose (MLflow would run predict at logging); integer columns are declared Any
@@ -233,18 +271,25 @@ def register_models(radiosensitivity: Any, toxicity: Mapping[str, Any], metrics:
         requirements = model_pip_requirements(radiosensitivity)
         kind = type(radiosensitivity).__name__
         run_tags[f"registry.{RSI_MODEL_TAG}"] = kind
+        members = [spec[0] for spec in specs if spec[0] != TOXICITY_MODEL or toxicity]
+        # the champions the unit is compared with, read before anything of this unit is aliased
+        champions = {name: champion_evaluation(client, name) for name in REGISTERED_MODELS}
+        registered: dict[str, str] = {}
         for name, artifact_name, python_model, artifact, signature in specs:
+            if name not in members:
+                continue
             info = mlflow.pyfunc.log_model(name=artifact_name, python_model=python_model,
                                            artifacts={artifact: str(paths[artifact_name])},
                                            signature=input_signature(signature),
                                            pip_requirements=requirements, registered_model_name=name)
-            version = str(info.registered_model_version)
+            registered[name] = str(info.registered_model_version)
             if name != TOXICITY_MODEL:
-                client.set_model_version_tag(name, version, RSI_MODEL_TAG, kind)
-            versions[name] = _set_aliases(client, name, version, own_metrics(name, metrics), registry_config,
-                                          run_tags)
+                client.set_model_version_tag(name, registered[name], RSI_MODEL_TAG, kind)
+        evaluations = _evaluations(members, metrics, dict(evaluation_digests or {}), tuple(sorted(toxicity)))
+        unit = unit_promotion_decision(evaluations, champions, registry_config)
+        versions = _record_unit(client, registered, evaluations, unit, run_tags)
         mlflow.set_tags(run_tags)
-    return RegistrationResult(run_id=str(run_id), versions=versions)
+    return RegistrationResult(run_id=str(run_id), versions=versions, unit=unit)
 
 
 def model_pip_requirements(radiosensitivity: Any) -> list[str]:
