@@ -28,8 +28,12 @@ def _fmt(value: float | None) -> str:
 
 
 def summary_table(summary: TrainSummary) -> Table:
-    """Held-out (pooled outer-fold) metrics per task and candidate, with the winner marked."""
-    table = Table(title=f"radiogenomics train: held-out metrics ({summary.n_patients} patients)")
+    """Per task: each candidate's own pooled outer-fold metrics (information), and where several competed, the
+    held-out metrics of the selection (the candidate chosen by inner CV in each outer fold; what is registered)
+    with the final choice."""
+    table = Table(title=f"radiogenomics train: held-out metrics ({summary.n_patients} patients); candidate rows "
+                        "are each candidate's own outer folds (information), 'selected per fold' rows the task's "
+                        "held-out estimate")
     for column in ("task", "candidate", "metric", "held-out", "fold mean (sd)", "other held-out", "time", "winner"):
         table.add_column(column)
     for task in summary.tasks:
@@ -44,6 +48,13 @@ def summary_table(summary: TrainSummary) -> Table:
             table.add_row(task.label, cand.candidate, task.metric, _fmt(cand.heldout.get(task.metric)),
                           f"{_fmt(mean)} ({_fmt(sd)})", others, f"{cand.fit_s:.0f} s",
                           "*" if cand.candidate == task.winner else "")
+        selection = task.selection
+        if selection is not None and len(selection.candidates) > 1:
+            others = ", ".join(f"{SHORT.get(k, k)} {_fmt(v)}" for k, v in selection.heldout.items()
+                               if k not in (task.metric, "spearman_p"))
+            table.add_row(task.label, f"selected per fold ({', '.join(selection.per_fold)})", task.metric,
+                          _fmt(selection.heldout.get(task.metric)), "", others, "",
+                          f"final: {task.winner}" if task.winner else "")
     return table
 
 
@@ -52,7 +63,7 @@ def registry_table(summary: TrainSummary) -> Table:
     for column in ("model", "version", "aliases", "decision"):
         table.add_column(column)
     for name, version in summary.registered.items():
-        table.add_row(name, str(version.version), ", ".join(version.aliases), version.decision.reason[:100])
+        table.add_row(name, str(version.version), ", ".join(version.aliases), version.decision.reason)
     return table
 
 

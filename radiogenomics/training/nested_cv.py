@@ -8,6 +8,11 @@ live inside the estimator's pipeline, so they are fitted on training rows only a
 search on all rows chooses the parameters of the model refitted on all data (the one to register); its
 performance estimate is the outer folds' mean, never its own fit.
 
+Each search's best inner-CV score is kept (``FoldResult.best_inner_score`` per outer fold,
+``NestedCVResult.final_inner_score`` on all rows): :mod:`radiogenomics.training.selection` chooses among
+candidate models on these scores only, fold by fold. With ``score_fixed=True`` a candidate with fixed parameters
+(nothing to search) is scored by the same inner cross-validation, so it can be compared with searched ones.
+
 ``build_estimator(params)`` returns a new unfitted estimator; ``search_space(trial)`` returns a params dict.
 Out-of-fold predictions come from ``predict`` (or the positive-class column of ``predict_proba`` for a
 probability scorer) and, where the estimator has ``predict_interval(X)``, its interval; ``predict_params`` are
@@ -68,6 +73,8 @@ class NestedCVResult:
     final_params: dict[str, Any]
     final_estimator: Any
     studies: list[str] = field(default_factory=list)
+    #: Best inner-CV score of the search on all rows (the final model's parameters); NaN when not scored.
+    final_inner_score: float = float("nan")
 
     def metrics_frame(self) -> pd.DataFrame:
         """One row per outer fold, one column per metric."""
@@ -145,6 +152,7 @@ class _Runner:
         self.scorer, self.config, self.groups, self.strata = scorer, config, groups, strata
         self.fit_params, self.tracker, self.storage_url = fit_params, tracker, storage_url
         self.study_prefix = study_prefix
+        self.score_fixed = False
         self.predict_params: dict[str, Any] = {}
         self.n_rows = len(groups)
         self.update: search.OnTrial = lambda done, note: None
@@ -165,19 +173,25 @@ class _Runner:
                                                                      self.predict_params)))
         return float(np.mean(scores))
 
+    def inner_folds(self, rows: np.ndarray) -> list[Fold]:
+        """The inner folds of ``rows`` (grouped, stratified, seeded: the same for every candidate)."""
+        strata = None if self.strata is None else self.strata[rows]
+        return grouped_folds(self.groups[rows], strata, self.config.cv.inner_folds, self.config.seed,
+                             prefix="inner")
+
     def search(self, rows: np.ndarray, label: str) -> tuple[dict[str, Any], float, str]:
         """Inner search on ``rows``; returns (best params, best inner score, study name).
 
-        A search space that suggests nothing (fixed parameters) is not searched: its params, NaN, no study.
+        A search space that suggests nothing (fixed parameters) is not searched: its params, no study, and its
+        mean score over the same inner folds when ``score_fixed`` (else NaN).
         """
         fixed = _fixed_params(self.space)
         if fixed is not None:
+            score = self.inner_score(fixed, rows, self.inner_folds(rows)) if self.score_fixed else float("nan")
             self.trials_done += 1
             self.update(self.trials_done, f"{label} (fixed parameters)")
-            return fixed, float("nan"), ""
-        cv = self.config.cv
-        strata = None if self.strata is None else self.strata[rows]
-        folds = grouped_folds(self.groups[rows], strata, cv.inner_folds, self.config.seed, prefix="inner")
+            return fixed, score, ""
+        folds = self.inner_folds(rows)
         name = f"{self.study_prefix}/{label}"
         study = search.open_study(self.storage_url, name, direction=self.scorer.direction,
                                   seed=self.config.sampler_seed)
@@ -204,7 +218,8 @@ def nested_cv(build_estimator: BuildEstimator, search_space: search.SearchSpace,
               scorer: str | Scorer, config: TrainConfig, groups: Any, strata: Any = None,
               fit_params: Mapping[str, Any] | None = None, tracker: Tracker | None = None,
               run_dir: Path | str | None = None, study_prefix: str = "", metric_prefix: str = "",
-              progress: bool = True, predict_params: Mapping[str, Any] | None = None) -> NestedCVResult:
+              progress: bool = True, predict_params: Mapping[str, Any] | None = None,
+              score_fixed: bool = False) -> NestedCVResult:
     """Nested CV of the estimators ``build_estimator`` makes, tuned over ``search_space``; see the module doc.
 
     ``groups``: one patient ID per row (rows of a patient stay together). ``strata``: one centre per row (None:
@@ -213,7 +228,9 @@ def nested_cv(build_estimator: BuildEstimator, search_space: search.SearchSpace,
     ``<search.study_name>/<study_prefix>/outer-<k>`` and ``.../final``. With a ``tracker`` whose parent run is
     active, fold metrics are logged with ``step = fold`` (names prefixed by ``metric_prefix``) and every
     trial as a nested run. ``predict_params``: keyword arguments of every held-out ``predict`` /
-    ``predict_proba`` / ``predict_interval`` call (inner and outer folds).
+    ``predict_proba`` / ``predict_interval`` call (inner and outer folds). ``score_fixed``: score fixed
+    parameters by the inner CV too, for a selection among candidates (:mod:`radiogenomics.training.selection`;
+    ``cv.inner_folds`` extra fits per search).
     """
     scorer = get_scorer(scorer)
     groups_arr = np.asarray(groups, dtype=object).astype(str)
@@ -230,6 +247,7 @@ def nested_cv(build_estimator: BuildEstimator, search_space: search.SearchSpace,
     runner = _Runner(build_estimator, search_space, X, y, scorer, config, groups_arr, strata_arr, fit_params,
                      tracker, config.search.storage_url(run_dir), prefix)
     runner.predict_params = dict(predict_params or {})
+    runner.score_fixed = score_fixed
 
     oof = pd.DataFrame({"group": groups_arr, "fold": -1})
     folds: list[FoldResult] = []
@@ -259,7 +277,7 @@ def nested_cv(build_estimator: BuildEstimator, search_space: search.SearchSpace,
             if tracker is not None:
                 tracker.log_fold_metrics(metrics, step=fold.index, prefix=metric_prefix)
         all_rows = np.arange(len(groups_arr))
-        final_params, _, study = runner.search(all_rows, "final")
+        final_params, final_inner, study = runner.search(all_rows, "final")
         studies += [study] if study else []
         final = runner.fit(final_params, all_rows)
-    return NestedCVResult(scorer.name, scorer.kind, folds, oof, final_params, final, studies)
+    return NestedCVResult(scorer.name, scorer.kind, folds, oof, final_params, final, studies, final_inner)

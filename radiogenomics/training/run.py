@@ -7,12 +7,17 @@
 2. one MLflow parent run (config, feature table as dataset input, cohort content hash, versions, git commit);
 3. per enabled task (and toxicity endpoint), for each candidate (:mod:`~radiogenomics.training.candidates`):
    :func:`~radiogenomics.training.nested_cv.nested_cv` grouped by patient, stratified by centre, Optuna studies
-   in ``<out>/runs/<run id>/optuna.db``; fold metrics, pooled held-out metrics, out-of-fold predictions and plots
-   logged under ``<task>/<candidate>/``; out-of-fold predictions also written to ``<out>/runs/<run id>/oof/``;
-4. the winner per task is the candidate with the best pooled held-out (outer-fold) selection metric; its model
-   refitted on all patients (nested_cv's final refit) is the one registered;
-5. :func:`~radiogenomics.training.registry.register_models` with the winning RSI model and one toxicity model
-   per endpoint: first version ``champion``, later ones ``challenger`` + the promotion rule.
+   in ``<out>/runs/<run id>/optuna.db``; fold metrics, the candidate's pooled outer-fold metrics (for
+   information), out-of-fold predictions and plots logged under ``<task>/<candidate>/``; out-of-fold predictions
+   also written to ``<out>/runs/<run id>/oof/``;
+4. selection inside the nested loop (:mod:`~radiogenomics.training.selection`): in each outer fold the candidate
+   with the best inner-CV score is chosen, and the pooled outer predictions of these choices give the task's
+   held-out metrics (logged under ``<task>/selection/``); the winner (the model registered) is the candidate
+   chosen by the same rule on all patients, refitted on all patients (nested_cv's final refit);
+5. :func:`~radiogenomics.training.registry.register_models` with the RSI model chosen the same way among the
+   radiosensitivity and multimodal candidates, one toxicity model per endpoint (none when toxicity is not
+   trained), their held-out metrics and evaluation digests: first version ``champion``, later units
+   ``challenger`` unless the promotion rule promotes them.
 """
 
 from __future__ import annotations
@@ -33,13 +38,7 @@ from radiogenomics.errors import InputError
 from radiogenomics.features import naming
 from radiogenomics.training.candidates import CandidateContext, make_candidate, validate_candidates
 from radiogenomics.training.config import DEFAULT_CONFIG_PATH, TrainConfig, load_train_config
-from radiogenomics.training.metrics import (
-    GREATER_IS_BETTER,
-    classification_metrics,
-    interval_metrics,
-    regression_metrics,
-    survival_metrics,
-)
+from radiogenomics.training.selection import Selection, oof_metrics, select_per_fold
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +62,7 @@ class CandidateOutcome:
     """One candidate of one task: pooled held-out metrics, fold means, the nested-CV result or the error."""
 
     candidate: str
+    #: Pooled outer-fold metrics of this candidate alone: for information (choosing on them is optimistic).
     heldout: dict[str, float] = field(default_factory=dict)
     fold_summary: dict[str, float] = field(default_factory=dict)
     result: Any = None
@@ -72,7 +72,8 @@ class CandidateOutcome:
 
 @dataclass
 class TaskOutcome:
-    """One task (``toxicity.xerostomia`` per endpoint): its candidates and the winner."""
+    """One task (``toxicity.xerostomia`` per endpoint): its candidates, the selection among them and the winner
+    (the candidate chosen on all patients; None when the task could not be evaluated)."""
 
     label: str
     task: str
@@ -80,9 +81,28 @@ class TaskOutcome:
     candidates: list[CandidateOutcome]
     endpoint: str | None = None
     winner: str | None = None
+    selection: Selection | None = None
 
     def winning(self) -> CandidateOutcome | None:
         return next((c for c in self.candidates if c.candidate == self.winner), None)
+
+    @property
+    def heldout(self) -> dict[str, float]:
+        """The task's held-out metrics: those of the selection procedure (empty when nothing was selected)."""
+        return dict(self.selection.heldout) if self.selection is not None else {}
+
+
+@dataclass
+class RSIChoice:
+    """The RSI model to register (:func:`rsi_winner`): its task and candidate, and the selection it came from."""
+
+    task: TaskOutcome
+    candidate: CandidateOutcome
+    selection: Selection
+
+    @property
+    def key(self) -> str:
+        return f"{self.task.label}/{self.candidate.candidate}"
 
 
 @dataclass
@@ -204,26 +224,15 @@ def task_data(table: pd.DataFrame, task: str, endpoint: str | None = None) -> tu
 
 # ---------------------------------------------------------------------------------------------- metrics
 def pooled_metrics(result: Any) -> dict[str, float]:
-    """Held-out metrics of the pooled out-of-fold predictions (rows never tested left out)."""
-    from sksurv.util import Surv
-
-    oof = result.oof[result.oof["fold"] >= 0]
-    if result.kind == "regression":
-        out = regression_metrics(oof["y_true"], oof["y_pred"])
-        if "lower" in oof:
-            out.update(interval_metrics(oof["y_true"], oof["lower"], oof["upper"]))
-        return out
-    if result.kind == "classification":
-        return classification_metrics(oof["y_true"].astype(int), oof["y_pred"])
-    return survival_metrics(Surv.from_arrays(oof["event"].astype(bool), oof["time"].astype(float)), oof["y_pred"])
+    """Metrics of one nested CV's pooled out-of-fold predictions (rows never tested left out)."""
+    return oof_metrics(result.oof, result.kind)
 
 
-def choose_winner(outcomes: list[CandidateOutcome], metric: str) -> str | None:
-    """The candidate with the best held-out ``metric`` (NaN and failed candidates never win; ties: first)."""
-    sign = 1.0 if GREATER_IS_BETTER.get(metric, True) else -1.0
-    scored = [(sign * c.heldout[metric], -i, c.candidate) for i, c in enumerate(outcomes)
-              if c.error is None and math.isfinite(c.heldout.get(metric, math.nan))]
-    return max(scored)[2] if scored else None
+def select_task(outcome: TaskOutcome) -> Selection | None:
+    """Selection inside the nested loop among the task's evaluated candidates (:func:`select_per_fold`; failed
+    candidates take no part); None when none was evaluated."""
+    evaluated = [(c.candidate, c.result) for c in outcome.candidates if c.error is None]
+    return select_per_fold(evaluated, outcome.metric) if evaluated else None
 
 
 # ----------------------------------------------------------------------------------------------- tasks
@@ -247,7 +256,8 @@ def _task_jobs(config: TrainConfig, table: pd.DataFrame) -> list[tuple[str, str 
 
 
 def _run_candidate(task: str, endpoint: str | None, name: str, rows: pd.DataFrame, y: Any, config: TrainConfig,
-                   context: CandidateContext, tracker: Any, run_dir: Path, progress: bool) -> CandidateOutcome:
+                   context: CandidateContext, tracker: Any, run_dir: Path, progress: bool,
+                   score_fixed: bool = False) -> CandidateOutcome:
     from radiogenomics.training.nested_cv import nested_cv
     from radiogenomics.training.splits import groups_and_strata
 
@@ -260,7 +270,8 @@ def _run_candidate(task: str, endpoint: str | None, name: str, rows: pd.DataFram
         cfg = config.model_copy(update={"search": config.search.model_copy(update={"n_trials": 1})})
     result = nested_cv(candidate.build, candidate.space, rows, y, scorer=TASK_SCORER[task], config=cfg,
                        groups=groups, strata=strata, tracker=tracker, run_dir=run_dir, study_prefix=prefix,
-                       metric_prefix=f"{prefix}/", progress=progress, predict_params=candidate.predict_params)
+                       metric_prefix=f"{prefix}/", progress=progress, predict_params=candidate.predict_params,
+                       score_fixed=score_fixed)
     tracker.log_result(result, prefix=f"{prefix}/")
     heldout = pooled_metrics(result)
     import mlflow
@@ -273,15 +284,42 @@ def _run_candidate(task: str, endpoint: str | None, name: str, rows: pd.DataFram
     oof_dir = run_dir / "oof"
     oof_dir.mkdir(parents=True, exist_ok=True)
     oof.to_csv(oof_dir / f"{label}__{name}.csv", index=False)
-    log.info("%s: held-out %s", prefix, ", ".join(f"{k}={v:.3f}" for k, v in heldout.items()))
+    log.info("%s: pooled outer-fold metrics of this candidate (information) %s", prefix,
+             ", ".join(f"{k}={v:.3f}" for k, v in heldout.items()))
     return CandidateOutcome(name, heldout, result.summary(), result)
 
 
+def log_selection(selection: Selection, label: str, tracker: Any, run_dir: Path) -> None:
+    """The selection's held-out metrics (``<label>/selection/heldout.<metric>``), its choices and scores
+    (``<label>/selection/selection.json``, tag ``selection.<label>``) and pooled out-of-fold predictions
+    (``<label>/selection/oof_predictions.csv`` and ``oof/<label>__selection.csv``)."""
+    import mlflow
+
+    run_id = tracker.parent_run_id
+    mlflow.log_metrics({f"{label}/selection/heldout.{k}": v for k, v in selection.heldout.items()
+                        if math.isfinite(v)}, run_id=run_id)
+    mlflow.set_tag(f"selection.{label}", selection.describe()[:5000])
+    tracker.client.log_dict(run_id, selection.to_dict(), f"{label}/selection/selection.json")
+    tracker.client.log_text(run_id, selection.oof.to_csv(index=False), f"{label}/selection/oof_predictions.csv")
+    oof = selection.oof.copy()
+    if label == "outcome_alpha":
+        oof["alpha_per_gy"] = -oof["y_pred"]
+    oof_dir = run_dir / "oof"
+    oof_dir.mkdir(parents=True, exist_ok=True)
+    oof.to_csv(oof_dir / f"{label}__selection.csv", index=False)
+    log.info("%s: selection per fold %s, final %s; held-out %s", label, selection.describe(), selection.final,
+             ", ".join(f"{k}={v:.3f}" for k, v in selection.heldout.items()))
+
+
 def run_task(task: str, endpoint: str | None, names: list[str], table: pd.DataFrame, config: TrainConfig,
-             cohort: Path, tracker: Any, run_dir: Path, progress: bool, *, skip_bad_input: bool) -> TaskOutcome:
-    """Every candidate of one task; a candidate that refuses the input (InputError) is recorded as failed when
-    ``skip_bad_input`` (auto-detected toxicity endpoints), else the error propagates."""
+             cohort: Path, tracker: Any, run_dir: Path, progress: bool, *, skip_bad_input: bool,
+             compare: bool | None = None) -> TaskOutcome:
+    """Every candidate of one task, then the selection among them (:func:`select_task`); a candidate that
+    refuses the input (InputError) is recorded as failed when ``skip_bad_input`` (auto-detected toxicity
+    endpoints), else the error propagates. ``compare``: candidates with fixed parameters are scored by inner CV
+    too (default: when the task has more than one candidate)."""
     rows, y = task_data(table, task, endpoint)
+    compare = len(names) > 1 if compare is None else compare
     outcome = TaskOutcome(f"{task}.{endpoint}" if endpoint else task, task, TASK_SCORER[task], [], endpoint)
     for name in names:
         started = time.monotonic()
@@ -289,58 +327,77 @@ def run_task(task: str, endpoint: str | None, names: list[str], table: pd.DataFr
                                    params=getattr(config.tasks, task).params.get(name))
         try:
             outcome.candidates.append(_run_candidate(task, endpoint, name, rows, y, config, context, tracker,
-                                                     run_dir, progress))
+                                                     run_dir, progress, score_fixed=compare))
             outcome.candidates[-1].fit_s = time.monotonic() - started
         except InputError as exc:
             if not skip_bad_input:
                 raise
             log.warning("%s/%s skipped: %s", outcome.label, name, exc)
             outcome.candidates.append(CandidateOutcome(name, error=str(exc)))
-    outcome.winner = choose_winner(outcome.candidates, outcome.metric)
+    outcome.selection = select_task(outcome)
+    if outcome.selection is not None:
+        log_selection(outcome.selection, outcome.label, tracker, run_dir)
+        if math.isfinite(outcome.selection.heldout.get(outcome.metric, math.nan)):
+            outcome.winner = outcome.selection.final
     return outcome
 
 
 # ------------------------------------------------------------------------------------------- registry
-def rsi_winner(outcomes: list[TaskOutcome]) -> tuple[TaskOutcome, CandidateOutcome] | None:
-    """The RSI model to register: among the winners of ``radiosensitivity`` and ``multimodal`` whose model has
-    conformal intervals (``predict_interval``: RSISurrogate, MultimodalRSI), the best held-out Spearman (ties:
-    the first task in run order, radiosensitivity first)."""
-    best: tuple[TaskOutcome, CandidateOutcome] | None = None
+#: Tasks whose candidates compete for the registered RSI model (:func:`rsi_winner`).
+RSI_TASKS = ("radiosensitivity", "multimodal")
+
+
+def rsi_winner(outcomes: list[TaskOutcome]) -> RSIChoice | None:
+    """The RSI model to register, chosen like a task's winner (:func:`select_per_fold`) among every evaluated
+    candidate of ``radiosensitivity`` and ``multimodal`` whose model has conformal intervals
+    (``predict_interval``: RSISurrogate, MultimodalRSI), in run order (radiosensitivity first: ties go to it).
+    Its held-out metrics are the selection's: per outer fold the candidate with the best inner-CV Spearman,
+    pooled. With the radiosensitivity task alone this is that task's own selection."""
+    pool: list[tuple[str, TaskOutcome, CandidateOutcome]] = []
     for outcome in outcomes:
-        win = outcome.winning()
-        if outcome.task not in ("radiosensitivity", "multimodal") or win is None:
+        if outcome.task not in RSI_TASKS or outcome.winner is None:
             continue
-        if not hasattr(win.result.final_estimator, "predict_interval"):
-            continue
-        if best is None or win.heldout["spearman"] > best[1].heldout["spearman"]:
-            best = (outcome, win)
-    return best
+        pool += [(f"{outcome.label}/{c.candidate}", outcome, c) for c in outcome.candidates
+                 if c.error is None and hasattr(c.result.final_estimator, "predict_interval")]
+    if not pool:
+        return None
+    selection = select_per_fold([(key, c.result) for key, _, c in pool], TASK_SCORER["radiosensitivity"])
+    _, task, candidate = next(entry for entry in pool if entry[0] == selection.final)
+    return RSIChoice(task, candidate, selection)
 
 
-def registry_inputs(outcomes: list[TaskOutcome]) -> tuple[Any, dict[str, Any], dict[str, float]]:
-    """(RSI model, {endpoint: toxicity model}, held-out metrics) of the winners, named as the registry expects
-    (the RSI model: :func:`rsi_winner`)."""
+def registry_inputs(outcomes: list[TaskOutcome]
+                    ) -> tuple[Any, dict[str, Any], dict[str, float], dict[str, str]]:
+    """(RSI model, {endpoint: toxicity model}, held-out metrics, evaluation digests) named as the registry
+    expects: the RSI model and its metrics from :func:`rsi_winner`, each endpoint's from its task's selection;
+    digests (:func:`~radiogenomics.training.tracking.evaluation_digest`) ``radiosensitivity`` and
+    ``toxicity.<endpoint>`` of the rows, labels and outer folds those metrics were computed on."""
+    from radiogenomics.training.tracking import evaluation_digest
+
     rsi_model = None
     toxicity: dict[str, Any] = {}
     metrics: dict[str, float] = {}
+    digests: dict[str, str] = {}
     chosen = rsi_winner(outcomes)
     if chosen is not None:
-        task, rsi_win = chosen
-        rsi_model = rsi_win.result.final_estimator
-        log.info("registry: radiosensitivity model from %s/%s (%s, held-out Spearman %.3f)", task.label,
-                 rsi_win.candidate, type(rsi_model).__name__, rsi_win.heldout["spearman"])
+        rsi_model = chosen.candidate.result.final_estimator
+        heldout = chosen.selection.heldout
+        log.info("registry: radiosensitivity model from %s (%s; held-out Spearman of the selection %.3f)",
+                 chosen.key, type(rsi_model).__name__, heldout.get("spearman", math.nan))
         if "measured" in rsi_model.get_params():
             rsi_model.set_params(measured="use")  # prediction time: a measured RSI is used (docs/models.md)
-        metrics.update({f"radiosensitivity.{m}": rsi_win.heldout[m] for m in REGISTRY_METRICS["radiosensitivity"]
-                        if m in rsi_win.heldout})
+        metrics.update({f"radiosensitivity.{m}": heldout[m] for m in REGISTRY_METRICS["radiosensitivity"]
+                        if m in heldout})
+        digests["radiosensitivity"] = evaluation_digest(chosen.selection.oof)
     for outcome in outcomes:
         win = outcome.winning()
-        if outcome.task != "toxicity" or win is None:
+        if outcome.task != "toxicity" or win is None or outcome.selection is None:
             continue
         toxicity[str(outcome.endpoint)] = win.result.final_estimator
-        metrics.update({f"toxicity.{outcome.endpoint}.{m}": win.heldout[m] for m in REGISTRY_METRICS["toxicity"]
-                        if m in win.heldout})
-    return rsi_model, toxicity, {k: float(v) for k, v in metrics.items()}
+        metrics.update({f"toxicity.{outcome.endpoint}.{m}": outcome.heldout[m] for m in REGISTRY_METRICS["toxicity"]
+                        if m in outcome.heldout})
+        digests[f"toxicity.{outcome.endpoint}"] = evaluation_digest(outcome.selection.oof)
+    return rsi_model, toxicity, {k: float(v) for k, v in metrics.items()}, digests
 
 
 # ------------------------------------------------------------------------------------------------ train
@@ -372,13 +429,16 @@ def train(cohort: Path | str, features: Path | str | None = None, config: TrainC
                            cohort_hash=cohort_content_hash(cohort)) as run_id:
         run_dir = out_dir / "runs" / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
+        # fixed-parameter candidates get an inner-CV score when they compete with another (selection)
+        rsi_pool = sum(len(names) for task, _, names in jobs if task in RSI_TASKS)
         for task, endpoint, names in jobs:
             # Auto-detected toxicity endpoints, the tasks that are tracked but not registered (a small cohort's
             # fold without a local failure cannot fit a Cox model) and the optional multimodal competitor are
             # noted and skipped when they fail; the rest completes.
             skippable = (task == "toxicity" and cfg.tasks.toxicity.endpoints is None) or task in FAILURE_TOLERANT_TASKS
             outcome = run_task(task, endpoint, names, table, cfg, cohort, tracker, run_dir, progress,
-                               skip_bad_input=skippable)
+                               skip_bad_input=skippable,
+                               compare=rsi_pool > 1 if task in RSI_TASKS else len(names) > 1)
             if outcome.winner is None:
                 reasons = "; ".join(f"{c.candidate}: {c.error}" for c in outcome.candidates if c.error)
                 skipped.append(f"{outcome.label}: no candidate could be evaluated ({reasons or 'no finite metric'})")
@@ -393,8 +453,8 @@ def train(cohort: Path | str, features: Path | str | None = None, config: TrainC
                              fix="see the reasons; add the endpoint's dose features or set tasks.toxicity.endpoints")
         summary = TrainSummary(run_id, tracker.tracking_uri, cfg.tracking.experiment_name, out_dir, run_dir,
                                features_path, len(table), outcomes, skipped=skipped)
-        _log_task_tags(outcomes)
-        rsi_model, toxicity, metrics = registry_inputs(outcomes)
+        _log_task_tags(outcomes, tracker, run_dir)
+        rsi_model, toxicity, metrics, digests = registry_inputs(outcomes)
         summary.registry_metrics = metrics
         import mlflow
 
@@ -402,20 +462,26 @@ def train(cohort: Path | str, features: Path | str | None = None, config: TrainC
         if rsi_model is None:
             summary.skipped.append("registry: no radiosensitivity model with intervals was trained; nothing registered")
         else:
+            if not toxicity:
+                summary.skipped.append("registry: no toxicity model was trained; radiogenomics-toxicity gets no new "
+                                       "version and the prescriber serves no toxicity endpoint")
             registration = register_models(rsi_model, toxicity, metrics, schema, cfg, training_table=table,
-                                           run_id=run_id)
+                                           run_id=run_id, evaluation_digests=digests)
             summary.registered = dict(registration.versions)
     summary.wall_s = time.monotonic() - started
     summary.peak_rss_mb = peak_rss_mb()
     return summary
 
 
-def _log_task_tags(outcomes: list[TaskOutcome]) -> None:
+def _log_task_tags(outcomes: list[TaskOutcome], tracker: Any, run_dir: Path) -> None:
     """Winner per task as run tags (``winner.<task>``) and the RSI model chosen for the registry
-    (``winner.registered_radiosensitivity``: ``<task>/<candidate>``, :func:`rsi_winner`)."""
+    (``winner.registered_radiosensitivity``: ``<task>/<candidate>``, :func:`rsi_winner`); when candidates of
+    both RSI tasks competed, that selection is logged under ``registered_radiosensitivity/selection/``."""
     import mlflow
 
     tags = {f"winner.{o.label}": o.winner or "none" for o in outcomes}
     chosen = rsi_winner(outcomes)
-    tags["winner.registered_radiosensitivity"] = f"{chosen[0].label}/{chosen[1].candidate}" if chosen else "none"
+    tags["winner.registered_radiosensitivity"] = chosen.key if chosen else "none"
     mlflow.set_tags(tags)
+    if chosen is not None and len({key.split("/")[0] for key in chosen.selection.candidates}) > 1:
+        log_selection(chosen.selection, "registered_radiosensitivity", tracker, run_dir)

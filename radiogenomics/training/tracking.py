@@ -64,6 +64,22 @@ def table_content_hash(table: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
+def evaluation_digest(oof: pd.DataFrame) -> str:
+    """SHA-256 of the data a task's held-out metrics were computed on: the tested rows (``fold >= 0``) of an
+    out-of-fold frame, as the table ``patient_id`` (text), ``fold`` (the outer fold index, int64) and the labels
+    (``y_true``, or ``event`` and ``time``; float64), sorted by patient, fold and label, hashed by
+    :func:`table_content_hash`. Same patients, same labels and the same outer-fold assignment (same cohort, folds
+    and seed) give the same digest, in any row order; the predictions do not enter it."""
+    tested = oof[oof["fold"] >= 0]
+    frame = pd.DataFrame({"patient_id": tested["group"].astype(str).to_numpy(),
+                          "fold": tested["fold"].astype("int64").to_numpy()})
+    for column in ("y_true", "event", "time"):
+        if column in tested.columns:
+            frame[column] = pd.to_numeric(tested[column], errors="coerce").astype("float64").to_numpy()
+    frame = frame.sort_values(list(frame.columns), kind="mergesort").reset_index(drop=True)
+    return table_content_hash(frame)
+
+
 def git_commit(path: Path | str | None = None) -> str:
     """The commit of the git checkout holding ``path`` (default: this package), or ``unknown``."""
     where = Path(path) if path is not None else Path(__file__).resolve().parent
