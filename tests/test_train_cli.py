@@ -2,7 +2,8 @@
 
 One small synthetic cohort (40 patients, 16^3 grid, original-image radiomics) is trained twice in one folder
 with a tiny config and no MLFLOW_TRACKING_URI, so both runs and the `predict` subprocess use the default local
-store ``./mlflow/mlflow.db`` of that folder.
+store ``./mlflow/mlflow.db`` of that folder. Then (fixture ``later``) a third run on a different cohort, a fourth
+with toxicity disabled, and `radiogenomics promote`: promotion fails closed, the unit moves as one.
 """
 
 from __future__ import annotations
@@ -29,7 +30,17 @@ cv: {outer_folds: 2, inner_folds: 2}
 search: {n_trials: 2}
 tasks:
   radiosensitivity: {candidates: [ridge]}
-  toxicity: {endpoints: [tox_xerostomia], candidates: [logistic]}
+  toxicity: {endpoints: [tox_xerostomia], candidates: [logistic, lkb_patient]}
+"""
+#: The later runs train only the registered tasks (outcome alpha and survival do not enter the registry).
+LATER = """\
+cv: {outer_folds: 2, inner_folds: 2}
+search: {n_trials: 2}
+tasks:
+  radiosensitivity: {candidates: [ridge]}
+  outcome_alpha: {enabled: false}
+  toxicity: {enabled: %s, endpoints: [tox_xerostomia], candidates: [logistic, lkb_patient]}
+  survival: {enabled: false}
 """
 ENV_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
@@ -101,9 +112,14 @@ def test_first_run_registers_three_champions(trained: Trained) -> None:
 def test_second_run_is_a_challenger_with_a_logged_decision(trained: Trained) -> None:
     client = _client(trained)
     second = client.get_model_version(PRESCRIBER_MODEL, "2")
-    # same data, same seeds: identical held-out metrics, within tolerance -> promoted over the champion
+    # same data, same seeds: same evaluation digest, identical held-out metrics -> promoted over the champion
     assert second.tags["promotion_decision"] == "promoted"
     assert "within tolerance" in second.tags["promotion_reason"]
+    first = client.get_model_version(PRESCRIBER_MODEL, "1")
+    digests = {k: v for k, v in second.tags.items() if k.startswith("evaluation_digest")}
+    assert set(digests) == {"evaluation_digest", "evaluation_digest.radiosensitivity",
+                            "evaluation_digest.toxicity.xerostomia"}
+    assert all(first.tags[k] == v for k, v in digests.items())
     assert str(client.get_model_version_by_alias(PRESCRIBER_MODEL, CHAMPION).version) == "2"
     run = client.get_run(second.run_id)
     assert run.data.tags[f"registry.{PRESCRIBER_MODEL}.decision"] == "promoted"
@@ -268,3 +284,159 @@ def test_params_for_an_unlisted_candidate_or_unknown_parameter_is_exit_2(
                      "--out", str(tmp_path / "o")])
         err = capsys.readouterr().err
         assert code == 2 and expected in err, err
+
+
+# ------------------------------------------------------------------------------------------------------------
+# selection inside the nested loop, and promotion after the first two runs
+# ------------------------------------------------------------------------------------------------------------
+
+def test_registered_heldout_is_the_per_fold_selection(trained: Trained) -> None:
+    """The registered toxicity metrics are those of the pooled outer predictions of the candidates chosen fold by
+    fold on inner CV (selection.json), recomputed here from the per-candidate out-of-fold files."""
+    import json
+
+    from radiogenomics.training.metrics import classification_metrics
+
+    client = _client(trained)
+    version = client.get_model_version(TOXICITY_MODEL, "1")
+    run = client.get_run(version.run_id)
+    label = "toxicity.xerostomia"
+    path = client.download_artifacts(run.info.run_id, f"{label}/selection/selection.json", str(trained.folder))
+    record = json.loads(Path(path).read_text())
+    assert record["candidates"] == ["logistic", "lkb_patient"]
+    chosen = [f["chosen"] for f in record["folds"]]
+    assert run.data.tags[f"selection.{label}"] == ",".join(f"{f['fold']}:{f['chosen']}" for f in record["folds"])
+    assert run.data.tags[f"winner.{label}"] == record["final"]["chosen"]
+    oof_dir = next((trained.folder / "out1" / "runs").glob(f"{run.info.run_id}/oof"))
+    frames = {c: pd.read_csv(oof_dir / f"{label}__{c}.csv") for c in record["candidates"]}
+    first = frames["logistic"]
+    pred = first["y_pred"].copy()
+    for index, candidate in enumerate(chosen):
+        rows = first["fold"] == index
+        pred[rows] = frames[candidate].loc[rows, "y_pred"]
+    tested = first["fold"] >= 0
+    expected = classification_metrics(first.loc[tested, "y_true"].astype(int), pred[tested])
+    for metric in ("auc", "brier", "calibration_slope"):
+        registered = float(version.tags[f"heldout.{label}.{metric}"])
+        assert registered == pytest.approx(expected[metric], rel=1e-9), metric
+        assert run.data.metrics[f"{label}/selection/heldout.{metric}"] == pytest.approx(registered, rel=1e-9)
+    # per-candidate pooled outer metrics are still logged, for information
+    assert {f"{label}/{c}/heldout.auc" for c in record["candidates"]} <= set(run.data.metrics)
+
+
+@dataclass
+class Later:
+    codes: dict[str, int]
+    outputs: dict[str, str]
+    errors: dict[str, str]
+    #: after each command: model -> version -> its tags (the promotion at the end rewrites some tags)
+    tags: dict[str, dict[str, dict[str, dict[str, str]]]]
+    #: after each command: model -> the version holding `champion`
+    champions: dict[str, dict[str, str]]
+
+
+@pytest.fixture(scope="module")
+def later(trained: Trained) -> Iterator[Later]:
+    """Run 3: a different cohort (40 other patients, another seed) -> version 3 of each model. Run 4: the first cohort
+    with toxicity disabled -> radiosensitivity and prescriber version 4, no toxicity version 4. Then `promote`."""
+    from radiogenomics.features.pipeline import ExtractOptions, extract
+    from radiogenomics.synthetic import generate_cohort
+
+    other, other_features = trained.folder / "other", trained.folder / "other.parquet"
+    generate_cohort(other, n_patients=N_PATIENTS, seed=SEED + 1, grid_size=GRID, overwrite=True)
+    extract(other, other_features, ExtractOptions(workers=1, cache_dir=trained.folder / "cache",
+                                                  filters=("original",)))
+    for enabled in ("true", "false"):
+        (trained.folder / f"later-{enabled}.yaml").write_text(LATER % enabled)
+    codes, outputs, errors, tags, champions = {}, {}, {}, {}, {}
+    commands = {
+        "other_cohort": ["train", str(other), "--features", str(other_features), "--config", "later-true.yaml",
+                         "--out", "out3"],
+        "no_toxicity": ["train", str(trained.cohort), "--features", str(trained.features), "--config",
+                        "later-false.yaml", "--out", "out4"],
+        "promote_incomplete": ["promote", PRESCRIBER_MODEL, "4", "--reason", "toxicity not needed"],
+        "promote_missing": ["promote", PRESCRIBER_MODEL, "9", "--reason", "no such version"],
+        "promote_no_reason": ["promote", PRESCRIBER_MODEL, "3", "--reason", "  "],
+        "promote": ["promote", PRESCRIBER_MODEL, "3", "--reason", "external cohort reviewed by the tumour board",
+                    "--by", "dr-lee"],
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ENV_VARS:
+            mp.delenv(var, raising=False)
+        mp.chdir(trained.folder)
+        for key, args in commands.items():
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                codes[key], outputs[key] = _run(args)
+            errors[key] = err.getvalue()
+            mlflow.set_tracking_uri(None)
+            client = _client(trained)
+            tags[key] = {name: {str(v.version): dict(client.get_model_version(name, v.version).tags)
+                                for v in client.search_model_versions(f"name='{name}'")}
+                         for name in (RADIOSENSITIVITY_MODEL, TOXICITY_MODEL, PRESCRIBER_MODEL)}
+            champions[key] = {name: _aliases(client, name)[CHAMPION] for name in tags[key]}
+    yield Later(codes, outputs, errors, tags, champions)
+
+
+def _aliases(client: mlflow.MlflowClient, name: str) -> dict[str, str]:
+    return {alias: str(version) for alias, version in (client.get_registered_model(name).aliases or {}).items()}
+
+
+def test_a_different_cohort_is_not_promoted(trained: Trained, later: Later) -> None:
+    assert later.codes["other_cohort"] == 0, later.errors["other_cohort"]
+    snapshot = later.tags["other_cohort"]
+    for name in (RADIOSENSITIVITY_MODEL, TOXICITY_MODEL, PRESCRIBER_MODEL):
+        third = snapshot[name]["3"]
+        assert third["promotion_decision"] == "kept_champion", third
+        assert "different evaluation data" in third["promotion_reason"]
+        assert third["unit.radiogenomics-toxicity"] == "3"
+        assert third["evaluation_digest"] != snapshot[name]["1"]["evaluation_digest"]
+    reason = snapshot[PRESCRIBER_MODEL]["3"]["promotion_reason"]
+    assert "different evaluation data for radiosensitivity" in reason
+    assert "different evaluation data for toxicity.xerostomia" in reason
+    assert "different evaluation data" in later.outputs["other_cohort"]
+
+
+def test_a_disabled_task_registers_nothing_and_the_unit_stays_challenger(trained: Trained, later: Later) -> None:
+    assert later.codes["no_toxicity"] == 0, later.errors["no_toxicity"]
+    client = _client(trained)
+    snapshot = later.tags["no_toxicity"]
+    assert sorted(snapshot[TOXICITY_MODEL]) == ["1", "2", "3"]
+    prescriber = client.get_model_version(PRESCRIBER_MODEL, "4")
+    tags = snapshot[PRESCRIBER_MODEL]["4"]
+    assert tags["promotion_decision"] == "kept_champion" and tags["endpoints"] == "[]"
+    assert tags["unit.radiogenomics-toxicity"] == "none" and tags["unit.radiogenomics-radiosensitivity"] == "4"
+    reason = tags["promotion_reason"]
+    assert "does not serve the champion's toxicity endpoint(s) xerostomia" in reason
+    assert "toxicity.xerostomia.auc" in reason and "radiogenomics-toxicity version" in reason
+    rsi = snapshot[RADIOSENSITIVITY_MODEL]["4"]
+    assert rsi["promotion_decision"] == "kept_champion" and rsi["promotion_reason"] == reason
+    # the champion unit did not move (version 2 of each model), neither after the other cohort nor now
+    assert later.champions["other_cohort"] == later.champions["no_toxicity"] == dict.fromkeys(snapshot, "2")
+    run = client.get_run(prescriber.run_id)
+    assert run.data.tags[f"registry.{PRESCRIBER_MODEL}.decision"] == "kept_champion"
+    assert f"registry.{TOXICITY_MODEL}.version" not in run.data.tags
+    assert "no toxicity model was trained" in later.errors["no_toxicity"]
+
+
+def test_promote_moves_the_unit_and_records_who_and_why(trained: Trained, later: Later) -> None:
+    for key in ("promote_incomplete", "promote_missing", "promote_no_reason"):
+        assert later.codes[key] == 2, (key, later.errors[key])
+        assert later.errors[key].strip().count("\n") == 0, later.errors[key]
+    assert "incomplete" in later.errors["promote_incomplete"] and TOXICITY_MODEL in later.errors["promote_incomplete"]
+    assert "has no version 9" in later.errors["promote_missing"]
+    assert "reason" in later.errors["promote_no_reason"]
+    assert later.codes["promote"] == 0, later.errors["promote"]
+    client = _client(trained)
+    for name in (RADIOSENSITIVITY_MODEL, TOXICITY_MODEL, PRESCRIBER_MODEL):
+        assert _aliases(client, name)[CHAMPION] == "3", name
+        assert "challenger" not in _aliases(client, name) or _aliases(client, name)["challenger"] != "3"
+        tags = client.get_model_version(name, "3").tags
+        assert tags["promotion_decision"] == "manual" and tags["promoted_by"] == "dr-lee"
+        assert tags["promotion_reason"] == "external cohort reviewed by the tumour board"
+        assert tags["promoted_over"] == "2" and tags["promoted_at"].endswith("+00:00")
+        assert f"{name}: champion 2 -> 3" in later.outputs["promote"]
+    # the refused promotions moved nothing; the accepted one moved the whole unit
+    for key in ("promote_incomplete", "promote_missing", "promote_no_reason"):
+        assert later.champions[key] == later.champions["no_toxicity"], key
+    assert later.champions["promote"] == dict.fromkeys(later.champions["promote"], "3")
