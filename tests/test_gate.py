@@ -190,3 +190,17 @@ def test_check_record_rejects_what_the_gate_would_not_write(prescriber: Prescrib
         check_record({**record, "flags": ["all_good"]}, rails)
     with pytest.raises(InputError, match="no rails for site"):
         check_record({**record, "site": "mars"}, rails)
+
+
+def test_every_flag_is_in_the_objectives_schema_and_explained_on_the_planner_page() -> None:
+    import json
+    import re
+    from importlib import resources
+
+    from radiogenomics.models.gate import FLAGS
+
+    schema = json.loads(resources.files("radiogenomics.serving").joinpath("data/objectives.schema.json").read_text())
+    assert set(schema["properties"]["flags"]["items"]["enum"]) == set(FLAGS)
+    page = resources.files("radiogenomics.serving").joinpath("static/app.js").read_text()
+    block = page[page.index("const FLAG_TEXT"):page.index("});", page.index("const FLAG_TEXT"))]
+    assert set(re.findall(r"^  ([a-z_]+):", block, flags=re.M)) == set(FLAGS)

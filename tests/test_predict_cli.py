@@ -56,10 +56,18 @@ def test_predict_csv(bundle: Bundle, registered: str, tmp_path: Path, capsys: py
     assert out.with_name("prescriptions.features.parquet").is_file()
     assert f"{len(frame)} prescription record(s)" in capsys.readouterr().out
     # the same patients through the in-process prescriber give the same input hashes
+    # (the OAR limits on every organ of the cohort's dose grids: their DVHs are part of the hashed inputs)
+    from radiogenomics.features.patient_dvhs import cohort_dvhs
+    from radiogenomics.training.registry.prediction import load_prescriber
+
     features = bundle.table.drop(columns=[c for c in bundle.table.columns if c.startswith("outcome.")])
+    prescriber, info = load_prescriber(MODEL)
+    expected = {r["patient_id"]: r["input_sha256"]
+                for r in prescriber.predict_records(features, model=info, oar_dvhs=cohort_dvhs(bundle.cohort))}
+    assert frame.set_index("patient_id")["input_sha256"].to_dict() == expected
+    # the plain pyfunc sees only the feature table's dose summaries: other hashes, the same dose limits applied
     model = mlflow.pyfunc.load_model(MODEL)
-    expected = model.predict(features).set_index("patient_id")["input_sha256"]
-    assert frame.set_index("patient_id")["input_sha256"].to_dict() == expected.to_dict()
+    assert set(model.predict(features)["patient_id"]) == set(expected)
 
 
 def test_predict_json_and_parquet_with_regimen(bundle: Bundle, registered: str, tmp_path: Path) -> None:

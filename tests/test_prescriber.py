@@ -48,7 +48,8 @@ def test_records_follow_the_contract(prescriber: Prescriber, features: pd.DataFr
         assert record["alpha_beta_gy"] == pytest.approx(record["alpha_per_gy"] / 0.05)
         # the patient's own regimen (patients.csv total_dose_gy in n_fractions), contract section 1
         own = features.set_index("patient_id").loc[pid]
-        n, d = float(own["clinical.n_fractions"]), float(own["clinical.total_dose_gy"]) / float(own["clinical.n_fractions"])
+        n = float(own["clinical.n_fractions"])
+        d = float(own["clinical.total_dose_gy"]) / n
         assert record["regimen_source"] == "patient" and record["site"] == "head_neck"
         assert (record["n_fractions"], record["target_gard"]) == (n, 33.0)
         assert record["dose_per_fraction_gy"] == pytest.approx(d, rel=1e-12)

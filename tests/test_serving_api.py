@@ -100,7 +100,10 @@ def test_model_description(served: dict[str, Any]) -> None:
     columns = [f["column"] for f in body["features"]]
     assert columns == [c for c in prescriber.feature_columns if c != "patient_id"]
     assert {f["group"] for f in body["features"]} >= {"imaging", "clinical", "genomic"}
-    assert body["regimen_defaults"] == {"n_fractions": 35.0, "dose_per_fraction_gy": 2.0, "target_gard": 33.0}
+    # the site's standard regimen (rails), used when neither the request nor the patient gives one
+    assert {k: body["regimen_defaults"][k] for k in ("n_fractions", "dose_per_fraction_gy", "target_gard")} == {
+        "n_fractions": 35, "dose_per_fraction_gy": 2.0, "target_gard": 33.0}
+    assert "patient" in body["regimen_defaults"]["used_when"]
     assert body["toxicity_endpoints"] == ["xerostomia_grade_ge2"]
     assert body["max_patients"] == MAX_PATIENTS
 

@@ -7,8 +7,10 @@ re-run is cheap); predict; write the records atomically. Files beside the output
 * ``<stem>.features.parquet`` (+ its extract side files) and ``<stem>.model-schema.parquet`` (the reference);
 * ``<stem>.failures.csv``: ``patient_id, reason`` of every patient without a record (header only when none).
 
-CSV and Parquet hold ``toxicity`` and ``flags`` as JSON strings (``{"xerostomia_grade_ge2": 0.12}``,
-``["missing_genomics"]``); JSON output is ``{"records": [...]}`` with missing numbers as ``null``.
+CSV and Parquet hold ``toxicity``, ``oar_checks`` and ``flags`` as JSON strings (``{"xerostomia_grade_ge2": 0.12}``,
+``[{"structure": "SpinalCord", ...}]``, ``["missing_genomics"]``); JSON output is ``{"records": [...]}`` with
+missing numbers as ``null``. The OAR limits are checked on every organ of the patients' dose grids (or dvh.csv),
+also those the model has no feature of.
 """
 
 from __future__ import annotations
@@ -69,7 +71,10 @@ def predict(
         typer.echo(f"warning: feature extraction failed for {summary.failed} item(s) of patient(s) "
                    f"{', '.join(summary.failed_patients)}; reasons in {summary.failures}", err=True)
     table = read_feature_table(features_path)
-    records, failures = predict_isolating_failures(prescriber, table, info, cohort=cohort, **regimen)
+    from radiogenomics.features.patient_dvhs import cohort_dvhs
+
+    dvhs = cohort_dvhs(cohort, [str(p) for p in table["patient_id"]])  # every organ's dose: the OAR limits
+    records, failures = predict_isolating_failures(prescriber, table, info, cohort=cohort, oar_dvhs=dvhs, **regimen)
     failures_path = out.with_name(f"{stem}.failures.csv")
     from radiogenomics.features.cache import atomic_write_bytes
 

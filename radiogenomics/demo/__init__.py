@@ -252,6 +252,7 @@ def _model_steps(steps: _Steps, out_dir: Path, cohort: Path, features: Path, new
                              fix="use more --patients")
         step.outputs.update({"MLflow store": out_dir / "mlflow" / "mlflow.db", "training runs": out_dir / "training"})
     with steps.step("predict the new patients") as step:
+        from radiogenomics.features.patient_dvhs import cohort_dvhs
         from radiogenomics.features.schema import read_feature_table
         from radiogenomics.training.registry.prediction import (
             load_prescriber,
@@ -260,8 +261,10 @@ def _model_steps(steps: _Steps, out_dir: Path, cohort: Path, features: Path, new
         )
 
         prescriber, info = load_prescriber(MODEL_URI)
-        records, failures = predict_isolating_failures(prescriber, read_feature_table(new_features), info,
-                                                       cohort=cohort)
+        table = read_feature_table(new_features)
+        records, failures = predict_isolating_failures(
+            prescriber, table, info, cohort=cohort,
+            oar_dvhs=cohort_dvhs(cohort, [str(p) for p in table["patient_id"]]))
         if not records:
             raise InputError(f"no new patient could be predicted: {failures[:3]}")
         prescriptions = out_dir / "prescriptions.csv"

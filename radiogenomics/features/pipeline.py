@@ -134,7 +134,7 @@ def build_items(cohort: Any, options: ExtractOptions) -> list[WorkItem]:
     for rec in images.to_dict("records"):
         pid, modality = str(rec["patient_id"]), str(rec["modality"])
         if modality == DOSE_MODALITY:
-            items.extend(_dose_items(images, pid, str(rec["image"])))
+            items.extend(dose_items(images, pid, str(rec["image"])))
             continue
         if modality not in params_by_modality:
             params_by_modality[modality] = radiomics_params(modality, options, user)
@@ -149,7 +149,7 @@ def build_items(cohort: Any, options: ExtractOptions) -> list[WorkItem]:
     return items
 
 
-def _dose_items(images: pd.DataFrame, pid: str, dose_image: str) -> list[WorkItem]:
+def dose_items(images: pd.DataFrame, pid: str, dose_image: str) -> list[WorkItem]:
     """One dose item per ROI name of the patient. Each lists every (mask, label, image) row naming that ROI
     as candidates: the first that reads cleanly defines the structure (a corrupt CT does not cost the DVHs
     when the same label map can be read on the PET grid)."""

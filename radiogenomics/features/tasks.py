@@ -152,20 +152,27 @@ def compute_item(item: WorkItem) -> dict[str, float]:
     if item.kind == DOSE:
         from radiogenomics.features.dosimetric import structure_dose_features
 
-        dose = read_image(item.image)
-        first_error: InputError | None = None
-        for ref in item.rois:  # candidate (mask, label, image) rows naming this ROI, in images.csv order
-            try:
-                mask = read_mask(ref.mask, read_image(ref.reference_image), ref.roi, ref.label,
-                                 reference_path=ref.reference_image, patient_id=item.patient_id)
-            except InputError as exc:
-                first_error = first_error or exc
-                continue
-            return structure_dose_features(dose, {item.roi: mask})
-        if first_error is not None:
-            raise first_error
-        raise InputError(f"no mask for ROI {item.roi!r} to compute its DVH", patient_id=item.patient_id)
+        dose, mask = dose_and_mask(item)
+        return structure_dose_features(dose, {item.roi: mask})
     raise ValueError(f"unknown work item kind {item.kind!r}")
+
+
+def dose_and_mask(item: WorkItem) -> tuple[Any, Any]:
+    """The DOSE grid of a dose item and the first of its candidate masks that reads cleanly (images.csv order:
+    a corrupt CT does not cost the DVH when the same label map reads on the PET grid)."""
+    from radiogenomics.cohort import read_mask
+
+    dose = read_image(item.image)
+    first_error: InputError | None = None
+    for ref in item.rois:
+        try:
+            return dose, read_mask(ref.mask, read_image(ref.reference_image), ref.roi, ref.label,
+                                   reference_path=ref.reference_image, patient_id=item.patient_id)
+        except InputError as exc:
+            first_error = first_error or exc
+    if first_error is not None:
+        raise first_error
+    raise InputError(f"no mask for ROI {item.roi!r} to compute its DVH", patient_id=item.patient_id)
 
 
 def cache_key(item: WorkItem) -> str:

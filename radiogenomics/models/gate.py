@@ -172,8 +172,9 @@ def gate_record(*, patient_id: str, site: str, site_in_training: bool, clinical_
     n, d = float(regimen["n_fractions"]), float(regimen["dose_per_fraction_gy"])
     sr = rails.site(site)
     if not sr.min_dose_per_fraction_gy <= d <= sr.max_dose_per_fraction_gy:
-        raise InputError(f"the {regimen['regimen_source']} regimen {n:g} x {d:.4g} Gy is outside the {site} rails "
-                         f"[{sr.min_dose_per_fraction_gy}, {sr.max_dose_per_fraction_gy}] Gy per fraction",
+        raise InputError(f"dose_per_fraction_gy = {d:.4g} Gy of the {regimen['regimen_source']} regimen ({n:g} x "
+                         f"{d:.4g} Gy) is outside the {site} rails [{sr.min_dose_per_fraction_gy}, "
+                         f"{sr.max_dose_per_fraction_gy}] Gy per fraction",
                          patient_id=patient_id,
                          fix="give an explicit regimen within the rails (CLI --n-fractions/--dose-per-fraction-gy, "
                              "the request's regimen)")

@@ -50,18 +50,26 @@ def is_gate_column(column: str) -> bool:
     return len(parts) == 3 and parts[0] == naming.DOSE and all(parts)
 
 
-def check_columns(columns: Sequence[str], known: Collection[str], allowed: Collection[str] = ()) -> None:
-    """InputError for columns that are neither ``known`` (the schema), ``allowed`` (regimen columns) nor gate
-    input, naming the first ten and, for each, the closest known name."""
+def closest_name(column: str, known: Collection[str]) -> str | None:
+    """The known column a misspelt one most likely meant: the same name in another case, else the closest by
+    :func:`difflib.get_close_matches` (ratio >= 0.75); None when nothing is close."""
+    for name in known:
+        if name.lower() == column.lower():
+            return name
+    return next(iter(difflib.get_close_matches(column, list(known), n=1, cutoff=0.75)), None)
+
+
+def check_columns(columns: Sequence[str], known: Collection[str], allowed: Collection[str] = (), *,
+                  gate: bool = True) -> None:
+    """InputError for columns that are neither ``known`` (the schema), ``allowed`` (regimen columns) nor, with
+    ``gate``, the safety gate's input, naming the first ten and, for each, the closest known name."""
     known_set = set(known) | set(allowed)
-    unknown = [str(c) for c in columns if c not in known_set and not is_gate_column(str(c))]
+    unknown = [str(c) for c in columns if c not in known_set and not (gate and is_gate_column(str(c)))]
     if not unknown:
         return
-    lowered = {k.lower(): k for k in known_set}
     shown = []
     for column in unknown[:10]:
-        close = lowered.get(column.lower()) or next(iter(difflib.get_close_matches(column, list(known_set), n=1,
-                                                                                     cutoff=0.75)), None)
+        close = closest_name(column, known_set)
         shown.append(f"{column} (did you mean {close}?)" if close else column)
     more = f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""
     raise InputError(f"unknown feature column(s) {', '.join(shown)}{more}: the model was trained without them",

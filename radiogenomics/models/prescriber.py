@@ -377,10 +377,10 @@ class Prescriber:
         check_columns([str(c) for c in features.columns.tolist()], self.schema.names, REGIMEN_COLUMNS)
         frame = features.reset_index(drop=True)
         ids = self._patient_ids(frame)
+        self._check_finite(frame.drop(columns=[c for c in REGIMEN_COLUMNS if c in frame.columns]), ids)
         check_impossible_values(frame, ids, load_rails().sites)
         context = self._context(frame, ids, n_fractions, dose_per_fraction_gy, target_gard)
         inputs = frame.drop(columns=[c for c in frame.columns if c in REGIMEN_COLUMNS or c not in self._schema_set])
-        self._check_finite(inputs, ids)
         table, _ = reindex_to_schema(inputs, self.schema)
         table[naming.PATIENT_ID] = pd.Series(ids, index=table.index, dtype=table[naming.PATIENT_ID].dtype
                                              if naming.PATIENT_ID in table.columns else "str")

@@ -174,13 +174,10 @@ class OARCheck:
     note: str = ""
 
     def as_record(self) -> dict[str, Any]:
-        """The record's entry: the contract's fields plus ``source`` and, when there is one, ``note``."""
-        out: dict[str, Any] = {"structure": self.structure, "metric": self.metric, "limit_gy": self.limit_gy,
-                               "value_gy": self.value_gy, "hard": self.hard, "status": self.status,
-                               "source": self.source}
-        if self.note:
-            out["note"] = self.note
-        return out
+        """The record's entry: the contract's fields plus the limit's ``source`` and a ``note`` ("" when none)."""
+        return {"structure": self.structure, "metric": self.metric, "limit_gy": self.limit_gy,
+                "value_gy": self.value_gy, "hard": self.hard, "status": self.status, "source": self.source,
+                "note": self.note}
 
 
 @dataclass(frozen=True)

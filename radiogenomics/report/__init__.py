@@ -32,13 +32,14 @@ class ReportResult:
     size_bytes: int
 
 
-def _records(predictions: Path | None, model_uri: str | None, features: Path | None) -> tuple[list[Any] | None, str]:
+def _records(predictions: Path | None, model_uri: str | None, features: Path | None,
+             cohort: Path | None = None) -> tuple[list[Any] | None, str]:
     from radiogenomics.report.prescriptions import predict_from_features, read_records
 
     if predictions is not None:
         return read_records(predictions), str(predictions)
     if model_uri is not None and features is not None:
-        return predict_from_features(model_uri, features), f"{model_uri} applied to {features}"
+        return predict_from_features(model_uri, features, cohort), f"{model_uri} applied to {features}"
     return None, ""
 
 
@@ -68,7 +69,7 @@ def build_report(out: Path, *, cohort: Path | None = None, model_uri: str | None
         from radiogenomics.cohort import load_cohort
 
         loaded = load_cohort(cohort)
-    records, source = _records(predictions, model_uri, features)
+    records, source = _records(predictions, model_uri, features, cohort)
     sections: list[Section] = [
         cohort_sections.overview_section(loaded) if loaded is not None
         else Section(*cohort_sections.OVERVIEW, missing="no cohort given: pass --cohort COHORT."),

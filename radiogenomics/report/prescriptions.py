@@ -19,7 +19,7 @@ from radiogenomics.report import figures
 from radiogenomics.report.sections import Figure, Paragraph, Section, Table, fmt
 
 KEY, TITLE = "prescriptions", "Per-patient prescriptions"
-_JSON_COLUMNS = ("toxicity", "flags")
+_JSON_COLUMNS = ("toxicity", "oar_checks", "flags")
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -59,13 +59,17 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def predict_from_features(model_uri: str, features: Path) -> list[dict[str, Any]]:
-    """Records of every row of ``features`` from the registered prescriber ``model_uri``."""
+def predict_from_features(model_uri: str, features: Path, cohort: Path | None = None) -> list[dict[str, Any]]:
+    """Records of every row of ``features`` from the registered prescriber ``model_uri``; with the ``cohort``, the
+    OAR limits are checked on the patients' dose distributions."""
+    from radiogenomics.features.patient_dvhs import cohort_dvhs
     from radiogenomics.features.schema import read_feature_table
     from radiogenomics.training.registry.prediction import load_prescriber, predict_isolating_failures
 
     prescriber, info = load_prescriber(model_uri)
-    records, _ = predict_isolating_failures(prescriber, read_feature_table(features), info)
+    table = read_feature_table(features)
+    dvhs = cohort_dvhs(cohort, [str(p) for p in table["patient_id"]]) if cohort is not None else None
+    records, _ = predict_isolating_failures(prescriber, table, info, cohort=cohort, oar_dvhs=dvhs)
     return records
 
 

@@ -46,6 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from radiogenomics import __version__
 from radiogenomics.errors import InputError
 from radiogenomics.features import naming
+from radiogenomics.models.inputs import SITE_COLUMN, closest_name, is_gate_column
 from radiogenomics.serving import schemas
 from radiogenomics.serving.auth_limit import AuthFailureLimiter, AuthFailureLimits, write_summaries
 from radiogenomics.serving.schemas import (
@@ -277,9 +278,15 @@ def check_patients(body: PrescriptionRequest, loaded: LoadedModel, limits: Serve
             if kind is _FLOAT and type(value) is float:
                 continue  # the common case, checked first
             loc: list[str | int] = ["body", "patients", i, "features", name]
-            if kind is None:
-                errors.append(_error(loc, f"unknown feature {name!r}: model version {loaded.info.version} was "
-                                          "trained without it (GET /v1/model lists its features)", "unknown_feature"))
+            if kind is None and is_gate_column(name):  # the safety gate's input (dose of any organ, site, regimen)
+                if value is not None and isinstance(value, str) != (name == SITE_COLUMN):
+                    errors.append(_error(loc, f"{name} must be {'text' if name == SITE_COLUMN else 'a number'}",
+                                         "feature_type"))
+            elif kind is None:
+                close = closest_name(name, kinds)
+                errors.append(_error(loc, f"unknown feature {name!r}{f' (did you mean {close!r}?)' if close else ''}"
+                                          f": model version {loaded.info.version} was trained without it "
+                                          "(GET /v1/model lists its features)", "unknown_feature"))
             elif value is not None and isinstance(value, str) != (kind.dtype in TEXT_DTYPES):
                 wanted = "text" if kind.dtype in TEXT_DTYPES else "a number"
                 errors.append(_error(loc, f"feature {name} must be {wanted} (schema dtype {kind.dtype})",
@@ -485,8 +492,7 @@ def create_app(model_uri: str, *, tokens_file: Path, audit_db: Path, features: P
                 "metrics": json_safe(loaded.metrics),
                 "features": [{"column": c.name, "group": c.group, "dtype": c.dtype} for c in p.schema.columns
                              if c.name in allowed],
-                "regimen_defaults": {"n_fractions": p.n_fractions, "dose_per_fraction_gy": p.dose_per_fraction_gy,
-                                     "target_gard": p.target_gard},
+                "regimen_defaults": _regimen_defaults(p),
                 "toxicity_endpoints": [toxicity_key(e) for e in sorted(p.toxicity)], "site": p.site,
                 "beta_per_gy2": p.beta_per_gy2, "max_patients": limits.max_patients}
 
@@ -600,3 +606,15 @@ def app_from_environment() -> FastAPI:
                       features=Path(env[ENV_FEATURES]) if env.get(ENV_FEATURES) else None,
                       workdir=Path(env[ENV_WORKDIR]) if env.get(ENV_WORKDIR) else None,
                       reload_interval_s=float(env.get(ENV_RELOAD, "5")), auth_failures=auth)
+
+
+def _regimen_defaults(prescriber: Any) -> dict[str, Any]:
+    """The regimen of a patient whose features and request give none: the standard regimen of the model's site
+    (rails); a patient's own ``clinical.total_dose_gy`` in ``clinical.n_fractions`` comes first."""
+    from radiogenomics.radiobiology import load_rails
+
+    standard = load_rails().site(prescriber.site)
+    return {"n_fractions": standard.standard_n_fractions,
+            "dose_per_fraction_gy": standard.standard_dose_per_fraction_gy, "target_gard": prescriber.target_gard,
+            "used_when": "neither the request's regimen nor the patient's clinical.total_dose_gy and "
+                         "clinical.n_fractions give one (contract section 2, regimen_source 'default')"}

@@ -119,9 +119,25 @@ class FeatureColumn(BaseModel):
 
 
 class RegimenDefaults(BaseModel):
+    """The site's standard regimen (used when neither the request nor the patient gives one) and the target."""
+
     n_fractions: int
     dose_per_fraction_gy: float
     target_gard: float
+    used_when: str = ""
+
+
+class OARCheck(BaseModel):
+    """One OAR limit at the recommended regimen (contract section 2, ``oar_checks``)."""
+
+    structure: str
+    metric: str
+    limit_gy: float | None
+    value_gy: float | None
+    hard: bool
+    status: str
+    source: str = ""
+    note: str = ""
 
 
 class ModelDescription(BaseModel):
@@ -166,6 +182,10 @@ class Record(BaseModel):
     recommended_dose_per_fraction_gy: float | None
     dose_for_target_gard_lower_gy: float | None
     dose_for_target_gard_upper_gy: float | None
+    site: str
+    regimen_source: str
+    rsi_source: str
+    oar_checks: list[OARCheck]
     flags: list[str]
     input_sha256: str
     created_at: str

@@ -33,6 +33,8 @@ import pandas as pd
 
 from radiogenomics.errors import InputError
 from radiogenomics.features import naming
+from radiogenomics.models.gate import check_record
+from radiogenomics.radiobiology.rails import load_rails
 from radiogenomics.radiobiology.structures import resolve_structure
 from radiogenomics.serving.optimizer import records as record_source
 from radiogenomics.serving.optimizer.dose_map import PrescriptionMap, load_pet, prescription_map
@@ -49,7 +51,6 @@ FAILURES_FILE = "failures.csv"
 MANIFEST_FILE = "handoff.json"
 #: A patient id is a folder name: pseudonymous characters only (the REST API's rule), never ``..``.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
-SITE_COLUMN = naming.clinical_column("site")
 
 
 @dataclass
@@ -149,23 +150,16 @@ def _publish(staging: Path, folder: Path, written: Sequence[str]) -> None:
 
 
 class _Writer:
-    """Writes one patient's folder; holds what every patient shares (cohort, site, OARs, options)."""
+    """Writes one patient's folder; holds what every patient shares (cohort, OARs, options)."""
 
-    def __init__(self, out_dir: Path, table: pd.DataFrame, *, cohort: Any, site: str | None, default_site: str | None,
-                 oars: Sequence[str] | None, target_name: str, fmiso_reference_suv: float | None) -> None:
-        self.out_dir, self.cohort, self.site, self.default_site = out_dir, cohort, site, default_site
+    def __init__(self, out_dir: Path, *, cohort: Any, oars: Sequence[str] | None, target_name: str,
+                 fmiso_reference_suv: float | None) -> None:
+        self.out_dir, self.cohort = out_dir, cohort
         self.oars, self.target_name, self.fmiso_reference_suv = oars, target_name, fmiso_reference_suv
-        self.sites = {}
-        if SITE_COLUMN in table.columns:
-            self.sites = {str(p): s for p, s in zip(table[naming.PATIENT_ID], table[SITE_COLUMN], strict=True)
-                          if isinstance(s, str) and s}
-
-    def site_of(self, pid: str) -> str | None:
-        return self.site or self.sites.get(pid) or self.default_site
 
     def write(self, record: Mapping[str, Any]) -> PatientHandoff:
         pid = str(record["patient_id"])
-        site = self.site_of(pid)
+        site = str(record["site"])  # the site whose rails the record passed (check_record: always there)
         oars = self.oars
         if oars is None and self.cohort is not None and pid in self.cohort.patient_ids:
             oars = _patient_oars(self.cohort, pid) or None
@@ -182,9 +176,6 @@ class _Writer:
             if pet is None:
                 notes.append(reason)
             else:
-                if site is None:
-                    raise InputError("no treatment site for the dose-map rails", patient_id=pid,
-                                     fix="give --site or a feature table with clinical.site")
                 dose_map = prescription_map(dict(record), pet, site=site,
                                             fmiso_reference_suv=self.fmiso_reference_suv)
                 notes.extend(dose_map.notes)
@@ -237,8 +228,6 @@ def handoff(model_uri: str, features: Path, out_dir: Path, *, patients: Sequence
 
     out_dir = Path(out_dir)
     if site is not None:
-        from radiogenomics.radiobiology.rails import load_rails
-
         load_rails().site(site)  # an unknown site is bad input for the whole run
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir} is a file", file=str(out_dir), fix="give a folder for --out")
@@ -251,14 +240,21 @@ def handoff(model_uri: str, features: Path, out_dir: Path, *, patients: Sequence
     table = read_feature_table(features)
     table = table.drop(columns=[c for c in table.columns if c.startswith(f"{naming.OUTCOME}.")])
     rows, failures = _select(table, patients)
+    if site is not None:  # the prediction's gate takes the rails of this site too
+        rows = rows.assign(**{naming.clinical_column("site"): site})
     regimen = {"n_fractions": n_fractions, "dose_per_fraction_gy": dose_per_fraction_gy, "target_gard": target_gard}
-    default_site: str | None = None
     records: list[dict[str, Any]] = []
+    dvhs = None
+    if loaded_cohort is not None and len(rows):
+        from radiogenomics.features.patient_dvhs import cohort_dvhs
+
+        dvhs = cohort_dvhs(loaded_cohort, [str(p) for p in rows[naming.PATIENT_ID]])  # the OAR limits' input
     if len(rows) and (api_url is not None or http_client is not None):
         client = http_client if http_client is not None else _api_client(str(api_url), token)
         source = f"API {api_url or client.base_url}"
         try:
-            records, failed = record_source.from_api(client, rows, regimen)
+            sent = record_source.with_dose_summaries(rows, dvhs) if dvhs else rows
+            records, failed = record_source.from_api(client, sent, regimen)
         finally:
             if http_client is None:
                 client.close()
@@ -266,15 +262,17 @@ def handoff(model_uri: str, features: Path, out_dir: Path, *, patients: Sequence
         _check_model(records, model_uri)
     elif len(rows):
         source = f"registry {model_uri}"
-        records, failed, default_site = record_source.from_registry(model_uri, rows, regimen, cohort=cohort)
+        records, failed = record_source.from_registry(model_uri, rows, regimen, cohort=cohort, oar_dvhs=dvhs)
         failures.extend(failed)
     else:
         source = "none"
-    writer = _Writer(out_dir, rows, cohort=loaded_cohort, site=site, default_site=default_site, oars=oars,
-                     target_name=target_name, fmiso_reference_suv=fmiso_reference_suv)
+    writer = _Writer(out_dir, cohort=loaded_cohort, oars=oars, target_name=target_name,
+                     fmiso_reference_suv=fmiso_reference_suv)
     written: list[PatientHandoff] = []
+    rails = load_rails()
     for record in records:
         try:
+            check_record(record, rails)  # the gate's invariants on every record read back (contract section 2)
             written.append(writer.write(record))
         except (InputError, RuntimeError, OSError) as exc:  # RuntimeError: SimpleITK cannot read an image
             if not isinstance(exc, InputError):

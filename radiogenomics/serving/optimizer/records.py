@@ -24,14 +24,34 @@ Failures = list[tuple[str, str]]
 
 
 def from_registry(model_uri: str, table: pd.DataFrame, regimen: Mapping[str, float | None], *,
-                  cohort: Path | None = None) -> tuple[list[dict[str, Any]], Failures, str]:
-    """Records from ``models:/...`` loaded in-process; also the prescriber's default site. ``cohort``: the
-    patients' images, for a model that reads images itself."""
+                  cohort: Path | None = None, oar_dvhs: Mapping[str, Mapping[str, Any]] | None = None,
+                  ) -> tuple[list[dict[str, Any]], Failures]:
+    """Records from ``models:/...`` loaded in-process. ``cohort``: the
+    patients' images, for a model that reads images itself; ``oar_dvhs``: the patients' DVHs for the OAR limits."""
     from radiogenomics.training.registry.prediction import load_prescriber, predict_isolating_failures
 
     prescriber, info = load_prescriber(model_uri)
-    records, failures = predict_isolating_failures(prescriber, table, info, cohort=cohort, **regimen)
-    return records, failures, str(prescriber.site)
+    records, failures = predict_isolating_failures(prescriber, table, info, cohort=cohort, oar_dvhs=oar_dvhs,
+                                                   **regimen)
+    return records, failures
+
+
+def with_dose_summaries(table: pd.DataFrame, dvhs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """``table`` with ``dose.<structure>.{mean_gy,max_gy,volume_cc}`` of each patient's DVHs where the table has
+    no value: what the API's safety gate reads for the OAR limits (``POST /v1/prescriptions`` takes dose.* columns
+    of any structure)."""
+    values: dict[str, list[float]] = {}
+    ids = [str(p) for p in table[naming.PATIENT_ID]]
+    for i, pid in enumerate(ids):
+        for structure, dvh in (dvhs.get(pid) or {}).items():
+            for metric, value in (("mean_gy", dvh.mean_dose_gy), ("max_gy", dvh.max_dose_gy),
+                                  ("volume_cc", float(dvh.volume_cc.sum()))):
+                column = naming.dose_column(structure, metric)
+                values.setdefault(column, [float("nan")] * len(ids))[i] = float(value)
+    summaries = pd.DataFrame(values, index=table.index, dtype="float64")
+    for column in summaries.columns.intersection(table.columns):  # the table's own value first
+        summaries[column] = pd.to_numeric(table[column], errors="coerce").fillna(summaries[column])
+    return pd.concat([table.drop(columns=list(summaries.columns.intersection(table.columns))), summaries], axis=1)
 
 
 def patient_payload(row: Mapping[str, Any]) -> dict[str, Any]:

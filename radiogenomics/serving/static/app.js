@@ -36,6 +36,23 @@ const FLAG_TEXT = Object.freeze({
     "was raised to that minimum.",
   unrecognised_structure: "A structure name matched no known organ, so no organ limit was checked for it: " +
     "check the structure names.",
+  site_not_in_training: "The model was not trained on this treatment site: the site's population values and " +
+    "standard (or the patient's own) regimen are used, not a personalised dose.",
+  implausible_parameter: "The patient's LQ parameters lie outside the documented plausible range: the " +
+    "population values are used instead.",
+  oar_limited: "A hard organ-at-risk limit (e.g. spinal cord maximum dose) lowered the recommended dose: see " +
+    "the organ checks.",
+  oar_limit_exceeded: "Even the site's minimum dose breaks a hard organ-at-risk limit on this patient's dose " +
+    "distribution: review before planning.",
+  oar_soft_limit_exceeded: "A soft organ-at-risk limit (e.g. parotid mean dose) is exceeded at the recommended " +
+    "dose: it is reported, not acted on; spare the organ in planning.",
+  oar_unchecked: "No dose distribution for (some of) the organs at risk: their limits were not checked here; " +
+    "the planning stage checks them.",
+  regimen_outside_training: "The dose per fraction lies outside the regimens the toxicity models were trained " +
+    "on: the toxicity is an extrapolation.",
+  toxicity_unavailable: "A toxicity the model serves could not be computed for this patient (another site, or " +
+    "the plan's dose features are missing).",
+  interval_clipped: "An end of the RSI interval was clipped or is implausible: no dose is given for that end.",
 });
 const NO_SAFE_DOSE = "Both limits apply at once: no dose satisfies every safety rail, so there is no " +
   "recommendation. Review the organ limits and the regimen.";

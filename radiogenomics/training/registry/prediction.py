@@ -71,11 +71,15 @@ def _dtype(name: str) -> str:
 
 
 def predict_isolating_failures(prescriber: Any, table: Any, info: Any, cohort: Path | None = None,
-                               **regimen: Any) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+                               oar_dvhs: Any = None, **regimen: Any) -> tuple[list[dict[str, Any]],
+                                                                              list[tuple[str, str]]]:
     """Records for all rows; when the batch raises InputError, row by row, collecting (patient_id, reason).
-    ``cohort``: the folder with the patients' images, for a model that reads images itself."""
+    ``cohort``: the folder with the patients' images, for a model that reads images itself; ``oar_dvhs``:
+    ``{patient_id: {structure: DVH}}`` of the patients' dose distributions for the OAR limits
+    (:func:`radiogenomics.features.patient_dvhs.cohort_dvhs`)."""
+    options = {"cohort": cohort, "oar_dvhs": oar_dvhs, **regimen}
     try:
-        return prescriber.predict_records(table, model=info, cohort=cohort, **regimen), []
+        return prescriber.predict_records(table, model=info, **options), []
     except InputError as exc:
         log.info("predict: batch failed (%s); predicting patient by patient", exc)
     records: list[dict[str, Any]] = []
@@ -84,7 +88,7 @@ def predict_isolating_failures(prescriber: Any, table: Any, info: Any, cohort: P
         row = table.iloc[[i]]
         pid = str(row["patient_id"].iloc[0]) if "patient_id" in row.columns else str(i)
         try:
-            records.extend(prescriber.predict_records(row, model=info, cohort=cohort, **regimen))
+            records.extend(prescriber.predict_records(row, model=info, **options))
         except InputError as exc:
             failures.append((pid, " ".join(str(exc).split())))
     return records, failures
@@ -113,6 +117,7 @@ def write_records(records: Sequence[dict[str, Any]], out: Path) -> None:
         return
     frame = records_frame(records)
     frame["toxicity"] = [json.dumps(_json_ready(t), sort_keys=True) for t in frame["toxicity"]]
+    frame["oar_checks"] = [json.dumps(_json_ready(list(c))) for c in frame["oar_checks"]]
     frame["flags"] = [json.dumps(list(f)) for f in frame["flags"]]
     if out.suffix == ".csv":
         atomic_write_bytes(out, frame.to_csv(index=False).encode("utf-8"))

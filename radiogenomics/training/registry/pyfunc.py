@@ -27,8 +27,9 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from radiogenomics.errors import InputError
+from radiogenomics.features import naming
 from radiogenomics.features.schema import FeatureSchema, reindex_to_schema
+from radiogenomics.models.inputs import check_columns
 from radiogenomics.models.prescriber import ModelInfo, Prescriber, records_frame, toxicity_key
 
 log = logging.getLogger(__name__)
@@ -123,10 +124,8 @@ class PrescriberModel(PythonModel):  # type: ignore[misc]
 def schema_rows(model_input: Any, schema: FeatureSchema) -> pd.DataFrame:
     """Input rows reindexed to the training schema (absent columns missing, as the estimators expect)."""
     frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-    table, dropped = reindex_to_schema(frame, schema)
-    if dropped:
-        raise InputError(f"unknown feature column(s) {', '.join(dropped[:10])}",
-                         fix="send only columns of the model's feature schema")
+    check_columns([str(c) for c in frame.columns], [*schema.names, naming.PATIENT_ID], gate=False)
+    table, _ = reindex_to_schema(frame, schema)
     return table
 
 

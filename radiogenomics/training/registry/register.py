@@ -102,19 +102,19 @@ def signature_example(table: pd.DataFrame, schema: FeatureSchema) -> pd.DataFram
 
 
 def input_signature(signature: Any) -> Any:
-    """``signature`` with every input column optional and every non-text column of type ``Any``.
+    """``signature`` without an input schema: outputs and params kept, the input checked by the models.
 
-    MLflow's schema enforcement refuses int64 -> double and nullable integers with missing values, so numbers
-    are declared ``Any`` and validated by the models themselves (each column is cast to the training table's
-    dtype, an ``InputError`` naming the column when it cannot be); missing features are allowed (contract
-    section 6).
+    MLflow's input-schema enforcement drops (with a warning) every column the signature does not declare, so a
+    misspelt ``genomic.RSI`` would reach the prescriber as a patient without a measured RSI, and the ``dose.*``
+    columns of organs the model has no feature of (the safety gate's OAR input) would vanish. Without an input
+    schema the models see exactly what the caller sent: unknown columns are refused naming the closest known
+    one, gate columns are accepted, every value is cast to the training dtype (an ``InputError`` naming the
+    column when it cannot be), missing features are allowed (contract sections 2, 4 and 6). The feature schema
+    itself travels with the model (the prescriber's ``schema``; ``GET /v1/model`` lists it).
     """
     from mlflow.models.signature import ModelSignature
-    from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
 
-    inputs = Schema([ColSpec(c.type if c.type == DataType.string else AnyType(), c.name, required=False)
-                     for c in signature.inputs.inputs])
-    return ModelSignature(inputs=inputs, outputs=signature.outputs, params=signature.params)
+    return ModelSignature(inputs=None, outputs=signature.outputs, params=signature.params)
 
 
 def _with_params(signature: Any, params: Any) -> Any:
