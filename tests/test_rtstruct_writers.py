@@ -244,7 +244,7 @@ def test_degenerate_and_outside_contours(tmp_path: Path, caplog) -> None:
     assert f"structure 'X': 1-point contour on slice z={z[5]} mm: filled as a single voxel" in text
     assert f"structure 'X': 2-point contour (x2) on slice z={z[6]}, {z[7]} mm: filled along its segment" in text
     assert "contour with no area (collinear points)" in text
-    assert f"structure 'X': contour outside the reference image on slice z={z[30]} mm: ignored" in text
+    assert f"structure 'X': 1 contour outside the reference image on 1 slice (z={z[30]} mm): ignored" in text
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -37,6 +37,11 @@ def validate(
                     f" [{p.column}]" if p.column else "")
                 table.add_row(p.severity, p.code, p.patient_id or "", where, p.message, p.fix)
             out.print(table)
+        if report.structures:
+            out.print("structure roles (images.csv roi -> the structure in the mask file):", highlight=False)
+            for s in report.structures:
+                out.print(f"  {s['patient_id']} {s['modality']}: {s['role']} -> {s['structure']} ({s['how']}; "
+                          f"{s['kind']})", markup=False, highlight=False, soft_wrap=True)
         out.print(f"{report.n_patients} patients, {report.n_image_rows} image rows, tables: "
                   f"{', '.join(report.tables) or 'none'}; {len(report.errors)} error(s), "
                   f"{len(report.warnings)} warning(s).")

@@ -8,6 +8,7 @@ which we apply explicitly rather than trusting a reader's defaults.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import logging
 import os
 from pathlib import Path
@@ -26,6 +27,16 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 RTDOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"
 RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 IMAGE_MODALITIES = ("CT", "MR", "PT", "NM")
+#: Slice steps may differ by this much (mm, or this fraction of the step) before a series counts as uneven.
+SLICE_STEP_ATOL_MM = 0.01
+SLICE_STEP_RTOL = 0.01
+
+
+class IncompleteSeriesError(InputError):
+    """A DICOM series that misses images (``incomplete_series``): uneven slice spacing, or images its RTSTRUCT
+    references are absent from the folder."""
+
+    code = "incomplete_series"
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -66,6 +77,7 @@ def read_dicom_series(folder: Path) -> sitk.Image:
         raise InputError(f"the folder holds {len(candidates)} image series: {names}.", file=str(folder),
                          fix="put each series in its own folder.")
     files = candidates[0][1]
+    _check_even_spacing(files, folder)
     reader.SetFileNames(files)
     try:
         image = reader.Execute()
@@ -76,6 +88,63 @@ def read_dicom_series(folder: Path) -> sitk.Image:
     if str(getattr(first, "Modality", "")) == "PT":
         image = _pet_to_suv(image, first, folder)
     return image
+
+
+def _check_even_spacing(files: list[str], folder: Path) -> None:
+    """IncompleteSeriesError when the slices of a series are not evenly spaced along the slice normal (a missing
+    slice leaves a double step): how many slices are present of how many an even series over the span holds."""
+    if len(files) < 3:
+        return
+    positions = []
+    for f in files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True,
+                             specific_tags=["ImagePositionPatient", "ImageOrientationPatient"])
+        if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+            return  # no geometry to check (GDCM orders such files by other means)
+        orientation = np.asarray(ds.ImageOrientationPatient, dtype=float)
+        normal = np.cross(orientation[:3], orientation[3:])
+        positions.append(float(np.dot(np.asarray(ds.ImagePositionPatient, dtype=float), normal)))
+    z = np.sort(np.asarray(positions))
+    steps = np.diff(z)
+    if not len(steps) or steps.min() <= 0:
+        return  # duplicate positions: GDCM's own error tells what is wrong
+    step = float(steps.min())
+    if float(steps.max()) - step <= max(SLICE_STEP_ATOL_MM, SLICE_STEP_RTOL * step):
+        return
+    expected = int(round((z[-1] - z[0]) / step)) + 1
+    gaps = [f"{a:.2f}..{b:.2f}" for a, b, d in zip(z[:-1], z[1:], steps, strict=True)
+            if d - step > max(SLICE_STEP_ATOL_MM, SLICE_STEP_RTOL * step)]
+    raise IncompleteSeriesError(
+        f"the DICOM series has uneven slice spacing (steps {step:.3g} to {float(steps.max()):.3g} mm): "
+        f"{len(z)} of {expected} slices present between {z[0]:.2f} and {z[-1]:.2f} mm; gaps at "
+        f"{', '.join(gaps[:5])}{' ...' if len(gaps) > 5 else ''} mm.", file=str(folder),
+        fix="export every slice of the series (or resample it to an even grid and save it as NIfTI).")
+
+
+def series_instance_uids(folder: Path) -> tuple[str, frozenset[str]]:
+    """(SeriesInstanceUID, SOPInstanceUIDs) of the one image series in a DICOM folder (cached per folder state)."""
+    folder = Path(folder)
+    stamp = tuple(sorted((e.name, e.stat().st_mtime_ns) for e in os.scandir(folder) if e.is_file()))
+    return _series_instance_uids(str(folder.resolve()), hash(stamp))
+
+
+@functools.lru_cache(maxsize=16)
+def _series_instance_uids(folder: str, stamp: int) -> tuple[str, frozenset[str]]:
+    series: dict[str, set[str]] = {}
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if not entry.is_file():
+            continue
+        try:
+            ds = pydicom.dcmread(entry.path, stop_before_pixels=True,
+                                 specific_tags=["Modality", "SeriesInstanceUID", "SOPInstanceUID"])
+        except Exception:  # not DICOM (a README, a thumbnail): not part of the series
+            continue
+        if str(getattr(ds, "Modality", "")) in IMAGE_MODALITIES and "SOPInstanceUID" in ds:
+            series.setdefault(str(getattr(ds, "SeriesInstanceUID", "")), set()).add(str(ds.SOPInstanceUID))
+    if not series:
+        return "", frozenset()
+    uid = max(series, key=lambda k: len(series[k]))
+    return uid, frozenset(series[uid])
 
 
 def _pet_to_suv(image: sitk.Image, ds: pydicom.Dataset, folder: Path) -> sitk.Image:

@@ -16,9 +16,13 @@ import SimpleITK as sitk
 import yaml
 
 from radiogenomics.cohort import schema
+from radiogenomics.cohort.dicom import dicom_modality, is_dicom_file
 from radiogenomics.cohort.imageio import read_image, read_mask
 from radiogenomics.cohort.problems import ProblemList
+from radiogenomics.cohort.roles import HOW_LABEL, HOW_LABEL_NAME, Resolved, aliases_for, parse_structure_aliases
+from radiogenomics.cohort.roles import YAML_KEY as STRUCTURE_ALIASES_KEY
 from radiogenomics.cohort.rsi_gene_map import YAML_KEY, gene_map_from_yaml, merge_gene_maps, slot_columns
+from radiogenomics.cohort.rtstruct import resolve_rtstruct_role
 from radiogenomics.cohort.tables import parse_dvh, parse_expression, parse_images, parse_patients
 from radiogenomics.errors import InputError
 
@@ -35,6 +39,8 @@ class Cohort:
     meta: dict[str, object] = field(default_factory=dict)
     #: RSI slot -> expression column in effect (cohort.yaml ``rsi_gene_map``, overridden by the caller's map).
     rsi_gene_map: dict[str, str] = field(default_factory=dict)
+    #: cohort.yaml ``structure_aliases``: role -> names of that structure in the patients' mask files.
+    structure_aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def patient_ids(self) -> list[str]:
@@ -57,9 +63,37 @@ class Cohort:
         return read_image(row["image"])
 
     def read_mask(self, row: pd.Series, reference: sitk.Image | None = None) -> sitk.Image:
+        """The mask of an images.csv row's role (``structure`` column and cohort.yaml aliases applied)."""
         reference = reference if reference is not None else read_image(row["image"])
         return read_mask(row["mask"], reference, str(row["roi"]), int(row["label"]),
-                         reference_path=row["image"], patient_id=str(row["patient_id"]))
+                         reference_path=row["image"], patient_id=str(row["patient_id"]),
+                         structure=row_structure(row), aliases=self.aliases_for(str(row["roi"])))
+
+    def aliases_for(self, role: str) -> tuple[str, ...]:
+        """cohort.yaml's ``structure_aliases`` names of a role (matched in any case or spacing)."""
+        return aliases_for(self.structure_aliases, role)
+
+    def resolve_structure(self, row: pd.Series) -> Resolved:
+        """What an images.csv row's role resolves to in its mask file (no image is read): in an RTSTRUCT the
+        structure found by :func:`radiogenomics.cohort.roles.resolve_role`; in a label map the ``structure``
+        column's label name, else the label value. Raises InputError (StructureError for a role that
+        resolves to no structure or to several)."""
+        role, structure = str(row["roi"]), row_structure(row)
+        mask = Path(str(row["mask"]))
+        if is_dicom_file(mask) and dicom_modality(mask) == "RTSTRUCT":
+            return resolve_rtstruct_role(mask, role, structure=structure, aliases=self.aliases_for(role),
+                                         patient_id=str(row["patient_id"]))
+        if structure:
+            return Resolved(role=role, structure=structure, how=HOW_LABEL_NAME)
+        return Resolved(role=role, structure=role, how=f"{HOW_LABEL} {int(row['label'])}")
+
+
+def row_structure(row: Mapping[str, object] | pd.Series) -> str | None:
+    """The ``structure`` cell of an images.csv row (None when blank or absent)."""
+    value = row.get("structure") if hasattr(row, "get") else None
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return str(value).strip() or None
 
 
 def read_cohort_meta(root: Path, problems: ProblemList) -> dict[str, object]:
@@ -82,6 +116,12 @@ def read_cohort_meta(root: Path, problems: ProblemList) -> dict[str, object]:
         except InputError as exc:
             problems.add("invalid_rsi_gene_map", exc.reason, exc.fix or "", file=schema.COHORT_META_FILE)
             meta[YAML_KEY] = {}
+    if STRUCTURE_ALIASES_KEY in meta:
+        try:
+            meta[STRUCTURE_ALIASES_KEY] = parse_structure_aliases(meta[STRUCTURE_ALIASES_KEY])
+        except InputError as exc:
+            problems.add("invalid_structure_aliases", exc.reason, exc.fix or "", file=schema.COHORT_META_FILE)
+            meta[STRUCTURE_ALIASES_KEY] = {}
     version = meta.get("format_version", schema.FORMAT_VERSION)
     if str(version).strip() != str(schema.FORMAT_VERSION):
         problems.add("unsupported_format_version", f"format_version {version!r} is not supported.",
@@ -141,8 +181,10 @@ def load_tables(root: Path, rsi_gene_map: Mapping[str, str] | None = None) -> tu
     dvh = None
     if (root / schema.DVH_FILE).exists():
         dvh, found = _parse(lambda p: parse_dvh(p, ids), root / schema.DVH_FILE, schema.DVH_FILE, problems)
+    aliases = meta.get(STRUCTURE_ALIASES_KEY) or {}
     return Cohort(root=root, patients=patients, images=images, expression=expression, dvh=dvh, meta=meta,
-                  rsi_gene_map=gene_map), problems
+                  rsi_gene_map=gene_map, structure_aliases=dict(aliases) if isinstance(aliases, dict) else {}
+                  ), problems
 
 
 def _parse(parser, path: Path, file: str, problems: ProblemList):  # type: ignore[no-untyped-def]

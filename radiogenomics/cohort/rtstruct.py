@@ -9,6 +9,7 @@ Mapping points through the image's index <-> physical transform works for any gr
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence as Seq
 from pathlib import Path
 
 import cv2
@@ -19,8 +20,9 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
-from radiogenomics.cohort.dicom import RTSTRUCT_STORAGE
+from radiogenomics.cohort.dicom import RTSTRUCT_STORAGE, IncompleteSeriesError, series_instance_uids
 from radiogenomics.cohort.geometry import geometry_differences, physical_to_index
+from radiogenomics.cohort.roles import Resolved, RoiInfo, resolve_role, structure_kind
 from radiogenomics.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -42,23 +44,74 @@ def _read(path: Path) -> pydicom.Dataset:
 
 def rtstruct_roi_names(path: Path) -> list[str]:
     """Names of the structures in an RTSTRUCT, in file order."""
-    ds = _read(path)
-    return [str(r.ROIName) for r in getattr(ds, "StructureSetROISequence", [])]
+    return [roi.name for roi in rtstruct_rois(path)]
 
 
-def _roi_number(ds: pydicom.Dataset, roi_name: str, path: Path) -> int:
-    rois = {str(r.ROIName): int(r.ROINumber) for r in getattr(ds, "StructureSetROISequence", [])}
-    if roi_name in rois:
-        return rois[roi_name]
-    folded = [name for name in rois if name.lower() == roi_name.lower()]
-    if len(folded) == 1:
-        return rois[folded[0]]
-    raise InputError(f"structure '{roi_name}' is not in the RTSTRUCT; it holds: {', '.join(rois) or 'none'}.",
-                     file=str(path), fix="set the roi column to one of the structure names.")
+def rtstruct_rois(path: Path) -> list[RoiInfo]:
+    """The structures of an RTSTRUCT (ROINumber, ROIName, RTROIInterpretedType), in file order."""
+    return list(_rois_of(_read(path)))
 
 
-def rasterise_rtstruct(path: Path, reference: sitk.Image, roi_name: str) -> sitk.Image:
-    """Rasterise structure `roi_name` onto the grid of `reference` (UInt8 0/1, same geometry).
+def _rois_of(ds: pydicom.Dataset) -> tuple[RoiInfo, ...]:
+    kinds = {int(o.ReferencedROINumber): str(getattr(o, "RTROIInterpretedType", "") or "").strip().upper()
+             for o in getattr(ds, "RTROIObservationsSequence", []) if "ReferencedROINumber" in o}
+    return tuple(RoiInfo(int(r.ROINumber), str(r.ROIName), kinds.get(int(r.ROINumber), ""))
+                 for r in getattr(ds, "StructureSetROISequence", []))
+
+
+def resolve_rtstruct_role(path: Path, role: str, *, structure: str | None = None, aliases: Seq[str] = (),
+                          patient_id: str | None = None) -> Resolved:
+    """The structure of the RTSTRUCT at ``path`` that ``role`` means (:func:`radiogenomics.cohort.roles.resolve_role`:
+    ``structure`` column, exact name, cohort.yaml ``aliases``, TG-263 alias table, target type)."""
+    return resolve_role(role, _rois_of(_read(path)), structure=structure, aliases=aliases, file=str(path),
+                        patient_id=patient_id)
+
+
+def referenced_images(ds: pydicom.Dataset) -> tuple[set[str], set[str]]:
+    """(SeriesInstanceUIDs, SOPInstanceUIDs) of the images an RTSTRUCT references: its referenced series'
+    ContourImageSequence and every contour's ContourImageSequence (ReferencedSOPInstanceUID)."""
+    series: set[str] = set()
+    images: set[str] = set()
+    for frame in getattr(ds, "ReferencedFrameOfReferenceSequence", []):
+        for study in getattr(frame, "RTReferencedStudySequence", []):
+            for item in getattr(study, "RTReferencedSeriesSequence", []):
+                if "SeriesInstanceUID" in item:
+                    series.add(str(item.SeriesInstanceUID))
+                images.update(str(i.ReferencedSOPInstanceUID) for i in getattr(item, "ContourImageSequence", [])
+                              if "ReferencedSOPInstanceUID" in i)
+    for roi_contour in getattr(ds, "ROIContourSequence", []):
+        for contour in getattr(roi_contour, "ContourSequence", []):
+            images.update(str(i.ReferencedSOPInstanceUID) for i in getattr(contour, "ContourImageSequence", [])
+                          if "ReferencedSOPInstanceUID" in i)
+    return series, images
+
+
+def check_series_complete(path: Path, series_folder: Path, patient_id: str | None = None) -> None:
+    """Raise :class:`~radiogenomics.cohort.dicom.IncompleteSeriesError` (``incomplete_series``) when the DICOM
+    series in ``series_folder`` misses images that the RTSTRUCT at ``path`` references.
+
+    Only an RTSTRUCT drawn on this series is checked (it names the folder's SeriesInstanceUID or one of its
+    images); one drawn on another series of the frame of reference (a CT structure set on the PET grid) is
+    rasterised through the geometry alone.
+    """
+    series_uid, present = series_instance_uids(series_folder)
+    series, referenced = referenced_images(_read(path))
+    if not referenced or (series_uid not in series and not referenced & present):
+        return
+    have = len(referenced & present)
+    if have < len(referenced):
+        raise IncompleteSeriesError(
+            f"the DICOM series holds {have} of the {len(referenced)} images its RTSTRUCT {path.name} references "
+            f"({len(referenced) - have} missing, ReferencedSOPInstanceUID).", file=str(series_folder),
+            patient_id=patient_id, fix="export the whole image series the structure set was drawn on into the folder.")
+
+
+def rasterise_rtstruct(path: Path, reference: sitk.Image, roi_name: str, *, structure: str | None = None,
+                       aliases: Seq[str] = (), patient_id: str | None = None) -> sitk.Image:
+    """Rasterise the structure of role `roi_name` onto the grid of `reference` (UInt8 0/1, same geometry).
+
+    The role resolves to a structure of the file as :func:`resolve_rtstruct_role` does (``structure``: the name
+    in the file; ``aliases``: cohort.yaml's names of the role); an exact name is found first.
 
     Each contour is a closed polygon, boundary included: a voxel is inside when its centre lies inside the
     contours under the even-odd rule (inner contours make holes, DICOM PS3.3 C.8.8.6) or on any contour edge
@@ -69,7 +122,11 @@ def rasterise_rtstruct(path: Path, reference: sitk.Image, roi_name: str) -> sitk
     through the reference geometry (continuous index space), so any grid works.
     """
     ds = _read(path)
-    number = _roi_number(ds, roi_name, path)
+    resolved = resolve_role(roi_name, _rois_of(ds), structure=structure, aliases=aliases, file=str(path),
+                            patient_id=patient_id)
+    number = resolved.number if resolved.number is not None else -1
+    label = (f"structure '{resolved.structure}'" if resolved.structure == roi_name
+             else f"structure '{resolved.structure}' (role {roi_name})")
     size_x, size_y, size_z = reference.GetSize()
     polygons: dict[int, list[np.ndarray]] = {}
     paths: dict[int, list[np.ndarray]] = {}
@@ -97,9 +154,7 @@ def rasterise_rtstruct(path: Path, reference: sitk.Image, roi_name: str) -> sitk
     for k, slice_paths in paths.items():
         mask[k] |= voxels_along_paths(slice_paths, size_y, size_x)
     for kind, z_mm_list in notes.items():
-        slices = ", ".join(f"{z:.2f}" for z in sorted(set(z_mm_list)))
-        log.warning("%s: structure '%s': %s%s on slice z=%s mm: %s", path, roi_name, kind,
-                    f" (x{len(z_mm_list)})" if len(z_mm_list) > 1 else "", slices, _NOTE_ACTION[kind])
+        log.warning("%s: %s: %s", path, label, _note_line(kind, z_mm_list))
     image = sitk.GetImageFromArray(mask)
     image.CopyInformation(reference)
     return image
@@ -111,6 +166,21 @@ _COLLINEAR = "contour with no area (collinear points)"
 _NOTE_ACTION = {_OUTSIDE: "ignored", _CLIPPED: "clipped at the image edge",
                 "1-point contour": "filled as a single voxel", "2-point contour": "filled along its segment",
                 _COLLINEAR: "filled along its path"}
+#: Up to this many slices are listed one by one; more (and every contour outside the image) are summarised.
+_LISTED_SLICES = 5
+
+
+def _note_line(kind: str, z_mm_list: list[float]) -> str:
+    """One log line for all contours of one kind of one structure: the slices, or a count and z range."""
+    slices = sorted(set(z_mm_list))
+    if kind == _OUTSIDE or len(slices) > _LISTED_SLICES:
+        n, m = len(z_mm_list), len(slices)
+        return (f"{n} {kind.replace('contour', 'contours' if n > 1 else 'contour', 1)} on {m} "
+                f"slice{'s' if m > 1 else ''} (z={slices[0]:.2f}" + (f"..{slices[-1]:.2f}" if m > 1 else "")
+                + f" mm): {_NOTE_ACTION[kind]}")
+    listed = ", ".join(f"{z:.2f}" for z in slices)
+    return (f"{kind}{f' (x{len(z_mm_list)})' if len(z_mm_list) > 1 else ''} on slice z={listed} mm: "
+            f"{_NOTE_ACTION[kind]}")
 
 
 def _closed_planar_contours(ds: pydicom.Dataset, roi_number: int) -> list[np.ndarray]:
@@ -261,13 +331,23 @@ def write_rtstruct(masks: dict[str, sitk.Image], series_folder: Path, out_path: 
         ds.ROIContourSequence.append(_dataset(ROIDisplayColor=list(color), ReferencedROINumber=number,
                                               ContourSequence=Sequence(contour_items)))
         ds.RTROIObservationsSequence.append(_dataset(
-            ObservationNumber=number, ReferencedROINumber=number, RTROIInterpretedType="ORGAN",
+            ObservationNumber=number, ReferencedROINumber=number, RTROIInterpretedType=_interpreted_type(name),
             ROIInterpreter=""))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
     ds.save_as(tmp, enforce_file_format=True)
     tmp.replace(out_path)
     return out_path
+
+
+def _interpreted_type(name: str) -> str:
+    """RTROIInterpretedType of a structure written by name: GTV/CTV/PTV for a target name, EXTERNAL for the body
+    outline, else ORGAN."""
+    kind = structure_kind(name)
+    if kind == "target":
+        prefix = name.strip().upper()[:3]
+        return prefix if prefix in ("GTV", "CTV", "PTV") else "CTV"  # ITV/IGTV: an internal target (a CTV)
+    return "EXTERNAL" if kind == "external" else "ORGAN"
 
 
 _COLOURS = ((255, 0, 0), (0, 200, 0), (0, 0, 255), (255, 200, 0), (200, 0, 255), (0, 200, 255))

@@ -26,7 +26,7 @@ TOX_PREFIX = "tox_"
 TOX_GRADE_RANGE = (0, 5)
 
 IMAGES_REQUIRED = ("patient_id", "modality", "image")
-IMAGES_COLUMNS = ("patient_id", "modality", "image", "mask", "roi", "label")
+IMAGES_COLUMNS = ("patient_id", "modality", "image", "mask", "roi", "label", "structure")
 DVH_COLUMNS = ("patient_id", "structure", "dose_gy", "volume_cc")
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".dcm")

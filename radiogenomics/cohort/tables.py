@@ -194,7 +194,7 @@ def parse_images(path: Path, root: Path, patient_ids: set[str] | None,
     columns = list(schema.IMAGES_COLUMNS)
     if not _check_columns(raw, header, schema.IMAGES_REQUIRED, file, problems):
         return pd.DataFrame(columns=columns), problems
-    for col in ("mask", "roi", "label"):
+    for col in ("mask", "roi", "label", "structure"):
         if col not in raw.columns:
             raw[col] = ""
     rows: list[dict[str, object]] = []
@@ -231,8 +231,9 @@ def parse_images(path: Path, root: Path, patient_ids: set[str] | None,
                 problems.add("missing_file", f"mask file '{rec['mask']}' does not exist.",
                              "fix the path (relative to the cohort folder) or add the file.", column="mask", **loc)
             if roi == "" and mask is not None:
-                problems.add("missing_roi", f"{modality} row has no roi name.",
-                             "name the ROI (e.g. GTV, parotid_l).", column="roi", **loc)
+                problems.add("missing_roi", f"{modality} row has no roi (the structure's role).",
+                             "name the role (e.g. GTV, Parotid_L); the name in the mask file, when it differs, "
+                             "goes in the structure column.", column="roi", **loc)
         label = 1
         if rec["label"] != "":
             number = _to_float(rec["label"])
@@ -250,7 +251,8 @@ def parse_images(path: Path, root: Path, patient_ids: set[str] | None,
         else:
             seen[key] = i
         rows.append({"patient_id": pid, "modality": modality, "image": image, "mask": mask,
-                     "roi": roi, "label": label, "image_rel": rec["image"], "mask_rel": rec["mask"]})
+                     "roi": roi, "label": label, "structure": rec["structure"] or None,
+                     "image_rel": rec["image"], "mask_rel": rec["mask"]})
     frame = pd.DataFrame(rows, columns=[*columns, "image_rel", "mask_rel"])
     return frame, problems
 

@@ -12,12 +12,13 @@ import pandas as pd
 import SimpleITK as sitk
 
 from radiogenomics.cohort import schema
-from radiogenomics.cohort.dicom import dicom_modality, is_dicom_file
+from radiogenomics.cohort.dicom import IncompleteSeriesError, dicom_modality, is_dicom_file
 from radiogenomics.cohort.geometry import geometry_differences
-from radiogenomics.cohort.imageio import read_image
-from radiogenomics.cohort.loader import Cohort, load_tables
+from radiogenomics.cohort.imageio import label_of_name, read_image
+from radiogenomics.cohort.loader import Cohort, load_tables, row_structure
 from radiogenomics.cohort.problems import Problem, ProblemList
-from radiogenomics.cohort.rtstruct import rasterise_rtstruct
+from radiogenomics.cohort.roles import HOW_LABEL, HOW_LABEL_NAME, Resolved
+from radiogenomics.cohort.rtstruct import check_series_complete, rasterise_rtstruct, resolve_rtstruct_role
 from radiogenomics.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ class ValidationReport:
     n_patients: int = 0
     n_image_rows: int = 0
     tables: list[str] = field(default_factory=list)
+    #: What each images.csv row's role resolved to in its mask file (patient_id, modality, role, structure, how,
+    #: interpreted_type, kind, file), in images.csv order; filled when images are checked.
+    structures: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Problem]:
@@ -49,7 +53,7 @@ class ValidationReport:
         return {"cohort": str(self.root), "ok": self.ok, "n_patients": self.n_patients,
                 "n_image_rows": self.n_image_rows, "tables": self.tables,
                 "n_errors": len(self.errors), "n_warnings": len(self.warnings),
-                "problems": [p.to_dict() for p in self.problems]}
+                "problems": [p.to_dict() for p in self.problems], "structures": self.structures}
 
 
 def validate_cohort(path: str | Path, *, check_images: bool = True,
@@ -64,7 +68,7 @@ def validate_cohort(path: str | Path, *, check_images: bool = True,
         report.tables = [f for f in (schema.PATIENTS_FILE, schema.IMAGES_FILE, schema.EXPRESSION_FILE,
                                      schema.DVH_FILE) if (root / f).exists()]
         if check_images and len(cohort.images):
-            problems.extend(_check_image_rows(cohort, progress))
+            problems.extend(_check_image_rows(cohort, progress, report.structures))
     report.problems = list(problems)
     return report
 
@@ -84,10 +88,12 @@ class _ImageCache:
         return self.images[path]
 
 
-def _check_image_rows(cohort: Cohort, progress: Callable[[int, int], None] | None) -> ProblemList:
+def _check_image_rows(cohort: Cohort, progress: Callable[[int, int], None] | None,
+                      structures: list[dict[str, object]]) -> ProblemList:
     problems = ProblemList()
     cache = _ImageCache()
     checked_images: set[Path] = set()
+    checked_series: dict[tuple[Path, Path], bool] = {}
     rows = cohort.images
     total = len(rows)
     for done, row in enumerate(rows.itertuples(index=False), start=1):
@@ -100,8 +106,8 @@ def _check_image_rows(cohort: Cohort, progress: Callable[[int, int], None] | Non
         image = cache.get(image_path)
         if isinstance(image, InputError):
             if image_path not in checked_images:
-                problems.add("unreadable_image", image.reason, image.fix or "re-export the image in a supported "
-                             "format.", **loc)
+                problems.add(getattr(image, "code", "unreadable_image"), image.reason,
+                             image.fix or "re-export the image in a supported format.", **loc)
                 checked_images.add(image_path)
             continue
         if image_path not in checked_images:
@@ -109,7 +115,7 @@ def _check_image_rows(cohort: Cohort, progress: Callable[[int, int], None] | Non
             problems.extend(_check_voxels(image, row.modality, loc))
         if row.modality == schema.DOSE_MODALITY or row.mask is None or not Path(row.mask).exists():
             continue
-        problems.extend(_check_mask(cache, Path(row.mask), image, row))
+        problems.extend(_check_mask(cache, Path(row.mask), image, row, cohort, structures, checked_series))
     return problems
 
 
@@ -131,19 +137,39 @@ def _check_voxels(image: sitk.Image, modality: str, loc: dict[str, object]) -> P
     return problems
 
 
-def _check_mask(cache: _ImageCache, mask_path: Path, image: sitk.Image, row) -> ProblemList:  # type: ignore[no-untyped-def]
+def _check_mask(cache: _ImageCache, mask_path: Path, image: sitk.Image, row, cohort: Cohort,  # type: ignore[no-untyped-def]
+                structures: list[dict[str, object]], checked_series: dict[tuple[Path, Path], bool]) -> ProblemList:
     problems = ProblemList()
     loc = {"patient_id": row.patient_id, "file": str(row.mask_rel)}
+    structure, aliases = row_structure(row._asdict()), cohort.aliases_for(str(row.roi))
     if is_dicom_file(mask_path) and dicom_modality(mask_path) == "RTSTRUCT":
         try:
-            mask = rasterise_rtstruct(mask_path, image, str(row.roi))
+            resolved = resolve_rtstruct_role(mask_path, str(row.roi), structure=structure, aliases=aliases)
         except InputError as exc:
-            problems.add("missing_structure", exc.reason, exc.fix or "set roi to a structure name of the RTSTRUCT.",
-                         **loc)
+            problems.add(getattr(exc, "code", "missing_structure"), exc.reason,
+                         exc.fix or "set roi to a structure name of the RTSTRUCT.", **loc)
+            return problems
+        structures.append(_resolution(row, resolved))
+        series = (Path(row.image), mask_path)
+        if series[0].is_dir() and series not in checked_series:  # once per (series, RTSTRUCT), not per role
+            try:
+                check_series_complete(mask_path, series[0])
+                checked_series[series] = True
+            except IncompleteSeriesError as exc:
+                checked_series[series] = False
+                problems.add(exc.code, exc.reason, exc.fix or "", patient_id=row.patient_id,
+                             file=str(row.image_rel))
+        if not checked_series.get(series, True):
+            return problems
+        try:
+            mask = rasterise_rtstruct(mask_path, image, str(row.roi), structure=structure, aliases=aliases)
+        except InputError as exc:
+            problems.add(getattr(exc, "code", "missing_structure"), exc.reason,
+                         exc.fix or "set roi to a structure name of the RTSTRUCT.", **loc)
             return problems
         if not sitk.GetArrayViewFromImage(mask).any():
-            problems.add("empty_roi", f"structure '{row.roi}' covers no voxel of image {row.image_rel}.",
-                         "check that the RTSTRUCT belongs to this image series.", **loc)
+            problems.add("empty_roi", f"structure '{resolved.structure}' (role {row.roi}) covers no voxel of "
+                         f"image {row.image_rel}.", "check that the RTSTRUCT belongs to this image series.", **loc)
         return problems
     labels = cache.get(mask_path)
     if isinstance(labels, InputError):
@@ -156,12 +182,27 @@ def _check_mask(cache: _ImageCache, mask_path: Path, image: sitk.Image, row) -> 
                      f"mask {row.mask_rel} and image {row.image_rel} differ: {'; '.join(diffs)}.",
                      "resample the mask onto the image grid (nearest neighbour) or fix the header.", **loc)
         return problems
+    label = row.label
+    if structure:
+        try:
+            label = label_of_name(labels, structure, mask_path)
+        except InputError as exc:
+            problems.add(getattr(exc, "code", "missing_structure"), exc.reason, exc.fix or "", **loc)
+            return problems
+        structures.append(_resolution(row, Resolved(str(row.roi), structure, HOW_LABEL_NAME)))
+    else:
+        structures.append(_resolution(row, Resolved(str(row.roi), str(row.roi), f"{HOW_LABEL} {label}")))
     array = sitk.GetArrayViewFromImage(labels)
-    if not (array == row.label).any():
+    if not (array == label).any():
         present = [int(v) for v in np.unique(array) if v != 0][:10]
-        problems.add("empty_roi", f"ROI '{row.roi}' (label {row.label}) is absent from the mask; labels present: "
+        problems.add("empty_roi", f"ROI '{row.roi}' (label {label}) is absent from the mask; labels present: "
                      f"{present or 'none'}.", "fix the label column or the mask.", **loc)
     return problems
+
+
+def _resolution(row, resolved: Resolved) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    return {"patient_id": row.patient_id, "modality": row.modality, **resolved.to_dict(),
+            "file": str(row.mask_rel)}
 
 
 def problems_frame(report: ValidationReport) -> pd.DataFrame:

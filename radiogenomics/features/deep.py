@@ -156,8 +156,10 @@ def _transforms(config: DeepConfig, modality: str) -> Any:
 
             d = dict(data)
             image = read_image(d["image"])
-            mask_path, roi, label = d["mask"]
-            mask = read_mask(mask_path, image, roi, label, reference_path=d["image"], patient_id=self.patient_id)
+            mask_path, roi, label, *named = d["mask"]
+            structure, aliases = (named + [None, ()])[:2]
+            mask = read_mask(mask_path, image, roi, label, reference_path=d["image"], patient_id=self.patient_id,
+                             structure=structure or None, aliases=tuple(aliases or ()))
             d["image"], d["mask"] = sitk_to_metatensor(image), sitk_to_metatensor(mask)
             return d
 
@@ -203,11 +205,13 @@ def _transforms(config: DeepConfig, modality: str) -> Any:
 
 
 def preprocess(image: str, mask: str, roi: str, label: int, modality: str, config: DeepConfig,
-               patient_id: str = "") -> Any:
-    """The encoder input: a (2, *box_voxels) float tensor, channels image and ROI mask."""
+               patient_id: str = "", *, structure: str | None = None, aliases: tuple[str, ...] = ()) -> Any:
+    """The encoder input: a (2, *box_voxels) float tensor, channels image and ROI mask (``roi`` is the role;
+    ``structure`` and ``aliases`` as for :func:`radiogenomics.cohort.read_mask`)."""
     import torch
 
-    data = _transforms(config, modality)(patient_id)({"image": image, "mask": (mask, roi, label)})
+    data = _transforms(config, modality)(patient_id)({"image": image,
+                                                       "mask": (mask, roi, label, structure, aliases)})
     return torch.cat([data["image"].as_tensor(), (data["mask"].as_tensor() > 0.5).float()], dim=0)
 
 
@@ -226,6 +230,7 @@ def embed_item(item: Any) -> dict[str, float]:
     if item.mask is None:
         raise InputError("deep features need a ROI mask", patient_id=item.patient_id)
     config = DeepConfig.from_params(item.params)
-    x = preprocess(item.image, item.mask, item.roi, item.label, item.modality, config, item.patient_id)
+    x = preprocess(item.image, item.mask, item.roi, item.label, item.modality, config, item.patient_id,
+                   structure=item.structure or None, aliases=item.aliases)
     vector = embed(x[None], config)[0]
     return {str(i): float(v) for i, v in enumerate(vector)}

@@ -44,7 +44,7 @@ def cohort_dvhs(cohort: str | Path | Any, patient_ids: Collection[str] | None = 
         pid = str(rec["patient_id"])
         if wanted is not None and pid not in wanted:
             continue
-        for item in dose_items(images, pid, str(rec["image"])):
+        for item in dose_items(images, pid, str(rec["image"]), getattr(loaded, "structure_aliases", None)):
             try:
                 dose, mask = dose_and_mask(item)
                 out.setdefault(pid, {})[item.roi] = compute_dvh(dose, mask, structure=item.roi)

@@ -119,6 +119,7 @@ def radiomics_params(modality: str, options: ExtractOptions, user: dict[str, Any
 
 def build_items(cohort: Any, options: ExtractOptions) -> list[WorkItem]:
     """Work items for a loaded cohort: radiomics (+ deep) per image row, dose items per (patient, ROI)."""
+    from radiogenomics.cohort.loader import row_structure
     from radiogenomics.features.radiomics_extraction import load_params
 
     user = load_params(options.params) if options.params is not None else None
@@ -134,14 +135,15 @@ def build_items(cohort: Any, options: ExtractOptions) -> list[WorkItem]:
     for rec in images.to_dict("records"):
         pid, modality = str(rec["patient_id"]), str(rec["modality"])
         if modality == DOSE_MODALITY:
-            items.extend(dose_items(images, pid, str(rec["image"])))
+            items.extend(dose_items(images, pid, str(rec["image"]), getattr(cohort, "structure_aliases", None)))
             continue
         if modality not in params_by_modality:
             params_by_modality[modality] = radiomics_params(modality, options, user)
         params = params_by_modality[modality]
         base = WorkItem(kind=RADIOMICS, patient_id=pid, modality=modality, roi=str(rec["roi"]),
                         image=str(rec["image"]), mask=None if rec["mask"] is None else str(rec["mask"]),
-                        label=int(rec["label"]))
+                        label=int(rec["label"]), structure=row_structure(rec) or "",
+                        aliases=_aliases(cohort, str(rec["roi"])))
         if params is not None:
             items.append(replace(base, params=params))
         if deep_config is not None:
@@ -149,15 +151,26 @@ def build_items(cohort: Any, options: ExtractOptions) -> list[WorkItem]:
     return items
 
 
-def dose_items(images: pd.DataFrame, pid: str, dose_image: str) -> list[WorkItem]:
-    """One dose item per ROI name of the patient. Each lists every (mask, label, image) row naming that ROI
+def _aliases(cohort: Any, role: str) -> tuple[str, ...]:
+    from radiogenomics.cohort.roles import aliases_for
+
+    return aliases_for(getattr(cohort, "structure_aliases", None) or {}, role)
+
+
+def dose_items(images: pd.DataFrame, pid: str, dose_image: str,
+               structure_aliases: dict[str, tuple[str, ...]] | None = None) -> list[WorkItem]:
+    """One dose item per ROI role of the patient. Each lists every (mask, label, image) row naming that role
     as candidates: the first that reads cleanly defines the structure (a corrupt CT does not cost the DVHs
-    when the same label map can be read on the PET grid)."""
+    when the same label map can be read on the PET grid). ``structure_aliases``: cohort.yaml's."""
+    from radiogenomics.cohort.loader import row_structure
+    from radiogenomics.cohort.roles import aliases_for
+
     rows = images[(images["patient_id"] == pid) & (images["modality"] != DOSE_MODALITY) & images["mask"].notna()]
     by_roi: dict[str, list[RoiRef]] = {}
     for other in rows.to_dict("records"):
         ref = RoiRef(mask=str(other["mask"]), roi=str(other["roi"]), label=int(other["label"]),
-                     reference_image=str(other["image"]))
+                     reference_image=str(other["image"]), structure=row_structure(other) or "",
+                     aliases=aliases_for(structure_aliases or {}, str(other["roi"])))
         candidates = by_roi.setdefault(ref.roi, [])
         if ref not in candidates:
             candidates.append(ref)

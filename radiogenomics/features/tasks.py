@@ -39,30 +39,37 @@ PACKAGES: dict[str, tuple[str, ...]] = {
 #: :mod:`radiogenomics.features.provenance`): the modules are followed through their imports, so the image, mask and
 #: RTSTRUCT readers count for every kind; the files count by their bytes.
 _DISPATCH = "features/tasks.py"
+_ALIASES = "radiobiology/data/structure_aliases.yaml"  # which structure of an RTSTRUCT a role means
 CODE: dict[str, CodeDependencies] = {
     RADIOMICS: CodeDependencies(modules=("features/radiomics_extraction.py", "cohort/imageio.py"),
-                                files=(_DISPATCH, "features/params/*.yaml")),
-    DEEP: CodeDependencies(modules=("features/deep.py", "cohort/imageio.py"), files=(_DISPATCH,)),
+                                files=(_DISPATCH, _ALIASES, "features/params/*.yaml")),
+    DEEP: CodeDependencies(modules=("features/deep.py", "cohort/imageio.py"), files=(_DISPATCH, _ALIASES)),
     DOSE: CodeDependencies(modules=("features/dosimetric.py", "cohort/imageio.py"),
-                           files=(_DISPATCH, "features/data/geud_a.yaml", "radiobiology/data/ntcp_parameters.yaml")),
+                           files=(_DISPATCH, _ALIASES, "features/data/geud_a.yaml",
+                                  "radiobiology/data/ntcp_parameters.yaml")),
 }
 
 
 @dataclass(frozen=True)
 class RoiRef:
-    """One ROI mask: the label map / RTSTRUCT, the ROI name and label, and the image whose grid it uses."""
+    """One ROI mask: the label map / RTSTRUCT, the ROI's role and label, the image whose grid it uses, and the
+    structure's name in the mask file (images.csv ``structure``) and cohort.yaml's names of the role."""
 
     mask: str
     roi: str
     label: int
     reference_image: str
+    structure: str = ""
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class WorkItem:
     """One unit of work. ``params`` is kind-specific (pyradiomics parameters / deep config).
 
-    Dose items have ``image`` = the DOSE grid, ``roi`` = the structure and ``rois`` = candidate masks of it.
+    ``roi`` is the structure's role (features are keyed by it); ``structure`` the name in the mask file when the
+    images.csv row gives one, ``aliases`` cohort.yaml's names of the role. Dose items have ``image`` = the DOSE
+    grid, ``roi`` = the role and ``rois`` = candidate masks of it.
     """
 
     kind: str
@@ -74,6 +81,8 @@ class WorkItem:
     label: int = 1
     params: dict[str, Any] = field(default_factory=dict)
     rois: tuple[RoiRef, ...] = ()
+    structure: str = ""
+    aliases: tuple[str, ...] = ()
 
     @property
     def item_id(self) -> str:
@@ -90,8 +99,16 @@ class WorkItem:
 
     def key_params(self) -> dict[str, Any]:
         """Everything besides file bytes that the result depends on."""
-        return {"modality": self.modality, "roi": self.roi, "label": self.label, "params": self.params,
-                "rois": [(r.roi, r.label) for r in self.rois]}
+        params: dict[str, Any] = {"modality": self.modality, "roi": self.roi, "label": self.label,
+                                  "params": self.params, "rois": [_ref_key(r) for r in self.rois]}
+        if self.structure or self.aliases:  # absent when unused: the keys of cohorts without them stay as they were
+            params["structure"], params["aliases"] = self.structure, list(self.aliases)
+        return params
+
+
+def _ref_key(ref: RoiRef) -> tuple[Any, ...]:
+    return (ref.roi, ref.label, ref.structure, list(ref.aliases)) if ref.structure or ref.aliases else (
+        ref.roi, ref.label)
 
 
 @dataclass
@@ -143,7 +160,7 @@ def compute_item(item: WorkItem) -> dict[str, float]:
         if item.mask is None:
             raise InputError("radiomics needs a mask", patient_id=item.patient_id)
         mask = read_mask(item.mask, image, item.roi, item.label, reference_path=item.image,
-                         patient_id=item.patient_id)
+                         patient_id=item.patient_id, structure=item.structure or None, aliases=item.aliases)
         return extract_radiomics(image, mask, item.params)
     if item.kind == DEEP:
         from radiogenomics.features.deep import embed_item
@@ -167,7 +184,8 @@ def dose_and_mask(item: WorkItem) -> tuple[Any, Any]:
     for ref in item.rois:
         try:
             return dose, read_mask(ref.mask, read_image(ref.reference_image), ref.roi, ref.label,
-                                   reference_path=ref.reference_image, patient_id=item.patient_id)
+                                   reference_path=ref.reference_image, patient_id=item.patient_id,
+                                   structure=ref.structure or None, aliases=ref.aliases)
         except InputError as exc:
             first_error = first_error or exc
     if first_error is not None:
