@@ -17,13 +17,14 @@ import yaml
 
 from radiogenomics.cohort import schema
 from radiogenomics.cohort.dicom import dicom_modality, is_dicom_file
+from radiogenomics.cohort.expression_layouts import layout_from_meta, read_expression
 from radiogenomics.cohort.imageio import read_image, read_mask
 from radiogenomics.cohort.problems import ProblemList
 from radiogenomics.cohort.roles import HOW_LABEL, HOW_LABEL_NAME, Resolved, aliases_for, parse_structure_aliases
 from radiogenomics.cohort.roles import YAML_KEY as STRUCTURE_ALIASES_KEY
 from radiogenomics.cohort.rsi_gene_map import YAML_KEY, gene_map_from_yaml, merge_gene_maps, slot_columns
 from radiogenomics.cohort.rtstruct import resolve_rtstruct_role
-from radiogenomics.cohort.tables import parse_dvh, parse_expression, parse_images, parse_patients
+from radiogenomics.cohort.tables import parse_dvh, parse_images, parse_patients
 from radiogenomics.errors import InputError
 
 
@@ -174,10 +175,12 @@ def load_tables(root: Path, rsi_gene_map: Mapping[str, str] | None = None) -> tu
         images, found = _parse(lambda p: parse_images(p, root, ids), root / schema.IMAGES_FILE,
                                schema.IMAGES_FILE, problems)
     expression = None
-    if (root / schema.EXPRESSION_FILE).exists():
-        slots = rsi_genes(gene_map)
-        expression, found = _parse(lambda p: parse_expression(p, ids, slots), root / schema.EXPRESSION_FILE,
-                                   schema.EXPRESSION_FILE, problems)
+    layout = layout_from_meta(meta, problems)  # cohort.yaml `expression:`; default: expression.csv
+    source = layout.source(root) if layout is not None else None
+    if layout is not None and source is not None:
+        slots, declared = rsi_genes(gene_map), layout
+        expression, found = _parse(lambda p: read_expression(p, declared, ids, slots), source, declared.label,
+                                   problems)
     dvh = None
     if (root / schema.DVH_FILE).exists():
         dvh, found = _parse(lambda p: parse_dvh(p, ids), root / schema.DVH_FILE, schema.DVH_FILE, problems)

@@ -44,13 +44,23 @@ def _referenced_paths(cohort: Path) -> list[Path]:
     return sorted(set(paths))
 
 
+def _expression_paths(cohort: Path) -> list[Path]:
+    """Expression files cohort.yaml's ``expression:`` declares (a table or one file per patient; none by default)."""
+    if not (cohort / "cohort.yaml").is_file():
+        return []
+    # Imported here, not at the top: only for a cohort with a cohort.yaml, whose loading imported it already.
+    from radiogenomics.cohort.expression_layouts import declared_input_files
+
+    return declared_input_files(cohort)
+
+
 def run_key(cohort: Path | str, options: Mapping[str, Any]) -> str | None:
     """The content address of a run, or None when an input cannot be read (then never skip)."""
     cohort = Path(cohort).resolve()
     try:
         payload = {
             "tables": {name: file_digest(cohort / name) if (cohort / name).exists() else None for name in TABLES},
-            "files": [[str(p), file_digest(p)] for p in _referenced_paths(cohort)],
+            "files": [[str(p), file_digest(p)] for p in _referenced_paths(cohort) + _expression_paths(cohort)],
             "options": {k: (file_digest(v) if isinstance(v, Path) else v) for k, v in sorted(options.items())},
             "versions": library_versions(PACKAGES),
             "code": package_digest(),
