@@ -104,10 +104,14 @@ def test_hard_oar_limits_lower_the_dose_and_soft_ones_are_reported(prescriber: P
     planned = float(row["clinical.total_dose_gy"].iloc[0])
     cord = one(prescriber, row.assign(**{"dose.spinal_cord.max_gy": 0.82 * planned}))
     assert "oar_limited" in cord["flags"]
-    assert cord["recommended_total_dose_gy"] == pytest.approx(50.0 / 0.82, rel=1e-9)
+    total, n = cord["recommended_total_dose_gy"], cord["recommended_n_fractions"]
     entry = next(c for c in cord["oar_checks"] if c["structure"] == "spinal_cord")
     assert entry == {**entry, "metric": "max_gy", "hard": True, "status": "limited"}
-    assert entry["value_gy"] == pytest.approx(50.0) and entry["limit_gy"] == pytest.approx(50.0)
+    assert entry["dose_gy"] == pytest.approx(0.82 * total) and entry["limit_gy"] == 50.0
+    # by hand: the cord's dose in the same plan at 2 Gy per fraction to the target (equal BED, a/b 2 Gy) is 50 Gy
+    cord_gy = 0.82 * total
+    assert cord_gy * (2.0 + cord_gy / n) / (2.0 + 2.0 * 0.82) == pytest.approx(50.0, rel=1e-9)
+    assert entry["value_gy"] == pytest.approx(50.0, rel=1e-9)
     # hot parotids: reported, the tumour dose is not lowered
     hot = row.assign(**{"dose.parotid_l.mean_gy": 0.6 * planned, "dose.parotid_r.mean_gy": 0.6 * planned})
     record = one(prescriber, hot)
@@ -164,7 +168,7 @@ def test_an_interval_end_that_was_clipped_gives_no_dose(prescriber: Prescriber, 
     gives no dose, never a few-Gy 'lower dose'."""
     record = one(prescriber, features.head(1).assign(**{"genomic.rsi": 0.06}))
     assert record["rsi_source"] == "measured" and "population_fallback" not in record["flags"]
-    assert math.isnan(record["dose_for_target_gard_lower_gy"]) and "interval_clipped" in record["flags"]
+    assert math.isnan(record["dose_for_target_gard_lower_gy"]) and "implausible_parameter" in record["flags"]
     assert math.isfinite(record["dose_for_target_gard_upper_gy"])
 
 

@@ -64,7 +64,7 @@ def test_records_follow_the_contract(prescriber: Prescriber, features: pd.DataFr
         assert math.isnan(low) or low <= record["dose_for_target_gard_gy"]
         assert math.isnan(high) or record["dose_for_target_gard_gy"] <= high
         if math.isnan(low) or math.isnan(high):  # an end clipped or implausible gives no dose, flagged
-            assert "interval_clipped" in record["flags"] or "population_fallback" in record["flags"]
+            assert "implausible_parameter" in record["flags"] or "population_fallback" in record["flags"]
         assert set(record["toxicity"]) == {"xerostomia_grade_ge2"}
         assert 0.0 <= record["toxicity"]["xerostomia_grade_ge2"] <= 1.0
         assert len(record["input_sha256"]) == 64

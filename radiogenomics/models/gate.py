@@ -17,8 +17,9 @@ radiobiology and dose fields, and fails closed:
 * **OAR limits on the recommended dose** (:func:`radiogenomics.radiobiology.dose_targets`): hard limits lower it
   (``oar_limited`` / ``oar_limit_exceeded``), soft ones are reported (``oar_soft_limit_exceeded``), no dose
   distribution is ``oar_unchecked``.
-* **Honest intervals**: an end of the RSI interval that the model clipped, or whose alpha is implausible, gives
-  no dose (NaN) and the flag ``interval_clipped`` (never a 9.55 Gy "lower dose").
+* **Honest intervals**: an end of the RSI interval that the model clipped, or whose alpha is outside the
+  plausible range, gives no dose (NaN), flagged ``implausible_parameter`` (an LQ parameter of the interval is
+  implausible; the point estimate is kept when it is plausible): never a 9.55 Gy "lower dose".
 
 :func:`check_record` re-checks a record read back (the hand-off): a known site, n x d = total, the site's rails.
 """
@@ -40,17 +41,15 @@ FLAG_SITE_NOT_IN_TRAINING = "site_not_in_training"
 FLAG_IMPLAUSIBLE_PARAMETER = "implausible_parameter"
 FLAG_REGIMEN_OUTSIDE_TRAINING = "regimen_outside_training"
 FLAG_TOXICITY_UNAVAILABLE = "toxicity_unavailable"
-#: Extension of the contract's vocabulary: an end of the RSI interval gives no dose (clipped or implausible).
-FLAG_INTERVAL_CLIPPED = "interval_clipped"
 #: ``rsi_source`` of a fallback record.
 SOURCE_POPULATION = "population"
 SOURCE_MEASURED = "measured"
-#: Every flag a record may carry, in the contract's order (plus ``interval_clipped``).
+#: Every flag a record may carry, in the contract's order (the contract's vocabulary, closed).
 FLAGS: tuple[str, ...] = (
     "out_of_distribution", "clipped_max", "clipped_min", "population_fallback", "missing_genomics",
     "missing_imaging", "unrecognised_structure", "site_not_in_training", "implausible_parameter", "oar_limited",
     "oar_limit_exceeded", "oar_soft_limit_exceeded", "oar_unchecked", "regimen_outside_training",
-    "toxicity_unavailable", FLAG_INTERVAL_CLIPPED)
+    "toxicity_unavailable")
 #: Relative tolerance of n x d = total in a record read back (JSON round trips keep 15+ digits).
 _PRODUCT_REL_TOL = 1e-6
 
@@ -180,7 +179,7 @@ def gate_record(*, patient_id: str, site: str, site_in_training: bool, clinical_
                              "the request's regimen)")
     ends = _usable_interval(lower, upper, clip, rails, beta)
     if (math.isfinite(lower) and math.isnan(ends[0])) or (math.isfinite(upper) and math.isnan(ends[1])):
-        flags.append(FLAG_INTERVAL_CLIPPED)
+        flags.append(FLAG_IMPLAUSIBLE_PARAMETER)
         reasons.append(f"RSI interval [{lower:.4g}, {upper:.4g}]: an end was clipped or is implausible; no dose "
                        "is given for it")
     targets = dose_targets(

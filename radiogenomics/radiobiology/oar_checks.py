@@ -2,11 +2,15 @@
 
 Contract section 2, "OAR limits on the recommended dose". The patient's dose distribution is the reference
 plan, planned at ``reference_prescription_gy``; a prescription P scales every OAR dose by ``P / reference``
-(the plan scaled linearly). The rails' limits (``data/rails.yaml``, QUANTEC) are conventional doses, 2 Gy per
-fraction; at n fractions a limit L becomes ``min(L, D_n)``, D_n the total in n fractions with the same BED as
-L in 2 Gy fractions at the organ's alpha/beta (Fowler, Br J Radiol 1989;62:679; organ alpha/beta from the
-tissue table ``data/tissues.yaml``): hypofractionation tightens a limit, hyperfractionation never loosens it.
-The optimizer's objectives (objectives.json) use the same conversion, so the two never disagree.
+(the plan scaled linearly), so each organ metric keeps its share f of the target dose. The rails' limits
+(``data/rails.yaml``, QUANTEC) were derived from conventionally fractionated plans, the target at about 2 Gy
+per fraction and the organ at its share of it. At n fractions a limit L becomes the physical organ dose with
+the same effect (equal BED at the organ's alpha/beta, Fowler, Br J Radiol 1989;62:679; organ alpha/beta from the
+tissue table ``data/tissues.yaml``) as L in the conventional course of the same plan
+(:func:`conventional_limit_gy`): unchanged when the target gets 2 Gy per fraction, tighter for
+hypofractionation, looser for hyperfractionation. The LKB toxicity of :mod:`targets` uses the same conversion
+(:func:`conventional_organ_dose`), so the limits and the NTCP agree. The optimizer's objectives.json keeps the
+nominal rail as a ceiling (``min(L, D_n)``, :func:`scaled_limit_gy`): never looser than the rails as written.
 
 Per organ row of the rails, one :class:`LimitTerm` per limit:
 
@@ -51,6 +55,37 @@ FLAG_OAR_UNCHECKED = "oar_unchecked"
 FLAG_UNRECOGNISED_STRUCTURE = "unrecognised_structure"
 #: Relative tolerance of "at the limit" (a hard limit that set the dose is met, not exceeded).
 _REL_TOL = 1e-9
+
+
+#: The conventional target dose per fraction the QUANTEC limits and the published NTCP models refer to.
+CONVENTIONAL_DOSE_PER_FRACTION_GY = 2.0
+
+
+def conventional_organ_dose(dose_gy: Any, prescription_gy: float, n_fractions: float,
+                            alpha_beta_gy: float) -> np.ndarray:
+    """Organ doses of a regimen (``prescription_gy`` to the target in ``n_fractions``) as the isoeffective organ
+    doses under conventional fractionation of the same plan (target at 2 Gy per fraction).
+
+    An organ voxel at total dose D gets ``D / n`` per fraction now; in the conventional course of the same plan
+    it would get ``2 f`` per fraction, ``f = D / prescription`` its share of the target dose. Equal BED (Fowler,
+    Br J Radiol 1989;62:679) gives ``D_conv = D (a/b + D/n) / (a/b + 2 f)``: unchanged when the target gets
+    2 Gy per fraction, higher for hypofractionation. This keeps a limit or an NTCP model derived from
+    conventionally fractionated plans (QUANTEC; e.g. Dijkema et al. IJROBP 2010;78:449, physical parotid mean
+    dose) valid at other doses per fraction.
+    """
+    dose = np.asarray(dose_gy, dtype=np.float64)
+    share = dose / float(prescription_gy) if prescription_gy > 0 else np.zeros_like(dose)
+    return np.asarray(dose * (alpha_beta_gy + dose / n_fractions)
+                      / (alpha_beta_gy + CONVENTIONAL_DOSE_PER_FRACTION_GY * share))
+
+
+def conventional_limit_gy(limit_gy: float, n_fractions: float, alpha_beta_gy: float, share: float) -> float:
+    """The physical organ dose in ``n_fractions`` whose :func:`conventional_organ_dose` equals ``limit_gy``, the
+    organ at ``share`` of the target dose: the root of ``D (a/b + D/n) = L (a/b + 2 share)``,
+    ``D = 2 c / (a/b + sqrt(a/b^2 + 4 c / n))`` with ``c = L (a/b + 2 share)`` (the stable form)."""
+    ab = float(alpha_beta_gy)
+    c = float(limit_gy) * (ab + CONVENTIONAL_DOSE_PER_FRACTION_GY * float(share))
+    return 2.0 * c / (ab + math.sqrt(ab * ab + 4.0 * c / float(n_fractions)))
 
 
 def scaled_limit_gy(limit_gy: float, n_fractions: float, alpha_beta_gy: float) -> float:
@@ -127,8 +162,9 @@ def combined(name: str, parts: list[OARDose]) -> OARDose:
 class LimitTerm:
     """One limit of the rails on one of the patient's organs.
 
-    ``rail_gy``: the limit in 2 Gy fractions; ``value_ref_gy``: the metric in the reference plan (NaN:
-    ``unchecked``); ``spared_gy``: the paired organ's spared-gland mean-dose limit, else None.
+    ``rail_gy``: the limit under conventional fractionation; ``value_ref_gy``: the metric in the reference plan
+    (NaN: ``unchecked``); ``share``: its share of the reference prescription (kept when the plan is scaled);
+    ``spared_gy``: the paired organ's spared-gland mean-dose limit, else None.
     """
 
     structure: str
@@ -139,15 +175,20 @@ class LimitTerm:
     hard: bool
     source: str
     value_ref_gy: float
+    share: float = math.nan
     spared_gy: float | None = None
 
     @property
     def checked(self) -> bool:
         return math.isfinite(self.value_ref_gy)
 
-    def limit_gy(self, n_fractions: float) -> float:
-        """The limit (total physical Gy) at ``n_fractions`` (:func:`scaled_limit_gy`)."""
-        return scaled_limit_gy(self.rail_gy, n_fractions, self.alpha_beta_gy)
+    def limit_gy(self, n_fractions: float, rail_gy: float | None = None) -> float:
+        """The limit (total physical Gy of this organ) at ``n_fractions`` (:func:`conventional_limit_gy`); an
+        unchecked term keeps the rail as written."""
+        rail = self.rail_gy if rail_gy is None else rail_gy
+        if not math.isfinite(self.share):
+            return rail
+        return conventional_limit_gy(rail, n_fractions, self.alpha_beta_gy, self.share)
 
     def value_gy(self, prescription_gy: float, reference_prescription_gy: float) -> float:
         """The metric with the plan scaled to ``prescription_gy``."""
@@ -162,7 +203,12 @@ class LimitTerm:
 
 @dataclass(frozen=True)
 class OARCheck:
-    """One entry of the record's ``oar_checks`` (contract section 2), values at the recommended regimen."""
+    """One entry of the record's ``oar_checks`` (contract section 2) at the recommended regimen.
+
+    ``limit_gy``: the rails' limit as written (conventional fractionation); ``value_gy``: the organ's metric at the
+    recommended regimen expressed on that same basis (:func:`conventional_organ_dose`), so ``value_gy <=
+    limit_gy`` is the check; ``dose_gy``: the metric's physical dose at the recommended regimen.
+    """
 
     structure: str
     metric: str
@@ -171,13 +217,14 @@ class OARCheck:
     hard: bool
     status: str
     source: str
+    dose_gy: float = math.nan
     note: str = ""
 
     def as_record(self) -> dict[str, Any]:
-        """The record's entry: the contract's fields plus the limit's ``source`` and a ``note`` ("" when none)."""
+        """The record's entry: the contract's fields plus ``dose_gy``, the limit's ``source`` and a ``note``."""
         return {"structure": self.structure, "metric": self.metric, "limit_gy": self.limit_gy,
-                "value_gy": self.value_gy, "hard": self.hard, "status": self.status, "source": self.source,
-                "note": self.note}
+                "value_gy": self.value_gy, "hard": self.hard, "status": self.status, "dose_gy": self.dose_gy,
+                "source": self.source, "note": self.note}
 
 
 @dataclass(frozen=True)
@@ -205,18 +252,20 @@ class OARTerms:
         """Every term evaluated at ``prescription_gy`` in ``n_fractions``. ``limited_by``: the hard term that
         set the prescription (status ``limited``)."""
         ref = self.reference_prescription_gy
-        values = {id(t): t.value_gy(prescription_gy, ref) for t in self.terms}
-        spared = _spared_organs(self.terms, values, n_fractions)
+        doses = {id(t): t.value_gy(prescription_gy, ref) for t in self.terms}
+        values = {id(t): float(conventional_organ_dose(doses[id(t)], prescription_gy, n_fractions, t.alpha_beta_gy))
+                  for t in self.terms}
+        spared = {t.organ for t in self.terms if t.spared_gy is not None and t.metric == "mean_gy" and t.checked
+                  and values[id(t)] <= t.spared_gy * (1.0 + _REL_TOL)}
         out: list[OARCheck] = []
         for t in self.terms:
-            limit = t.limit_gy(n_fractions)
             value = values[id(t)]
             note = ""
             if not t.checked:
                 status = UNCHECKED
                 note = ("needs the organ's DVH (or its mean dose when the NTCP model's n = 1)"
                         if t.metric == "geud_gy" else f"no {t.metric} of this organ")
-            elif value > limit * (1.0 + _REL_TOL):
+            elif value > t.rail_gy * (1.0 + _REL_TOL):
                 if t.spared_gy is not None and t.metric == "mean_gy" and t.organ in spared:
                     status, note = OK, f"another gland is spared below {t.spared_gy:g} Gy (paired-organ rule)"
                 else:
@@ -225,19 +274,9 @@ class OARTerms:
                 status = LIMITED
             else:
                 status = OK
-            out.append(OARCheck(t.structure, t.metric, limit, value, t.hard, status, t.source, note))
+            out.append(OARCheck(t.structure, t.metric, t.rail_gy, value, t.hard, status, t.source, doses[id(t)],
+                                note))
         return out
-
-
-def _spared_organs(terms: list[LimitTerm], values: Mapping[int, float], n_fractions: float) -> set[str]:
-    """Paired organs with one gland whose mean dose is at or below the spared-gland limit."""
-    out: set[str] = set()
-    for t in terms:
-        if t.spared_gy is not None and t.metric == "mean_gy" and t.checked:
-            spared_limit = scaled_limit_gy(t.spared_gy, n_fractions, t.alpha_beta_gy)
-            if values[id(t)] <= spared_limit * (1.0 + _REL_TOL):
-                out.add(t.organ)
-    return out
 
 
 def oar_terms(oar_doses: Mapping[str, Any], reference_prescription_gy: float, *, rails: Rails | None = None,
@@ -277,8 +316,8 @@ def oar_terms(oar_doses: Mapping[str, Any], reference_prescription_gy: float, *,
     terms: list[LimitTerm] = []
     for dose, limit in _whole_organs(organs, notes):
         ab = _alpha_beta_gy(dose.name.split("+")[0], tissues, notes)
-        common: dict[str, Any] = {"structure": dose.name, "organ": limit.organ, "alpha_beta_gy": ab, "hard": limit.hard,
-                  "source": limit.source}
+        common: dict[str, Any] = {"structure": dose.name, "organ": limit.organ, "alpha_beta_gy": ab,
+                                  "hard": limit.hard, "source": limit.source}
         if limit.max_dose_gy is not None:
             terms.append(LimitTerm(metric="max_gy", rail_gy=limit.max_dose_gy, value_ref_gy=dose.max_gy, **common))
         if limit.max_mean_dose_gy is not None:
@@ -291,6 +330,7 @@ def oar_terms(oar_doses: Mapping[str, Any], reference_prescription_gy: float, *,
                       f"{p.td50_gy:g} Gy, m {p.m:g}, n {p.n:g}: {p.source}")
             terms.append(replace(LimitTerm(metric="geud_gy", rail_gy=geud_limit,
                                            value_ref_gy=dose.metric_gy("geud_gy", p.a), **common), source=source))
+    terms = [replace(t, share=t.value_ref_gy / ref) for t in terms]
     return OARTerms(terms, ref, notes, unknown)
 
 

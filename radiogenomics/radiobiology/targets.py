@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from radiogenomics.errors import InputError
 from radiogenomics.radiobiology._validation import finite, non_negative, positive
 from radiogenomics.radiobiology.endpoints import toxicity_record_name
@@ -32,6 +30,7 @@ from radiogenomics.radiobiology.oar_checks import (
     UNCHECKED,
     OARDose,
     OARTerms,
+    conventional_organ_dose,
     oar_terms,
 )
 from radiogenomics.radiobiology.rails import (
@@ -202,28 +201,6 @@ def toxicity_at_dose(oar_dvhs: Mapping[str, Any], reference_prescription_gy: flo
         key = toxicity_record_name(x.limit.endpoint)
         out[key] = max(out.get(key, 0.0), ntcp)
     return out
-
-
-#: The conventional target dose per fraction the published NTCP models and QUANTEC limits refer to.
-CONVENTIONAL_DOSE_PER_FRACTION_GY = 2.0
-
-
-def conventional_organ_dose(dose_gy: Any, prescription_gy: float, n_fractions: float,
-                            alpha_beta_gy: float) -> np.ndarray:
-    """Organ doses of a regimen (``prescription_gy`` to the target in ``n_fractions``) as the isoeffective organ
-    doses under conventional fractionation of the same plan (target at 2 Gy per fraction).
-
-    An organ voxel at total dose D gets ``D / n`` per fraction now; in the conventional course of the same plan
-    it would get ``2 f`` per fraction, ``f = D / prescription`` its share of the target dose. Equal BED
-    (Fowler, Br J Radiol 1989;62:679) gives ``D_conv = D (a/b + D/n) / (a/b + 2 f)``: unchanged when the
-    target gets 2 Gy per fraction, higher for hypofractionation. This keeps an NTCP model fitted on
-    conventionally fractionated plans (e.g. Dijkema et al. IJROBP 2010;78:449, physical parotid mean dose)
-    valid at other doses per fraction.
-    """
-    dose = np.asarray(dose_gy, dtype=np.float64)
-    share = dose / float(prescription_gy) if prescription_gy > 0 else np.zeros_like(dose)
-    return np.asarray(dose * (alpha_beta_gy + dose / n_fractions)
-                      / (alpha_beta_gy + CONVENTIONAL_DOSE_PER_FRACTION_GY * share))
 
 
 @dataclass(frozen=True)

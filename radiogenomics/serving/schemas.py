@@ -136,6 +136,7 @@ class OARCheck(BaseModel):
     value_gy: float | None
     hard: bool
     status: str
+    dose_gy: float | None = None
     source: str = ""
     note: str = ""
 

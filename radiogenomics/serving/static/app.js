@@ -38,8 +38,8 @@ const FLAG_TEXT = Object.freeze({
     "check the structure names.",
   site_not_in_training: "The model was not trained on this treatment site: the site's population values and " +
     "standard (or the patient's own) regimen are used, not a personalised dose.",
-  implausible_parameter: "The patient's LQ parameters lie outside the documented plausible range: the " +
-    "population values are used instead.",
+  implausible_parameter: "An LQ parameter lies outside the documented plausible range: for the patient's own " +
+    "alpha the population values are used instead; for an end of the RSI interval no dose is given for that end.",
   oar_limited: "A hard organ-at-risk limit (e.g. spinal cord maximum dose) lowered the recommended dose: see " +
     "the organ checks.",
   oar_limit_exceeded: "Even the site's minimum dose breaks a hard organ-at-risk limit on this patient's dose " +
@@ -52,7 +52,6 @@ const FLAG_TEXT = Object.freeze({
     "on: the toxicity is an extrapolation.",
   toxicity_unavailable: "A toxicity the model serves could not be computed for this patient (another site, or " +
     "the plan's dose features are missing).",
-  interval_clipped: "An end of the RSI interval was clipped or is implausible: no dose is given for that end.",
 });
 const NO_SAFE_DOSE = "Both limits apply at once: no dose satisfies every safety rail, so there is no " +
   "recommendation. Review the organ limits and the regimen.";
