@@ -19,10 +19,15 @@ def test_dvh_metrics_by_hand() -> None:
     assert m["mean_gy"] == pytest.approx(22.5)
     assert m["geud_gy"] == pytest.approx(22.5)  # a = 1: mean dose
     assert m["min_gy"] == 10.0 and m["max_gy"] == 30.0
-    assert m["v20gy_pct"] == pytest.approx(75.0)
-    assert m["v30gy_pct"] == pytest.approx(50.0)
-    assert m["v40gy_pct"] == 0.0
-    assert m["d50_gy"] == 30.0 and m["d95_gy"] == 10.0
+    # Centres 10, 20, 30 Gy: 10 Gy bins, each bin's volume uniform between its edges, the edges limited to
+    # [min, max] = [10, 30] Gy: [10, 15), [15, 25), [25, 30]. (Before issue 16.5 V_x counted whole bins by
+    # their centre and D_x was a bin centre: v20 75 %, v30 50 %, d50 30 Gy, d95 10 Gy.)
+    assert m["v20gy_pct"] == pytest.approx(62.5)  # half of [15, 25) + all of [25, 30]
+    assert m["v30gy_pct"] == 0.0  # the top bin ends at the max, 30 Gy
+    assert m["v10gy_pct"] == 100.0 and m["v40gy_pct"] == 0.0
+    assert m["d50_gy"] == pytest.approx(25.0)  # the hottest 2 cc: the whole [25, 30] bin
+    assert m["d95_gy"] == pytest.approx(11.0)  # 3.8 cc: 0.8 cc of the 1 cc in [10, 15) -> 10 + 0.2 * 5
+    assert m["d2_gy"] == pytest.approx(29.8) and m["d98_gy"] == pytest.approx(10.4)
     serial = dosimetric.dvh_metrics([10.0, 20.0, 30.0], [1.0, 1.0, 2.0], a=40.0)
     assert 28.0 < serial["geud_gy"] <= 30.0  # large a tends to the maximum
     target = dosimetric.dvh_metrics([10.0, 20.0, 30.0], [1.0, 1.0, 2.0], a=-10.0)
@@ -62,6 +67,43 @@ def test_structure_features_on_a_known_grid() -> None:
     assert feats["parotid_l.volume_cc"] == pytest.approx(16 * 0.008)
     assert feats["parotid_l.v30gy_pct"] == pytest.approx(50.0)
     assert feats["parotid_l.geud_gy"] == pytest.approx(27.5, abs=0.05)
+    # Exact at the bin edges: the hottest 25 % is the 35 Gy voxels, 50 % reaches 30 Gy, all of it 20 Gy.
+    assert feats["parotid_l.d2_gy"] == pytest.approx(35.0)
+    assert feats["parotid_l.d50_gy"] == pytest.approx(30.0)  # V(30 Gy) = 50 %: the 30 and 35 Gy voxels
+    assert feats["parotid_l.d98_gy"] == pytest.approx(20.0, abs=0.05)
+
+
+def test_dx_never_above_the_max_on_a_low_dose_grid() -> None:
+    """Issue 16.5: a body far from the beam (max 0.0073 Gy) had d2 = 0.025 Gy, the centre of the first bin."""
+    rng = np.random.default_rng(5)
+    arr = rng.uniform(0.0, 0.0073, (6, 6, 6)).astype(np.float32)
+    arr[0, 0, 0] = 0.0073
+    dose = sitk.GetImageFromArray(arr)
+    mask = sitk.GetImageFromArray(np.ones((6, 6, 6), dtype=np.uint8))
+    mask.CopyInformation(dose)
+    f = dosimetric.structure_dose_features(dose, {"body": mask})
+    assert f["body.d2_gy"] <= f["body.max_gy"] == pytest.approx(0.0073)
+    assert f["body.min_gy"] <= f["body.d98_gy"] <= f["body.d50_gy"] <= f["body.d2_gy"]
+    assert f["body.min_gy"] <= f["body.geud_gy"] <= f["body.max_gy"]
+    assert f["body.v5gy_pct"] == 0.0
+
+
+def test_dvh_table_features_use_the_bin_width_column() -> None:
+    """A dvh.csv written by DVH.to_frame carries each bin's width; D_x and V_x use those bins."""
+    from radiogenomics.radiobiology import compute_dvh
+
+    dose = np.array([[[10.02, 10.07, 19.0, 19.96]]])
+    dvh = compute_dvh(dose, np.ones(dose.shape, np.uint8), voxel_volume_cc=0.5, bin_width_gy=1.0)
+    table = dvh.to_frame("P1")
+    assert set(table["bin_width_gy"]) == {1.0}
+    feats = dosimetric.dvh_table_features(table).loc["P1"]
+    # bins [10, 11) (1 cc) and [19, 20) (1 cc); min/max the occupied centres 10.5 and 19.5 Gy
+    assert feats["dose.roi.min_gy"] == 10.5 and feats["dose.roi.max_gy"] == 19.5
+    assert feats["dose.roi.d50_gy"] == pytest.approx(19.0)
+    assert feats["dose.roi.v10gy_pct"] == 100.0 and feats["dose.roi.v20gy_pct"] == 0.0
+    without = dosimetric.dvh_table_features(table.drop(columns="bin_width_gy")).loc["P1"]
+    # without the column the width is inferred from the centres 10.5 and 19.5: 3 Gy ([18, 21) -> [18, 19.5])
+    assert without["dose.roi.d50_gy"] == pytest.approx(18.0)
 
 
 def test_dvh_csv_and_dose_grid_agree(synth_cohort: Path) -> None:

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,9 @@ import yaml
 
 from radiogenomics.errors import InputError
 from radiogenomics.features import naming
+
+if TYPE_CHECKING:
+    from radiogenomics.radiobiology import DVH
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,8 @@ VX_GY: tuple[float, ...] = (5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0)
 DX_PCT: tuple[float, ...] = (2.0, 50.0, 95.0, 98.0)
 #: Bin width (Gy) of the differential DVH computed from a dose grid.
 BIN_WIDTH_GY = 0.05
+#: Relative tolerance (of the structure volume) of the cumulative volume reaching x % in D_x.
+_VOLUME_RTOL = 1e-9
 
 
 @lru_cache(maxsize=1)
@@ -60,13 +65,15 @@ def _fmt(x: float) -> str:
 
 def dvh_metrics(dose_gy: Any, volume_cc: Any, a: float, *, vx_gy: Sequence[float] = VX_GY,
                 dx_pct: Sequence[float] = DX_PCT) -> dict[str, float]:
-    """Dose metrics of a differential DVH (bin-centre doses in Gy, bin volumes in cc).
+    """Dose metrics of a differential DVH given as bin-centre doses (Gy) and bin volumes (cc).
 
-    ``mean_gy`` volume-weighted mean; ``min_gy``/``max_gy`` lowest/highest occupied bin; ``geud_gy`` from
-    :func:`radiogenomics.radiobiology.geud` with volume-effect parameter ``a``; ``v<x>gy_pct`` percent of
-    the volume receiving at least x Gy; ``d<x>_gy`` the minimum dose to the hottest x % of the volume.
+    The bins are those of :func:`radiogenomics.radiobiology.dvh_from_table`: the width is inferred from the
+    centres (:func:`radiogenomics.radiobiology.dvh.infer_bin_width_gy`), a dose listed twice is one bin (its
+    volumes add up); ``min_gy``/``max_gy`` are the lowest/highest occupied bin centres and ``mean_gy`` the
+    volume-weighted mean of the centres. The metrics are :func:`dvh_features` of that DVH.
     """
-    from radiogenomics.radiobiology import geud
+    from radiogenomics.radiobiology import DVH
+    from radiogenomics.radiobiology.dvh import infer_bin_width_gy
 
     dose = np.asarray(dose_gy, dtype=np.float64).ravel()
     vol = np.asarray(volume_cc, dtype=np.float64).ravel()
@@ -74,25 +81,85 @@ def dvh_metrics(dose_gy: Any, volume_cc: Any, a: float, *, vx_gy: Sequence[float
         raise InputError("a DVH needs one volume per dose bin and at least one bin")
     if not (np.isfinite(dose).all() and np.isfinite(vol).all()) or (dose < 0).any() or (vol < 0).any():
         raise InputError("DVH doses and volumes must be finite and non-negative")
-    total = float(vol.sum())
+    centres, inverse = np.unique(dose, return_inverse=True)
+    volumes = np.bincount(inverse.ravel(), weights=vol, minlength=centres.size).astype(np.float64)
+    total = float(volumes.sum())
     if total <= 0:
         raise InputError("the DVH has zero volume")
-    occupied = vol > 0
-    order = np.argsort(dose)[::-1]  # hottest first
-    cum_pct = 100.0 * np.cumsum(vol[order]) / total
+    occupied = centres[volumes > 0]
+    dvh = DVH(structure="dvh", dose_gy=centres, volume_cc=volumes, bin_width_gy=infer_bin_width_gy(centres),
+              voxel_volume_cc=float("nan"), mean_dose_gy=float((centres * volumes).sum() / total),
+              min_dose_gy=float(occupied.min()), max_dose_gy=float(occupied.max()), n_voxels=0)
+    return dvh_features(dvh, a, vx_gy=vx_gy, dx_pct=dx_pct)
+
+
+def dvh_features(dvh: DVH, a: float, *, vx_gy: Sequence[float] = VX_GY,
+                 dx_pct: Sequence[float] = DX_PCT) -> dict[str, float]:
+    """Dose metrics of a :class:`radiogenomics.radiobiology.DVH` (doses in Gy, volumes in cc).
+
+    One rule for the dose grid, dvh.csv and a DVH scaled to another prescription (docs/features.md,
+    "Dose features"). ``min_gy``/``max_gy``/``mean_gy``: the DVH's own (the dose samples of a grid; for
+    dvh.csv the extreme occupied bin centres and the centre-weighted mean), the mean kept within
+    [min, max]. The cumulative DVH ``V(D)`` spreads each bin's volume uniformly between its edges, the
+    edges limited to [min, max] (the extreme bins hold no dose outside the sampled range):
+    ``v<x>gy_pct = 100 V(x) / V`` and ``d<x>_gy`` = the highest D with ``V(D) >= x %`` (the dose where the
+    cumulative volume, counted from the hottest dose, reaches x %; linear inside the bin). So
+    min <= D98 <= D95 <= D50 <= D2 <= max, V_x falls from 100 % at x <= min to 0 % above max, and D_x and
+    V_x are inverses. ``geud_gy``: :func:`radiogenomics.radiobiology.geud` of the bin centres limited to
+    [min, max], with volume-effect parameter ``a``.
+    """
+    from radiogenomics.radiobiology import geud
+
+    vol = np.asarray(dvh.volume_cc, dtype=np.float64)
+    total = float(vol.sum())
+    if total <= 0:
+        raise InputError(f"the DVH of {dvh.structure} has zero volume")
+    lo, hi = float(dvh.min_dose_gy), float(dvh.max_dose_gy)
+    if not (np.isfinite(lo) and np.isfinite(hi) and 0.0 <= lo <= hi):
+        raise InputError(f"the DVH of {dvh.structure} has min dose {lo} Gy and max dose {hi} Gy")
+    lower, upper = _bounded_bins(np.asarray(dvh.bin_lower_gy), np.asarray(dvh.bin_upper_gy), lo, hi)
     out: dict[str, float] = {
         "volume_cc": total,
-        "mean_gy": float((dose * vol).sum() / total),
-        "min_gy": float(dose[occupied].min()),
-        "max_gy": float(dose[occupied].max()),
-        "geud_gy": float(geud(dose, vol, a)),
+        "mean_gy": float(np.clip(dvh.mean_dose_gy, lo, hi)),
+        "min_gy": lo,
+        "max_gy": hi,
+        "geud_gy": float(np.clip(geud(np.clip(dvh.dose_gy, lo, hi), vol, a), lo, hi)),
     }
     for x in vx_gy:
-        out[f"v{_fmt(x)}gy_pct"] = float(100.0 * vol[dose >= x - 1e-9].sum() / total)
+        out[f"v{_fmt(x)}gy_pct"] = float(np.clip(100.0 * (_volume_at_least(lower, upper, vol, x) / total), 0.0, 100.0))
+    above = np.append(np.cumsum(vol[::-1])[::-1], 0.0)  # volume in bin i and above: V(lower_i)
     for x in dx_pct:
-        idx = int(np.searchsorted(cum_pct, x - 1e-9))
-        out[f"d{_fmt(x)}_gy"] = float(dose[order][min(idx, dose.size - 1)])
+        out[f"d{_fmt(x)}_gy"] = _dose_at_volume(lower, upper, above, x, lo, hi)
     return out
+
+
+def _bounded_bins(lower: np.ndarray, upper: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bin edges limited to [lo, hi], ascending and disjoint (a float-noise overlap of neighbours removed)."""
+    low = np.maximum.accumulate(np.clip(lower, lo, hi))
+    up = np.clip(upper, lo, hi)
+    up[:-1] = np.minimum(up[:-1], low[1:])
+    return low, np.maximum(up, low)
+
+
+def _volume_at_least(lower: np.ndarray, upper: np.ndarray, vol: np.ndarray, dose_gy: float) -> float:
+    """V(D): volume receiving >= ``dose_gy``, each bin's volume uniform between its edges (a zero-width bin is
+    a point dose, counted when it is >= D)."""
+    width = upper - lower
+    safe = np.where(width > 0, width, 1.0)
+    frac = np.where(width > 0, np.clip((upper - dose_gy) / safe, 0.0, 1.0), lower >= dose_gy)
+    return float((vol * frac).sum())
+
+
+def _dose_at_volume(lower: np.ndarray, upper: np.ndarray, above: np.ndarray, pct: float, lo: float,
+                    hi: float) -> float:
+    """The highest D with V(D) >= ``pct`` % of the volume (linear inside the bin where it is reached)."""
+    total = float(above[0])
+    target = pct / 100.0 * total
+    k = int(np.flatnonzero(above[:-1] >= target - _VOLUME_RTOL * total)[-1])
+    step = above[k] - above[k + 1]
+    frac = float(np.clip((above[k] - target) / step, 0.0, 1.0)) if step > 0 else 0.0
+    dose = lower[k] + frac * (upper[k] - lower[k])
+    return float(np.clip(dose, max(lower[k], lo), min(upper[k], hi)))
 
 
 def structure_dose_features(dose: sitk.Image, masks: Mapping[str, sitk.Image],
@@ -101,7 +168,8 @@ def structure_dose_features(dose: sitk.Image, masks: Mapping[str, sitk.Image],
 
     The DVH comes from :func:`radiogenomics.radiobiology.compute_dvh`: a mask on the dose grid selects dose
     voxels; a mask on its own (e.g. CT) grid gets the dose interpolated trilinearly onto it, surface voxels
-    supersampled. Mean, min and max dose come from those dose samples, not the bins.
+    supersampled. Mean, min and max dose come from those dose samples, not the bins; the other metrics from
+    the DVH's bins limited to [min, max] (:func:`dvh_features`).
     """
     from radiogenomics.radiobiology import compute_dvh
 
@@ -109,9 +177,7 @@ def structure_dose_features(dose: sitk.Image, masks: Mapping[str, sitk.Image],
     for roi, mask in masks.items():
         dvh = compute_dvh(dose, mask, structure=roi, bin_width_gy=bin_width_gy)
         a, _ = geud_a(roi)
-        metrics = dvh_metrics(dvh.dose_gy, dvh.volume_cc, a)
-        metrics.update(mean_gy=dvh.mean_dose_gy, min_gy=dvh.min_dose_gy, max_gy=dvh.max_dose_gy)
-        for metric, value in metrics.items():
+        for metric, value in dvh_features(dvh, a).items():
             out[f"{naming.slug(roi)}.{metric}"] = float(value)
     return out
 
@@ -119,8 +185,13 @@ def structure_dose_features(dose: sitk.Image, masks: Mapping[str, sitk.Image],
 def dvh_table_features(dvh: pd.DataFrame) -> pd.DataFrame:
     """Dose features from dvh.csv (long: patient_id, structure, dose_gy, volume_cc; differential bins).
 
-    Returns one row per patient (index patient_id) with ``dose.<structure>.<metric>`` columns.
+    Returns one row per patient (index patient_id) with ``dose.<structure>.<metric>`` columns. The bins are
+    those of :func:`radiogenomics.radiobiology.dvh_from_table` (the optional ``bin_width_gy`` column, else the
+    width inferred from the centres); the metrics are :func:`dvh_features` of that DVH.
     """
+    from radiogenomics.radiobiology import dvh_from_table
+    from radiogenomics.radiobiology.dvh import BIN_WIDTH_COLUMN
+
     missing = {"patient_id", "structure", "dose_gy", "volume_cc"} - set(dvh.columns)
     if missing:
         raise InputError(f"dvh table lacks column(s) {sorted(missing)}")
@@ -128,7 +199,11 @@ def dvh_table_features(dvh: pd.DataFrame) -> pd.DataFrame:
     for (pid, structure), group in dvh.groupby(["patient_id", "structure"], sort=True):
         a, _ = geud_a(str(structure))
         try:
-            metrics = dvh_metrics(group["dose_gy"].to_numpy(), group["volume_cc"].to_numpy(), a)
+            if (BIN_WIDTH_COLUMN in group.columns and group[BIN_WIDTH_COLUMN].notna().all()
+                    and not group["dose_gy"].duplicated().any()):
+                metrics = dvh_features(dvh_from_table(group, structure), a)
+            else:  # the same bins, inferred from the centres (a dose listed twice is one bin)
+                metrics = dvh_metrics(group["dose_gy"].to_numpy(), group["volume_cc"].to_numpy(), a)
         except InputError as exc:
             raise InputError(f"dvh.csv structure {structure}: {exc}", patient_id=str(pid)) from exc
         target = rows.setdefault(str(pid), {})

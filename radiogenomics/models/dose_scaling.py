@@ -3,7 +3,7 @@
 A plan scaled by f multiplies every voxel dose by f. Mean, min, max, gEUD and D_x of every structure are
 homogeneous of degree 1 (gEUD: Niemierko, Med Phys 1997;24:103) and are scaled exactly; V_x (percent of the
 structure receiving at least x Gy) needs the DVH and is recomputed from ``DVH.scaled(f)`` with the
-extraction's own rule (:func:`radiogenomics.features.dosimetric.dvh_metrics`). Used by
+extraction's own rule (:func:`radiogenomics.features.dosimetric.dvh_features`). Used by
 :meth:`radiogenomics.models.toxicity.ToxicityClassifier.predict_proba_at_dose`.
 
 :func:`eqd2_dose_features` puts the same linear metrics on a fractionation-independent scale: the EQD2 at
@@ -206,11 +206,11 @@ def scale_dose_features(X: pd.DataFrame, factor: Any, *, dvhs: Mapping[str, Mapp
     multiplied by the factor: exact for a scaled plan (gEUD is homogeneous of degree 1, Niemierko 1997).
     ``volume_cc`` and ``n_fractions`` are unchanged. V_x (``v<x>gy_pct``) is recomputed from
     ``dvhs[patient][structure].scaled(f)`` with the same rule as the extraction
-    (:func:`radiogenomics.features.dosimetric.dvh_metrics`; structure names are matched after slugging); a
+    (:func:`radiogenomics.features.dosimetric.dvh_features`; structure names are matched after slugging); a
     V_x column without a DVH becomes NaN, or raises an ``InputError`` when it is in ``required``.
     ``columns`` limits the scaling to these columns (a model's inputs); the others are returned unchanged.
     """
-    from radiogenomics.features.dosimetric import dvh_metrics, geud_a
+    from radiogenomics.features.dosimetric import dvh_features, geud_a
     from radiogenomics.features.preprocessing import numeric_matrix, with_columns
 
     f = np.broadcast_to(np.asarray(factor, dtype=np.float64), (len(X),))
@@ -240,8 +240,8 @@ def scale_dose_features(X: pd.DataFrame, factor: Any, *, dvhs: Mapping[str, Mapp
                                          " or fit the model with dose_metrics='linear'")
                 continue
             scaled = dvh.scaled(float(f[row]))
-            metrics = dvh_metrics(scaled.dose_gy, scaled.volume_cc, geud_a(structure)[0],
-                                  vx_gy=[v for v in thresholds_gy if v is not None], dx_pct=())
+            metrics = dvh_features(scaled, geud_a(structure)[0], vx_gy=[v for v in thresholds_gy if v is not None],
+                                   dx_pct=())
             values[row] = [metrics[m] for _, m in structure_columns]
         vx_names += [column for column, _ in structure_columns]
         vx_values.append(values)
