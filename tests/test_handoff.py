@@ -223,3 +223,36 @@ def test_cli(bundle: Bundle, registry: Path, tmp_path: Path, capsys: pytest.Capt
     assert main([*args, "--api-url", "http://127.0.0.1:9"]) == 2
     assert "RADIOGENOMICS_TOKEN" in capsys.readouterr().err
     assert main([*args[:4], str(tmp_path / "missing.parquet"), *args[5:]]) == 2
+
+
+def test_in_process_and_api_hand_offs_agree_on_a_table_with_columns_the_model_does_not_know(
+        bundle: Bundle, registry: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A feature table made for another model (features of an ROI this model never saw): the table-reading routes
+    drop the same columns with one warning naming them and the fix, and give the same records (issue 16)."""
+    import logging
+
+    import pandas as pd
+    from fastapi.testclient import TestClient
+
+    from radiogenomics.features.fusion import write_parquet
+    from radiogenomics.features.schema import build_schema, read_feature_schema
+    from radiogenomics.serving.api import create_app
+
+    ids = [str(p) for p in bundle.table["patient_id"].head(2)]
+    extra = bundle.table.assign(**{"ct.gtv_1.original_firstorder_Mean": 1.0, "ct.gtv_1.original_shape_Sphericity": 0.5})
+    path = tmp_path / "other-model-features.parquet"
+    write_parquet(extra, path, build_schema(extra, read_feature_schema(bundle.features_path).params).to_metadata())
+    with caplog.at_level(logging.WARNING):
+        local = handoff(MODEL, path, tmp_path / "local", patients=ids)
+    warnings = [r.getMessage() for r in caplog.records if "not trained on" in r.getMessage()]
+    assert len(warnings) == 1 and "ct.gtv_1.original_firstorder_Mean" in warnings[0] and "--schema-from" in warnings[0]
+    tokens, token = new_token(tmp_path)
+    app = create_app(MODEL, tokens_file=tokens, audit_db=tmp_path / "audit.db", workdir=tmp_path / "work")
+    with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as client:
+        via_api = handoff(MODEL, path, tmp_path / "api", patients=ids, http_client=client)
+    assert [p.patient_id for p in local.patients] == [p.patient_id for p in via_api.patients] == ids
+    for pid in ids:
+        a = json.loads((tmp_path / "local" / pid / "prescription.json").read_text())
+        b = json.loads((tmp_path / "api" / pid / "prescription.json").read_text())
+        assert_records_close(a, b)
+    assert pd.read_parquet(path).shape[1] == bundle.table.shape[1] + 2  # the table itself is left as it was

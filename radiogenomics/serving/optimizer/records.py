@@ -94,6 +94,23 @@ def _post(client: Any, payloads: Sequence[dict[str, Any]], extra: Mapping[str, A
     return response
 
 
+def _served_columns(client: Any) -> list[str]:
+    """The feature columns the API's model accepts (``GET /v1/model``), plus ``patient_id``."""
+    import httpx
+
+    try:
+        response = client.get("/v1/model")
+    except httpx.HTTPError as exc:
+        raise InputError(f"cannot reach the API at {client.base_url}: {exc}",
+                         fix="check --api-url and that `radiogenomics serve` runs there") from exc
+    if response.status_code == 401:
+        raise InputError("the API refused the token (401)", fix="create one with `radiogenomics token create NAME "
+                         "--tokens FILE` and pass it in the environment variable named by --token-env")
+    if response.status_code != 200:
+        raise RuntimeError(f"GET /v1/model answered {response.status_code}: {_detail(response)}")
+    return [naming.PATIENT_ID, *(f["column"] for f in response.json()["features"])]
+
+
 def from_api(client: Any, table: pd.DataFrame, regimen: Mapping[str, float | None]) -> tuple[list[dict[str, Any]],
                                                                                               Failures]:
     """Records from ``POST /v1/prescriptions`` of an httpx client (base URL and Bearer token set).
@@ -106,6 +123,9 @@ def from_api(client: Any, table: pd.DataFrame, regimen: Mapping[str, float | Non
         extra["regimen"] = {k: int(v) if k == "n_fractions" else float(v) for k, v in reg.items() if v is not None}
     if regimen.get("target_gard") is not None:
         extra["target_gard"] = float(regimen["target_gard"])  # type: ignore[arg-type]
+    from radiogenomics.training.registry.prediction import known_columns_only
+
+    table = known_columns_only(table, _served_columns(client), what="the feature table")
     payloads = [patient_payload(r) for r in table.astype(object).to_dict(orient="records")]
     records: list[dict[str, Any]] = []
     failures: Failures = []

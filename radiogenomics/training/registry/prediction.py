@@ -70,6 +70,33 @@ def _dtype(name: str) -> str:
     return name
 
 
+def known_columns_only(table: Any, known: Any, *, what: str = "the feature table") -> Any:
+    """``table`` without the columns a model does not know (its feature schema, the regimen columns and the safety
+    gate's input are kept), with one warning naming the first ten dropped and how to avoid them.
+
+    A feature table made for another model (``extract`` without ``--schema-from``, another ROI set) carries
+    features this model was not trained on; every route that reads a table (``predict``, ``handoff``, ``report``,
+    the demo) drops the same columns the same way. A direct caller (the API, the pyfunc) is refused instead: a
+    column it names is one it means (contract section 6).
+    """
+    from radiogenomics.models.inputs import closest_name, is_gate_column
+    from radiogenomics.models.regimen import REGIMEN_COLUMNS
+
+    known_set = set(known) | set(REGIMEN_COLUMNS)
+    dropped = [str(c) for c in table.columns if c not in known_set and not is_gate_column(str(c))]
+    if not dropped:
+        return table
+    shown = []
+    for column in dropped[:10]:
+        close = closest_name(column, known_set)
+        shown.append(f"{column} (did you mean {close}?)" if close else column)
+    more = f" and {len(dropped) - 10} more" if len(dropped) > 10 else ""
+    log.warning("%s has %d column(s) the model was not trained on, left out: %s%s. To match the model exactly, "
+                "extract with `radiogenomics extract COHORT --schema-from <the model's schema table>` (predict "
+                "writes one as <out>.model-schema.parquet)", what, len(dropped), ", ".join(shown), more)
+    return table.drop(columns=dropped)
+
+
 def predict_isolating_failures(prescriber: Any, table: Any, info: Any, cohort: Path | None = None,
                                oar_dvhs: Any = None, **regimen: Any) -> tuple[list[dict[str, Any]],
                                                                               list[tuple[str, str]]]:
@@ -78,6 +105,7 @@ def predict_isolating_failures(prescriber: Any, table: Any, info: Any, cohort: P
     ``{patient_id: {structure: DVH}}`` of the patients' dose distributions for the OAR limits
     (:func:`radiogenomics.features.patient_dvhs.cohort_dvhs`)."""
     options = {"cohort": cohort, "oar_dvhs": oar_dvhs, **regimen}
+    table = known_columns_only(table, [*prescriber.schema.names, "patient_id"])
     try:
         return prescriber.predict_records(table, model=info, **options), []
     except InputError as exc:
