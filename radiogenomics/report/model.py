@@ -119,6 +119,7 @@ def _tags_only(section: Section, version: ModelVersion) -> Section:
 
 def _candidates_table(metrics: dict[str, float], winners: dict[str, str]) -> Table:
     from radiogenomics.training.run import TASK_SCORER
+    from radiogenomics.training.selection import SELECTION_NAME
 
     rows: list[list[str]] = []
     for key, value in sorted(metrics.items()):
@@ -128,10 +129,15 @@ def _candidates_table(metrics: dict[str, float], winners: dict[str, str]) -> Tab
         metric = parts[2].removeprefix("heldout.")
         if metric != TASK_SCORER.get(parts[0].split(".")[0]):  # the task's selection metric only
             continue
+        if parts[1] == SELECTION_NAME:
+            rows.append([parts[0], "selection inside the nested loop (registered)", metric, fmt(value), ""])
+            continue
         rows.append([parts[0], parts[1], metric, fmt(value), "yes" if winners[parts[0]] == parts[1] else ""])
     return Table(["task", "candidate", "selection metric", "pooled held-out", "winner"], rows,
-                 caption="Every evaluated candidate's pooled out-of-fold selection metric; the winner's model, "
-                         "refitted on all patients, is the one registered.")
+                 caption="Each candidate's own pooled out-of-fold metric (for information: choosing the best of "
+                         "these would be optimistic) and the selection procedure's (a candidate chosen per outer "
+                         "fold on inner CV only): its held-out metrics are the registered ones; the winner, chosen "
+                         "by the same rule on all patients and refitted, is the model registered.")
 
 
 def _artifact(client: Any, run_id: str, path: str, tmp: Path) -> Path | None:

@@ -38,7 +38,7 @@ from radiogenomics.errors import InputError
 from radiogenomics.features import naming
 from radiogenomics.training.candidates import CandidateContext, make_candidate, validate_candidates
 from radiogenomics.training.config import DEFAULT_CONFIG_PATH, TrainConfig, load_train_config
-from radiogenomics.training.selection import Selection, oof_metrics, select_per_fold
+from radiogenomics.training.selection import SELECTION_NAME, Selection, oof_metrics, select_per_fold
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +296,7 @@ def log_selection(selection: Selection, label: str, tracker: Any, run_dir: Path)
     import mlflow
 
     run_id = tracker.parent_run_id
-    mlflow.log_metrics({f"{label}/selection/heldout.{k}": v for k, v in selection.heldout.items()
+    mlflow.log_metrics({f"{label}/{SELECTION_NAME}/heldout.{k}": v for k, v in selection.heldout.items()
                         if math.isfinite(v)}, run_id=run_id)
     mlflow.set_tag(f"selection.{label}", selection.describe()[:5000])
     tracker.client.log_dict(run_id, selection.to_dict(), f"{label}/selection/selection.json")
@@ -318,22 +318,33 @@ def run_task(task: str, endpoint: str | None, names: list[str], table: pd.DataFr
     refuses the input (InputError) is recorded as failed when ``skip_bad_input`` (auto-detected toxicity
     endpoints), else the error propagates. ``compare``: candidates with fixed parameters are scored by inner CV
     too (default: when the task has more than one candidate)."""
+    from radiogenomics.models.toxicity import calibration_notes
+
     rows, y = task_data(table, task, endpoint)
     compare = len(names) > 1 if compare is None else compare
     outcome = TaskOutcome(f"{task}.{endpoint}" if endpoint else task, task, TASK_SCORER[task], [], endpoint)
-    for name in names:
-        started = time.monotonic()
-        context = CandidateContext(seed=config.seed, endpoint=endpoint, cohort=cohort,
-                                   params=getattr(config.tasks, task).params.get(name))
-        try:
-            outcome.candidates.append(_run_candidate(task, endpoint, name, rows, y, config, context, tracker,
-                                                     run_dir, progress, score_fixed=compare))
-            outcome.candidates[-1].fit_s = time.monotonic() - started
-        except InputError as exc:
-            if not skip_bad_input:
-                raise
-            log.warning("%s/%s skipped: %s", outcome.label, name, exc)
-            outcome.candidates.append(CandidateOutcome(name, error=str(exc)))
+    per_candidate: dict[str, int] = {}
+    with calibration_notes() as notes:  # one line for the task below, not one per calibration fold
+        for name in names:
+            started = time.monotonic()
+            context = CandidateContext(seed=config.seed, endpoint=endpoint, cohort=cohort,
+                                       params=getattr(config.tasks, task).params.get(name))
+            before = len(notes)
+            try:
+                outcome.candidates.append(_run_candidate(task, endpoint, name, rows, y, config, context, tracker,
+                                                         run_dir, progress, score_fixed=compare))
+                outcome.candidates[-1].fit_s = time.monotonic() - started
+            except InputError as exc:
+                if not skip_bad_input:
+                    raise
+                log.warning("%s/%s skipped: %s", outcome.label, name, exc)
+                outcome.candidates.append(CandidateOutcome(name, error=str(exc)))
+            if len(notes) > before:
+                per_candidate[name] = len(notes) - before
+    if per_candidate:
+        log.warning("%s: in %d calibration fold(s) (%s) the Platt map decreased with the model score and was "
+                    "replaced by its constant (monotone in dose); each at DEBUG (-v, or the run's log)", outcome.label,
+                    sum(per_candidate.values()), ", ".join(f"{k} {v}" for k, v in per_candidate.items()))
     outcome.selection = select_task(outcome)
     if outcome.selection is not None:
         log_selection(outcome.selection, outcome.label, tracker, run_dir)

@@ -37,6 +37,8 @@ from radiogenomics.training.metrics import (
     survival_metrics,
 )
 
+#: Name the selection procedure's results are logged under, beside the candidates (``<task>/selection/...``).
+SELECTION_NAME = "selection"
 #: Columns of an out-of-fold frame that are the labels (the rest are predictions, ``group`` and ``fold``).
 LABEL_COLUMNS = ("y_true", "event", "time")
 
