@@ -30,7 +30,10 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -75,10 +78,11 @@ DEFAULT_EXCLUDE: tuple[str, ...] = ("clinical.center", "clinical.site")
 TOXICITY_GROUPS: tuple[str, ...] = ("dose", "clinical", "genomic", "oar_imaging", "treatment")
 #: Dose scales of the organ dose metrics: ``"eqd2"`` (EQD2 at the organ's alpha/beta) or None (physical dose).
 FRACTIONATIONS: tuple[str | None, ...] = ("eqd2", None)
-#: Slack (Gy) of :meth:`ToxicityClassifier.regimen_in_training` around the training dose-per-fraction range:
-#: half the 0.01 Gy to which a dose per fraction is written (68 Gy / 33 = 2.0606... is "2.06 Gy"), so a
-#: regimen written to 0.01 Gy of a training regimen is inside; far below any clinically different regimen.
-DOSE_PER_FRACTION_TOLERANCE_GY = 0.005
+#: Slack (Gy) of :meth:`ToxicityClassifier.regimen_in_training` around the training dose-per-fraction range: a
+#: recommended total delivered in whole fractions moves the dose per fraction by up to d / (2 n) (0.03-0.04 Gy at
+#: 25-35 fractions; 60 Gy at 2.2 Gy is 27 x 2.22 Gy), which is no extrapolation (the organ EQD2 changes by < 1 %);
+#: far below any clinically different regimen (1.8 vs 2.0 vs 2.4 Gy).
+DOSE_PER_FRACTION_TOLERANCE_GY = 0.05
 TOTAL_DOSE_COLUMN = "clinical.total_dose_gy"
 DOSE_PER_FRACTION_COLUMN = "clinical.dose_per_fraction_gy"
 
@@ -221,11 +225,25 @@ class CombinedGEUD(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return np.asarray(["lkb.geud_gy"], dtype=object)
 
 
+class OneHotEncoderIgnoringUnknown(OneHotEncoder):  # type: ignore[misc]
+    """``OneHotEncoder(handle_unknown="ignore")`` without scikit-learn's UserWarning "Found unknown categories ...
+    encoded as all zeros" (issued whenever ``drop`` is set): unknown categories are expected here (a centre or
+    T stage missing from a calibration or cross-validation fold, a new centre at prediction) and handled, all
+    zeros (a two-level column's one 0/1 column then reads its first level). Only that warning of this call
+    is filtered."""
+
+    def transform(self, X: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Found unknown categories in columns", category=UserWarning,
+                                    module=r"sklearn\.preprocessing\._encoders")
+            return super().transform(X)
+
+
 def _encoder() -> ColumnTransformer:
     """One-hot encoding of the text columns (unknown categories ignored; a two-level column keeps one 0/1
     column, so the LKB TD50 refers to its first level), numeric columns passed through."""
-    return ColumnTransformer([("text", OneHotEncoder(drop="if_binary", handle_unknown="ignore",
-                                                     sparse_output=False),
+    return ColumnTransformer([("text", OneHotEncoderIgnoringUnknown(drop="if_binary", handle_unknown="ignore",
+                                                                    sparse_output=False),
                                make_column_selector(dtype_exclude="number"))],
                              remainder="passthrough", verbose_feature_names_out=False)
 
@@ -544,7 +562,7 @@ class ToxicityClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def regimen_in_training(self, dose_per_fraction_gy: Any) -> np.ndarray:
         """Per value: True where the target dose per fraction (Gy; scalar or array) lies in the training range
-        ``dose_per_fraction_range_gy_`` widened by :data:`DOSE_PER_FRACTION_TOLERANCE_GY` (0.005 Gy) on
+        ``dose_per_fraction_range_gy_`` widened by :data:`DOSE_PER_FRACTION_TOLERANCE_GY` (0.05 Gy) on
         each side; False outside it and for NaN. A model without a recorded range (fitted before it was
         recorded, or on rows without total dose and number of fractions) has nothing to compare with: True
         everywhere, as before. The prescriber flags ``regimen_outside_training`` where False."""
@@ -586,6 +604,23 @@ def _with_regimen(X: pd.DataFrame, n: np.ndarray, columns: Sequence[str]) -> pd.
     return with_columns(X, names, np.column_stack(values)) if names else X
 
 
+#: The calibration notes being collected (:func:`calibration_notes`); None: each is logged as a warning.
+_NOTES: ContextVar[list[str] | None] = ContextVar("toxicity_calibration_notes", default=None)
+
+
+@contextmanager
+def calibration_notes() -> Iterator[list[str]]:
+    """Collect the calibration notes of the fits inside (a calibration fold's Platt map replaced by its constant)
+    instead of logging each as a warning: training sums them up in one line per task. Each is still logged at
+    DEBUG."""
+    notes: list[str] = []
+    token = _NOTES.set(notes)
+    try:
+        yield notes
+    finally:
+        _NOTES.reset(token)
+
+
 def _keep_platt_increasing(model: CalibratedClassifierCV, folds: StratifiedKFold, X: pd.DataFrame,
                            label: np.ndarray) -> None:
     """Constrain each fold's Platt map ``expit(-(a f + b))`` to be non-decreasing in the model's score f.
@@ -603,8 +638,14 @@ def _keep_platt_increasing(model: CalibratedClassifierCV, folds: StratifiedKFold
             y = label[calibration_rows]
             n1, n0 = float(y.sum()), float(y.size - y.sum())
             p = (n1 * (n1 + 1.0) / (n1 + 2.0) + n0 / (n0 + 2.0)) / y.size
-            log.warning("toxicity calibration: a calibration fold's Platt map decreased with the model score "
-                        "(slope %.3g); replaced by its constant %.3f (monotone in dose)", calibrator.a_, p)
+            note = (f"a calibration fold's Platt map decreased with the model score (slope {calibrator.a_:.3g}); "
+                    f"replaced by its constant {p:.3f} (monotone in dose)")
+            collected = _NOTES.get()
+            if collected is None:
+                log.warning("toxicity calibration: %s", note)
+            else:
+                collected.append(note)
+                log.debug("toxicity calibration: %s", note)
             calibrator.a_, calibrator.b_ = 0.0, float(-np.log(p / (1.0 - p)))
 
 
