@@ -143,7 +143,7 @@ def _ellipsoid(centre: tuple[int, int, int], radii: tuple[int, int, int]) -> np.
 Geometry = tuple[tuple[int, int, int], tuple[int, int, int]]
 
 
-def _write_patient(folder: Path, pid: str, types: dict[str, str] | None = None,
+def write_rt_patient(folder: Path, pid: str, types: dict[str, str] | None = None,
                    names: dict[str, Geometry] = NAMES) -> dict[str, np.ndarray]:
     """CT series in ``folder/ct``, RTSTRUCT ``folder/rs.dcm`` holding ``names``; RTROIInterpretedType as written
     by write_rtstruct, overridden by ``types``. Returns the masks (z, y, x) by name."""
@@ -170,13 +170,12 @@ def _write_patient(folder: Path, pid: str, types: dict[str, str] | None = None,
 @pytest.fixture(scope="module")
 def patient(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
     folder = tmp_path_factory.mktemp("roles") / "P1"
-    return folder, _write_patient(folder, "P1", {"Tumor Bed": "CTV", "GTV-1": ""})  # GTV-1 typed as pycerr types it
+    return folder, write_rt_patient(folder, "P1", {"Tumor Bed": "CTV", "GTV-1": ""})  # GTV-1: as in pycerr's
 
 
-def test_write_rtstruct_marks_targets_and_the_body(patient: tuple[Path, dict[str, np.ndarray]],
-                                                   tmp_path: Path) -> None:
-    folder, truth = patient
-    _write_patient(tmp_path, "P9", names={"GTV-1": NAMES["GTV-1"], "BODY": NAMES["BODY"], "Heart": NAMES["Parotid L"]})
+def test_write_rtstruct_marks_targets_and_the_body(tmp_path: Path) -> None:
+    write_rt_patient(tmp_path, "P9",
+                     names={"GTV-1": NAMES["GTV-1"], "BODY": NAMES["BODY"], "Heart": NAMES["Parotid L"]})
     assert [(r.name, r.interpreted_type) for r in rtstruct_rois(tmp_path / "rs.dcm")] == [
         ("GTV-1", "GTV"), ("BODY", "EXTERNAL"), ("Heart", "ORGAN")]
 
@@ -297,8 +296,8 @@ def test_features_are_keyed_by_role(patient: tuple[Path, dict[str, np.ndarray]],
 # ------------------------------------------------------------------------------------------------------------
 
 def test_series_missing_referenced_images(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    _write_patient(tmp_path / "P2", "P2")
-    _write_patient(tmp_path / "P3", "P3")
+    write_rt_patient(tmp_path / "P2", "P2")
+    write_rt_patient(tmp_path / "P3", "P3")
     files = sorted((tmp_path / "P2" / "ct").glob("CT*.dcm"))
     for f in files[1:]:  # 1 of the 10 slices left, as in dicompyler-core's example (1 of 98)
         f.unlink()

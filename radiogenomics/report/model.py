@@ -91,8 +91,12 @@ def model_section(model_uri: str) -> Section:
     section.add(Paragraph(f"{version.label}, registered from MLflow run {version.run_id or 'none'} in "
                           f"{mlflow.get_tracking_uri()}."))
     run = client.get_run(version.run_id) if version.run_id else None
+    from radiogenomics.training.run import TASK_SCORER
+
+    # winner.<task> per task (toxicity.<endpoint> included); winner.registered_radiosensitivity names the RSI
+    # model chosen across tasks, not a task of its own
     winners = {k.removeprefix("winner."): v for k, v in (run.data.tags if run else {}).items()
-               if k.startswith("winner.") and v != "none"}
+               if k.startswith("winner.") and v != "none" and k.removeprefix("winner.").split(".")[0] in TASK_SCORER}
     if run is None or not winners:
         return _tags_only(section, version)
     section.add(Paragraph("Held-out metrics of grouped nested cross-validation as logged by `radiogenomics "

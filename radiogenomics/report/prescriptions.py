@@ -87,6 +87,25 @@ def _toxicity(value: Any) -> str:
     return "; ".join(f"{k.removesuffix('_grade_ge2')} {fmt(_number(v), 2)}" for k, v in sorted(value.items()))
 
 
+def _dose_range(low: float, high: float) -> str:
+    """``lower to upper`` Gy; an end the gate gave no dose (clipped or implausible) reads "none"."""
+    return " to ".join(fmt(v) if math.isfinite(v) else "none" for v in (low, high))
+
+
+def _oar_summary(value: Any) -> str:
+    """The OAR checks that are not ``ok`` (``SpinalCord max limited; parotid_l mean/geud exceeded``), "all within"
+    or "unchecked"."""
+    if not isinstance(value, list | tuple) or not value:
+        return "unchecked"
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for c in value:
+        if isinstance(c, dict) and c.get("status") != "ok":
+            key = (str(c.get("structure")), str(c.get("status")))
+            grouped.setdefault(key, []).append(str(c.get("metric", "")).removesuffix("_gy"))
+    return "; ".join(f"{structure} {'/'.join(metrics)} {status}"
+                     for (structure, status), metrics in grouped.items()) or "all within"
+
+
 def _flags(value: Any) -> list[str]:
     if isinstance(value, list | tuple | np.ndarray):
         return [str(f) for f in value]
@@ -111,17 +130,20 @@ def prescriptions_section(records: list[dict[str, Any]], source: str) -> Section
                      f"{fmt(_number(r.get('rsi_upper')))}]",
                      fmt(_number(r.get("alpha_per_gy"))), fmt(_number(r.get("gard"))),
                      fmt(_number(r.get("target_gard"))), fmt(_number(r.get("dose_for_target_gard_gy"))),
-                     f"{fmt(_number(r.get('dose_for_target_gard_lower_gy')))}\u2013"
-                     f"{fmt(_number(r.get('dose_for_target_gard_upper_gy')))}",
-                     fmt(_number(r.get("recommended_total_dose_gy"))), regimen, _toxicity(r.get("toxicity")),
-                     ", ".join(flags) or "none"])
+                     _dose_range(_number(r.get("dose_for_target_gard_lower_gy")),
+                                 _number(r.get("dose_for_target_gard_upper_gy"))),
+                     fmt(_number(r.get("recommended_total_dose_gy"))), regimen,
+                     f"{r.get('regimen_source', '')}; RSI {r.get('rsi_source', '')}",
+                     _oar_summary(r.get("oar_checks")), _toxicity(r.get("toxicity")), ", ".join(flags) or "none"])
         highlight.append(bool(flags))
-    section.add(Table(["patient", "RSI [90 % PI]", "\u03b1 (Gy\u207b\u00b9)", "GARD (standard regimen)",
+    section.add(Table(["patient", "RSI [90 % PI]", "\u03b1 (Gy\u207b\u00b9)", "GARD (record's regimen)",
                        "target GARD", "dose for target (Gy)", "dose range over PI (Gy)", "recommended (Gy)",
-                       "regimen", "P(grade \u2265 2)", "flags"], rows, highlight=highlight,
-                      caption="GARD of the record's regimen; the dose reaching the target GARD at its dose per "
-                              "fraction, its range over the RSI interval, and the recommendation after the "
-                              "safety rails (docs/registry.md)."))
+                       "regimen", "sources", "OAR limits", "P(grade \u2265 2)", "flags"], rows,
+                      highlight=highlight,
+                      caption="GARD of the record's regimen (sources: where the regimen and the RSI come from); the "
+                              "dose reaching the target GARD at its dose per fraction, its range over the RSI "
+                              "interval ('none': an end clipped or implausible), the recommendation after the "
+                              "safety gate, and the OAR limits not met or acting on it (docs/safety.md)."))
     figure = _dose_figure(records)
     if figure is not None:
         section.add(figure)

@@ -31,11 +31,11 @@ from typing import Any
 
 import pandas as pd
 
+from radiogenomics.cohort.roles import Resolved
 from radiogenomics.errors import InputError
 from radiogenomics.features import naming
 from radiogenomics.models.gate import check_record
 from radiogenomics.radiobiology.rails import load_rails
-from radiogenomics.radiobiology.structures import resolve_structure
 from radiogenomics.serving.optimizer import records as record_source
 from radiogenomics.serving.optimizer.dose_map import PrescriptionMap, load_pet, prescription_map
 from radiogenomics.serving.optimizer.objectives import build_objectives, validate_objectives
@@ -119,11 +119,21 @@ def _select(table: pd.DataFrame, patients: Sequence[str] | None) -> tuple[pd.Dat
     return rows, failures
 
 
-def _patient_oars(cohort: Any, patient_id: str) -> list[str]:
-    """The patient's ROI names in images.csv that are organs at risk (targets and the body outline left out)."""
+def patient_structures(cohort: Any, patient_id: str) -> list[Resolved]:
+    """The patient's structures in the cohort: one per role of the images.csv rows with a mask (first row of a
+    role), each resolved to its name in the patient's files and its RTROIInterpretedType
+    (:meth:`~radiogenomics.cohort.Cohort.resolve_structure`). InputError for a role that resolves to no
+    structure or to several."""
+    from radiogenomics.cohort.roles import role_key
+
     rows = cohort.image_rows(patient_id)
-    names = [str(r) for r in rows["roi"].dropna() if str(r).strip()]
-    return [n for n in dict.fromkeys(names) if (m := resolve_structure(n)) is None or m.kind == "oar"]
+    found: dict[str, Resolved] = {}
+    for _, row in rows.iterrows():
+        role = str(row["roi"] or "").strip()
+        if pd.isna(row["mask"]) or not role or role_key(role) in found:
+            continue
+        found[role_key(role)] = cohort.resolve_structure(row)
+    return list(found.values())
 
 
 def _stage_patient(staging: Path, record: Mapping[str, Any], objectives: Mapping[str, Any],
@@ -160,10 +170,11 @@ class _Writer:
     def write(self, record: Mapping[str, Any]) -> PatientHandoff:
         pid = str(record["patient_id"])
         site = str(record["site"])  # the site whose rails the record passed (check_record: always there)
-        oars = self.oars
-        if oars is None and self.cohort is not None and pid in self.cohort.patient_ids:
-            oars = _patient_oars(self.cohort, pid) or None
-        objectives = build_objectives(record, site=site, oars=oars, target_name=self.target_name)
+        structures = None
+        if self.cohort is not None and pid in self.cohort.patient_ids:
+            structures = patient_structures(self.cohort, pid) or None  # none: the site's template, said in notes
+        objectives = build_objectives(record, site=site, oars=self.oars, target_name=self.target_name,
+                                      structures=structures)
         validate_objectives(objectives)
         notes = list(objectives["notes"])
         dose_map = None

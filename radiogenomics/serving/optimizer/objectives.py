@@ -1,8 +1,13 @@
 """``objectives.json`` (format ``radiogenomics-objectives/1``, contract section 7) from a prescription record.
 
-What a plan optimizer reads for one patient:
+What a plan optimizer reads for one patient. ``name`` is each structure's name in the patient's own files (an
+RTSTRUCT's ROIName such as ``GTV-1`` or ``Lt Lung``), ``tg263_name`` its role (contract section 7); with the
+patient's structures (:class:`~radiogenomics.cohort.roles.Resolved`, from the cohort) only structures the patient
+has are listed, and ``structure_source`` says where the list came from (``patient``, ``given``, ``site_template``):
 
-- the **target** (``target_name``, default ``GTV``) with the patient's alpha/beta from the record and
+- the **target** (the patient's structure of role ``target_name``, default ``GTV``, else the patient's first
+  target volume; targets are recognised by role and RTROIInterpretedType, never taken for OARs) with the
+  patient's alpha/beta from the record and
   - ``target_effect``: the LQ effect per fraction ``alpha d + beta d^2`` at the record's recommended dose per
     fraction d (Fowler, Br J Radiol 1989;62:679);
   - ``min_dvh``: D95 >= 95 % of the recommended total dose, and ``max_dose``: at most 107 % of it (capped by the
@@ -31,6 +36,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from radiogenomics.cohort.roles import Resolved, role_key
 from radiogenomics.errors import InputError
 from radiogenomics.radiobiology.ntcp import geud_for_ntcp, ntcp_parameters
 from radiogenomics.radiobiology.oar_checks import scaled_limit_gy
@@ -98,17 +104,22 @@ def _oar_objectives(limit: OARLimit, n_fractions: float, tissue: Tissue) -> tupl
 
 
 def _oar_structure(name: str, n_fractions: float, rails: Rails, tissues: TissueTable,
-                   patient_id: str | None) -> dict[str, Any]:
+                   patient_id: str | None, role: str | None = None, interpreted_type: str = "") -> dict[str, Any]:
+    """One OAR entry; ``name`` as the patient's files spell it, ``role`` its TG-263 role (default: ``name``)."""
+    role = role or name
     try:
-        tissue, match = tissues.lookup(name)
+        tissue, match = tissues.lookup(role)
     except InputError as exc:
-        raise InputError(exc.reason, patient_id=patient_id, file=exc.file, fix=exc.fix) from exc
+        shown = exc.reason if role == name else f"{exc.reason} (structure {name!r})"
+        raise InputError(shown, patient_id=patient_id, file=exc.file, fix=exc.fix) from exc
     entry: dict[str, Any] = {"name": name, "role": "oar", "tg263_name": match.canonical,
                              "alpha_per_gy": tissue.alpha_per_gy, "beta_per_gy2": tissue.beta_per_gy2,
                              "alpha_beta_gy": tissue.alpha_beta_gy,
                              "source": f"alpha/beta: {tissue.source}"
                                        f"{'' if tissue.verified else ' (unverified)'}; alpha: {tissue.alpha_source}"}
-    limit = rails.oar(name)
+    if interpreted_type:
+        entry["rt_roi_interpreted_type"] = interpreted_type
+    limit = rails.oar(role)
     if limit is None:
         entry["objectives"] = []
         entry["notes"] = [f"{match.canonical}: no limit in the safety rails, so no objective (alpha/beta given for "
@@ -121,7 +132,7 @@ def _oar_structure(name: str, n_fractions: float, rails: Rails, tissues: TissueT
     return entry
 
 
-def _target_structure(record: Mapping[str, Any], target_name: str, site: str | None, rails: Rails,
+def _target_structure(record: Mapping[str, Any], target: Resolved, site: str | None, rails: Rails,
                       total_gy: float, d_gy: float) -> dict[str, Any]:
     alpha = _number(record, "alpha_per_gy")
     beta = record.get("beta_per_gy2")
@@ -142,20 +153,49 @@ def _target_structure(record: Mapping[str, Any], target_name: str, site: str | N
          "priority": PRIORITY["min_dvh"], "source": "ICRU 50/62: D95 >= 95 % of the prescription"},
         {"type": "max_dose", "dose_gy": hotspot, "priority": PRIORITY["target_max_dose"], "source": hotspot_source},
     ]
-    return {"name": target_name, "role": "target", "alpha_per_gy": alpha, "beta_per_gy2": float(beta),
-            "alpha_beta_gy": alpha / float(beta) if beta > 0 else math.inf,
-            "source": "the patient's predicted LQ parameters (prescription record)", "objectives": objectives}
+    entry: dict[str, Any] = {"name": target.structure, "role": "target", "tg263_name": _tg263(target.role),
+                             "alpha_per_gy": alpha, "beta_per_gy2": float(beta),
+                             "alpha_beta_gy": alpha / float(beta) if beta > 0 else math.inf,
+                             "source": "the patient's predicted LQ parameters (prescription record)"}
+    if target.interpreted_type:
+        entry["rt_roi_interpreted_type"] = target.interpreted_type
+    entry["objectives"] = objectives
+    return entry
+
+
+def _tg263(role: str) -> str:
+    match = resolve_structure(role)
+    return match.canonical if match is not None else role
+
+
+def _pick_target(structures: Sequence[Resolved], target_name: str) -> tuple[Resolved | None, list[str]]:
+    """The patient's structure of role ``target_name``, else its first target volume (notes say so), else None."""
+    targets = [s for s in structures if s.kind == "target"]
+    wanted = role_key(target_name)
+    named = [s for s in targets if role_key(s.role) == wanted]
+    if named:
+        return named[0], []
+    if targets:
+        chosen = targets[0]
+        return chosen, [f"the patient has no structure of role {target_name}: the target is {chosen.structure} "
+                        f"(role {chosen.role})"]
+    return None, [f"the patient's structures include no target volume: the target is named by its role "
+                  f"{target_name}"]
 
 
 def build_objectives(record: Mapping[str, Any], *, site: str | None = None, oars: Sequence[str] | None = None,
-                     target_name: str = "GTV", rails: Rails | None = None,
-                     tissues: TissueTable | None = None) -> dict[str, Any]:
+                     target_name: str = "GTV", rails: Rails | None = None, tissues: TissueTable | None = None,
+                     structures: Sequence[Resolved] | None = None) -> dict[str, Any]:
     """The ``radiogenomics-objectives/1`` document of one prescription record (see the module docstring).
 
-    ``oars``: OAR structure names as the patient's structure set spells them (TG-263 or an alias); None takes
-    the site's list from the tissue table (none without a site). ``site`` also caps the target hotspot by its
-    ``max_voxel_dose_gy`` rail. InputError for a record without a safe dose, an unknown OAR name, or a target
-    name that names an organ.
+    ``structures``: the patient's own structures (role, name in the patient's files, RTROIInterpretedType; e.g.
+    :meth:`radiogenomics.cohort.Cohort.resolve_structure` of each images.csv row): the target is the one of role
+    ``target_name`` (else the first target volume), the OARs are the organs among them; targets (by role or
+    RTROIInterpretedType) and the body outline are never OARs, and nothing the patient does not have is listed.
+    ``oars``: OAR structure names as the patient's structure set spells them (TG-263 or an alias); they replace
+    the OARs of ``structures``. Without either, the site's template list of the tissue table (none without a
+    site; ``notes`` says it is a template). ``site`` also caps the target hotspot by its ``max_voxel_dose_gy``
+    rail. InputError for a record without a safe dose, an unknown OAR name, or a target name that names an organ.
     """
     rails = rails or load_rails()
     tissues = tissues or load_tissues()
@@ -172,16 +212,39 @@ def build_objectives(record: Mapping[str, Any], *, site: str | None = None, oars
     if site is not None:
         rails.site(site)  # unknown site: InputError naming the known ones
     notes: list[str] = []
-    if oars is None:
-        oars = tissues.site_oars.get(site, []) if site is not None else []
-        if not oars:
+    target = Resolved(role=target_name, structure=target_name, how="")
+    oar_list: list[Resolved] = []
+    if structures is not None:
+        source = "patient"
+        picked, target_notes = _pick_target(structures, target_name)
+        notes.extend(target_notes)
+        target = picked or target
+        oar_list = [s for s in structures if s.kind not in ("target", "external")]
+        if oars is None and not oar_list:
+            notes.append("the patient's structures include no organ at risk")
+    if oars is not None:
+        source = "given" if structures is None else source
+        oar_list = [Resolved(role=name, structure=name, how="") for name in oars]
+    elif structures is None:
+        source = "site_template" if site is not None else "none"
+        oar_list = [Resolved(role=name, structure=name, how="")
+                    for name in (tissues.site_oars.get(site, []) if site is not None else [])]
+        if oar_list:
+            notes.append(f"the OAR list is the {site} site's template (tissues.yaml site_oars), not the patient's "
+                         "structures: give the cohort for the patient's own")
+        else:
             notes.append("no organs at risk: give the site or the OAR names")
-    names = list(dict.fromkeys(oars))
-    structures = [_target_structure(record, target_name, site, rails, total, d),
-                  *(_oar_structure(name, n, rails, tissues, pid) for name in names)]
-    alpha_beta = structures[0]["alpha_beta_gy"]
+    seen = {target.structure}
+    entries = [_target_structure(record, target, site, rails, total, d)]
+    for oar in oar_list:
+        if oar.structure in seen:
+            continue
+        seen.add(oar.structure)
+        entries.append(_oar_structure(oar.structure, n, rails, tissues, pid, role=oar.role,
+                                      interpreted_type=oar.interpreted_type))
+    alpha_beta = entries[0]["alpha_beta_gy"]
     if not math.isfinite(alpha_beta):
-        del structures[0]["alpha_beta_gy"]
+        del entries[0]["alpha_beta_gy"]
     flags = [str(f) for f in record.get("flags") or []]
     if flags:
         notes.append(f"the record is flagged {', '.join(flags)}: review before planning")
@@ -189,7 +252,7 @@ def build_objectives(record: Mapping[str, Any], *, site: str | None = None, oars
             "model_version": str(record.get("model_version") or ""),
             "input_sha256": str(record.get("input_sha256") or ""), "n_fractions": int(round(n)),
             "dose_per_fraction_gy": d, "total_dose_gy": total, "site": site, "flags": flags, "notes": notes,
-            "conventions": dict(CONVENTIONS), "structures": structures}
+            "conventions": dict(CONVENTIONS), "structure_source": source, "structures": entries}
 
 
 @lru_cache(maxsize=1)
