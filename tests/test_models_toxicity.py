@@ -302,3 +302,20 @@ def test_generated_cohort_endpoints_and_what_if(generated: tuple[pd.DataFrame, p
         np.testing.assert_array_equal(model.predict_proba_at_dose(table, scale=1.0, dvhs=dvhs), now)
         higher = model.predict_proba_at_dose(table, prescription_gy=80.0, dvhs=dvhs)[:, 1]
         assert (higher >= now[:, 1] - 1e-12).all()  # every delivered prescription is below 80 Gy
+
+
+def test_endpoint_organs_are_data_with_the_lkb_organ_defined_once() -> None:
+    """The endpoint -> organs table lives in radiobiology/data/endpoint_organs.yaml; the LKB organ of an endpoint
+    with published LKB parameters comes from ntcp_parameters.yaml only (issue 15: tables defined once)."""
+    from importlib import resources
+
+    import yaml
+
+    from radiogenomics.radiobiology.endpoints import endpoint_organs, toxicity_endpoints
+
+    table = endpoint_organs()
+    assert table["xerostomia"].lkb_organ == toxicity_endpoints()["xerostomia"].organ == "parotid"
+    assert table["xerostomia"].organs == ("parotid", "submandibular_gland")
+    assert table["dysphagia"].lkb_organ == "pharyngeal_constrictors"
+    doc = yaml.safe_load(resources.files("radiogenomics.radiobiology").joinpath("data/endpoint_organs.yaml").read_text())
+    assert not any("lkb_organ" in row for key, row in doc["endpoints"].items() if key in toxicity_endpoints())

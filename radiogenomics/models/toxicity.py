@@ -34,7 +34,6 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -68,6 +67,7 @@ from radiogenomics.models.dose_scaling import (
 from radiogenomics.models.lkb_patient import PatientLKB
 from radiogenomics.models.monotone_logistic import MonotoneLogisticRegression
 from radiogenomics.radiobiology import DVH, lkb_ntcp, load_ntcp_parameters, resolve_structure
+from radiogenomics.radiobiology.endpoints import endpoint_organs
 
 log = logging.getLogger(__name__)
 
@@ -86,31 +86,6 @@ DOSE_PER_FRACTION_TOLERANCE_GY = 0.05
 TOTAL_DOSE_COLUMN = "clinical.total_dose_gy"
 DOSE_PER_FRACTION_COLUMN = "clinical.dose_per_fraction_gy"
 
-
-
-@dataclass(frozen=True)
-class EndpointOrgans:
-    """The organs whose dose drives an endpoint: ``lkb_organ`` gives the LKB gEUD, ``organs`` the features."""
-
-    lkb_organ: str
-    organs: tuple[str, ...]
-    source: str
-
-
-#: Endpoint -> organs (organ keys of radiobiology's structure alias table, so ``Parotid_L``, ``parotid_l``,
-#: ``lt_parotid`` all match).
-ENDPOINT_ORGANS: dict[str, EndpointOrgans] = {
-    "xerostomia": EndpointOrgans(
-        "parotid", ("parotid", "submandibular_gland"),
-        "parotid mean dose: Deasy et al. IJROBP 2010;76:S58 (QUANTEC), Dijkema et al. IJROBP 2010;78:449; "
-        "submandibular glands: Murdoch-Kinch et al. IJROBP 2008;72:373, Beetz et al. Radiother Oncol "
-        "2012;105:101"),
-    "dysphagia": EndpointOrgans(
-        "pharyngeal_constrictors", ("pharyngeal_constrictors", "larynx"),
-        "pharyngeal constrictors and (supraglottic) larynx: Eisbruch et al. IJROBP 2004;60:1425, Levendag "
-        "et al. Radiother Oncol 2007;85:64, Christianen et al. Radiother Oncol 2012;105:107; QUANTEC, "
-        "Rancati et al. IJROBP 2010;76:S64"),
-}
 
 
 def outcome_column(endpoint: str) -> str:
@@ -153,7 +128,8 @@ def endpoint_structures(X: pd.DataFrame, endpoint: str, structures: Sequence[str
     """Dose structures (column components) of the table that belong to the endpoint's organs.
 
     ``structures`` given: those names (slugged), which must have dose columns. Otherwise the organs of
-    :data:`ENDPOINT_ORGANS` (``lkb=True``: only the LKB organ). An ``InputError`` when none is found.
+    :func:`~radiogenomics.radiobiology.endpoints.endpoint_organs` (``lkb=True``: only the LKB organ). An
+    ``InputError`` when none is found.
     """
     present = sorted({s for s, _ in filter(None, (split_dose_column(str(c)) for c in X.columns))})
     if structures is not None:
@@ -163,11 +139,12 @@ def endpoint_structures(X: pd.DataFrame, endpoint: str, structures: Sequence[str
             raise InputError(f"toxicity model: no dose columns for structure(s) {absent}",
                              fix=f"use structures among {present}")
         return wanted
-    if endpoint not in ENDPOINT_ORGANS:
+    table = endpoint_organs()
+    if endpoint not in table:
         raise InputError(f"toxicity endpoint {endpoint!r} has no organ table entry",
                          fix=f"pass structures=[...] naming its dose structures (present: {present}); "
-                             f"tabulated endpoints: {sorted(ENDPOINT_ORGANS)}")
-    entry = ENDPOINT_ORGANS[endpoint]
+                             f"tabulated endpoints: {sorted(table)} (radiobiology/data/endpoint_organs.yaml)")
+    entry = table[endpoint]
     organs = (entry.lkb_organ,) if lkb else entry.organs
     found = [s for s in present if _organ(s) in organs]
     if not found:
@@ -274,7 +251,8 @@ class ToxicityClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         ``clinical``, ``genomic``, ``oar_imaging`` (radiomics of the endpoint's structures), ``treatment``
         (prescription; scaled with the plan in the what-if). Text columns are one-hot encoded.
     structures:
-        Dose structures to use; None: the organs of :data:`ENDPOINT_ORGANS` found in the table.
+        Dose structures to use; None: the endpoint's organs found in the table
+        (:func:`~radiogenomics.radiobiology.endpoints.endpoint_organs`).
     dose_metrics:
         ``"linear"`` (volume, mean, min, max, gEUD, D_x: the what-if needs no DVH) or ``"all"`` (also V_x).
     exclude:
@@ -431,7 +409,8 @@ class ToxicityClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         # calibration folds need >= 1 event and non-event each: fewer folds on tiny training sets, none below 2
         n_cal = min(int(self.calibration_cv), int(np.bincount(label).min()))
         if self.calibration is not None and n_cal < 2:
-            log.warning("toxicity %s: too few events to calibrate (%d); uncalibrated", self.endpoint_, n_cal)
+            _calibration_note(UNCALIBRATED, f"toxicity {self.endpoint_}: too few events to calibrate ({n_cal}); "
+                                            "uncalibrated")
         if self.calibration is None or n_cal < 2:
             self.model_ = base.fit(train, label)
         else:
@@ -604,21 +583,33 @@ def _with_regimen(X: pd.DataFrame, n: np.ndarray, columns: Sequence[str]) -> pd.
     return with_columns(X, names, np.column_stack(values)) if names else X
 
 
-#: The calibration notes being collected (:func:`calibration_notes`); None: each is logged as a warning.
-_NOTES: ContextVar[list[str] | None] = ContextVar("toxicity_calibration_notes", default=None)
+#: Kinds of calibration notes (:func:`calibration_notes`).
+PLATT_CONSTANT = "a Platt map decreasing with the model score replaced by its constant (monotone in dose)"
+UNCALIBRATED = "too few events to calibrate, uncalibrated"
+#: The calibration notes being collected, (kind, message); None: each is logged as a warning.
+_NOTES: ContextVar[list[tuple[str, str]] | None] = ContextVar("toxicity_calibration_notes", default=None)
 
 
 @contextmanager
-def calibration_notes() -> Iterator[list[str]]:
-    """Collect the calibration notes of the fits inside (a calibration fold's Platt map replaced by its constant)
-    instead of logging each as a warning: training sums them up in one line per task. Each is still logged at
-    DEBUG."""
-    notes: list[str] = []
+def calibration_notes() -> Iterator[list[tuple[str, str]]]:
+    """Collect the calibration notes, ``(kind, message)``, of the fits inside (:data:`PLATT_CONSTANT`,
+    :data:`UNCALIBRATED`) instead of logging each as a warning: training sums them up in one line per task.
+    Each is still logged at DEBUG."""
+    notes: list[tuple[str, str]] = []
     token = _NOTES.set(notes)
     try:
         yield notes
     finally:
         _NOTES.reset(token)
+
+
+def _calibration_note(kind: str, message: str) -> None:
+    collected = _NOTES.get()
+    if collected is None:
+        log.warning(message)
+    else:
+        collected.append((kind, message))
+        log.debug(message)
 
 
 def _keep_platt_increasing(model: CalibratedClassifierCV, folds: StratifiedKFold, X: pd.DataFrame,
@@ -638,14 +629,9 @@ def _keep_platt_increasing(model: CalibratedClassifierCV, folds: StratifiedKFold
             y = label[calibration_rows]
             n1, n0 = float(y.sum()), float(y.size - y.sum())
             p = (n1 * (n1 + 1.0) / (n1 + 2.0) + n0 / (n0 + 2.0)) / y.size
-            note = (f"a calibration fold's Platt map decreased with the model score (slope {calibrator.a_:.3g}); "
-                    f"replaced by its constant {p:.3f} (monotone in dose)")
-            collected = _NOTES.get()
-            if collected is None:
-                log.warning("toxicity calibration: %s", note)
-            else:
-                collected.append(note)
-                log.debug("toxicity calibration: %s", note)
+            _calibration_note(PLATT_CONSTANT, "toxicity calibration: a calibration fold's Platt map decreased with the "
+                                              f"model score (slope {calibrator.a_:.3g}); replaced by its constant "
+                                              f"{p:.3f} (monotone in dose)")
             calibrator.a_, calibrator.b_ = 0.0, float(-np.log(p / (1.0 - p)))
 
 

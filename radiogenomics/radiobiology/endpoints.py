@@ -60,3 +60,44 @@ def toxicity_record_name(ntcp_endpoint: str) -> str:
     if ntcp_endpoint not in table:
         raise InputError(f"unknown NTCP endpoint {ntcp_endpoint!r}.", fix=f"use one of {sorted(table)}.")
     return table[ntcp_endpoint].record_name
+
+
+@dataclass(frozen=True)
+class EndpointOrgans:
+    """The organs whose dose drives a toxicity endpoint: ``lkb_organ`` gives the LKB gEUD, ``organs`` the
+    trained models' dose features (organ keys of the structure alias table)."""
+
+    lkb_organ: str
+    organs: tuple[str, ...]
+    source: str
+
+
+@lru_cache(maxsize=1)
+def endpoint_organs() -> dict[str, EndpointOrgans]:
+    """``data/endpoint_organs.yaml``: endpoint -> its organs. The LKB organ of an endpoint of the NTCP table is
+    that table's ``organ`` (one definition); another endpoint names its own ``lkb_organ``."""
+    from radiogenomics.radiobiology.structures import load_structure_aliases
+
+    where = "endpoint_organs.yaml"
+    doc, _ = read_yaml_table(where, None, "endpoint organ table")
+    known = load_structure_aliases().organs
+    ntcp = toxicity_endpoints()
+    out: dict[str, EndpointOrgans] = {}
+    for key, row in (doc.get("endpoints") or {}).items():
+        if not isinstance(row, dict) or not isinstance(row.get("organs"), list) or not row["organs"]:
+            raise InputError(f"endpoint {key!r} needs a list of organs.", file=where)
+        if not isinstance(row.get("source"), str) or not row["source"].strip():
+            raise InputError(f"endpoint {key!r} has no source.", file=where)
+        organs = tuple(str(o) for o in row["organs"])
+        lkb = ntcp[str(key)].organ if str(key) in ntcp else row.get("lkb_organ")
+        if str(key) in ntcp and "lkb_organ" in row:
+            raise InputError(f"endpoint {key!r}: its LKB organ is the NTCP table's ({lkb}); do not repeat it.",
+                             file=where)
+        if not isinstance(lkb, str) or lkb not in organs:
+            raise InputError(f"endpoint {key!r}: the LKB organ {lkb!r} must be one of its organs {list(organs)}.",
+                             file=where)
+        unknown = [o for o in organs if o not in known]
+        if unknown:
+            raise InputError(f"endpoint {key!r}: {unknown} are not organs of structure_aliases.yaml.", file=where)
+        out[str(key)] = EndpointOrgans(lkb, organs, row["source"])
+    return out
