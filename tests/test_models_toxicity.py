@@ -317,5 +317,6 @@ def test_endpoint_organs_are_data_with_the_lkb_organ_defined_once() -> None:
     assert table["xerostomia"].lkb_organ == toxicity_endpoints()["xerostomia"].organ == "parotid"
     assert table["xerostomia"].organs == ("parotid", "submandibular_gland")
     assert table["dysphagia"].lkb_organ == "pharyngeal_constrictors"
-    doc = yaml.safe_load(resources.files("radiogenomics.radiobiology").joinpath("data/endpoint_organs.yaml").read_text())
+    data = resources.files("radiogenomics.radiobiology").joinpath("data/endpoint_organs.yaml")
+    doc = yaml.safe_load(data.read_text())
     assert not any("lkb_organ" in row for key, row in doc["endpoints"].items() if key in toxicity_endpoints())
