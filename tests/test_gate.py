@@ -94,6 +94,9 @@ def test_an_imaging_pattern_no_training_patient_had_falls_back_for_an_imaging_rs
     gtv_gone.loc[:, [c for c in features.columns if c.startswith("ct.gtv.")]] = np.nan
     record = one(prescriber, gtv_gone)
     assert {"missing_imaging", "population_fallback"} <= set(record["flags"])
+    # the record says which imaging the model uses is missing (issue 16: "the record says which")
+    assert any("ct.gtv" in note for note in record["notes"]), record["notes"]
+    assert any("population fallback" in note for note in record["notes"])
 
 
 def test_hard_oar_limits_lower_the_dose_and_soft_ones_are_reported(prescriber: Prescriber,

@@ -88,7 +88,7 @@ RECORD_FIELDS: tuple[str, ...] = (
     "beta_per_gy2", "alpha_beta_gy", "dose_per_fraction_gy", "n_fractions", "gard", "target_gard",
     "dose_for_target_gard_gy", "recommended_total_dose_gy", "toxicity", "recommended_n_fractions",
     "recommended_dose_per_fraction_gy", "dose_for_target_gard_lower_gy", "dose_for_target_gard_upper_gy", "site",
-    "regimen_source", "rsi_source", "oar_checks", "flags", "input_sha256", "created_at")
+    "regimen_source", "rsi_source", "oar_checks", "flags", "input_sha256", "created_at", "notes")
 RSI_COLUMN = naming.RSI_COLUMN
 SITE_COLUMN = naming.clinical_column("site")
 TOTAL_DOSE_COLUMN = naming.clinical_column("total_dose_gy")
@@ -325,9 +325,9 @@ class Prescriber:
                 items.setdefault(".".join(column.name.split(".")[:2]), []).append(column.name)
         return items
 
-    def _missing_imaging_items(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Per row: (every feature of some imaging item missing, every feature of some *target* item missing
-        while its modality is available).
+    def _missing_imaging_items(self, table: pd.DataFrame) -> tuple[list[list[str]], np.ndarray]:
+        """Per row: (the imaging items with every feature missing, whether one of them is a *target* item whose
+        modality is available).
 
         The first: that item's extraction failed or was not sent (e.g. the GTV mask on another grid while the CT's
         organ items succeeded, so ``available.ct`` is still 1), and the models see imputed values (flag
@@ -343,11 +343,10 @@ class Prescriber:
             targets = np.array([is_target_roi(item.split(".")[1]) for item in items], dtype=bool)
             modality = [naming.availability_column(item.split(".")[0]) for item in items]
             flags = np.array([names.get(m, -1) for m in modality], dtype=np.intp)
-            cached = self._item_positions = (block, starts, targets, flags)
-        block, starts, targets, flags = cached
+            cached = self._item_positions = (block, starts, targets, flags, list(items))
+        block, starts, targets, flags, item_names = cached
         if block.size == 0:
-            empty = np.zeros(len(table), dtype=bool)
-            return empty, empty
+            return [[] for _ in range(len(table))], np.zeros(len(table), dtype=bool)
         if table.shape[1] != len(self.schema.names):  # prepared tables have the schema's columns, in order
             raise AssertionError("the prescriber's table does not have the schema's columns")
         values = table.iloc[:, block].to_numpy(dtype=np.float64, na_value=np.nan)
@@ -358,7 +357,8 @@ class Prescriber:
             available[:, known] = np.nan_to_num(table.iloc[:, flags[known]].to_numpy(dtype=np.float64,
                                                                                      na_value=np.nan)) == 1
         target_missing = (missing & available & targets[None, :]).any(axis=1)
-        return np.asarray(missing.any(axis=1), dtype=bool), np.asarray(target_missing, dtype=bool)
+        gone = [[str(item_names[j]) for j in np.flatnonzero(row)] for row in missing]
+        return gone, np.asarray(target_missing, dtype=bool)
 
     def prepare(self, features: pd.DataFrame, *, n_fractions: float | None = None,
                 dose_per_fraction_gy: float | None = None,
@@ -556,7 +556,7 @@ class Prescriber:
             record = {"patient_id": pid, "model_name": model.name, "model_version": model.version,
                       "model_uri": model.uri, **gate.fields, "toxicity": {}, "flags": gate.flags,
                       "input_sha256": _digest(canonical[i], regimen, model, _canonical_gate(gate_inputs)),
-                      "created_at": created}
+                      "created_at": created, "notes": list(gate.reasons)}
             record["_site_in_training"] = check is None or check.site_in_training
             records.append(record)
         self._add_toxicity(table, records, toxicity)
@@ -578,11 +578,11 @@ class Prescriber:
         lower, upper = np.minimum(bounds[:, 0], rsi), np.maximum(bounds[:, 1], rsi)  # CV+ may not contain its mean
         sources = [str(s) for s in np.asarray(source).tolist()]
         availability = self.imaging_availability_columns()
-        missing_imaging = (np.nan_to_num(numeric_matrix(table[availability])) == 0).any(axis=1) if availability \
-            else np.zeros(len(table), dtype=bool)
+        absent = (np.nan_to_num(numeric_matrix(table[availability])) == 0) if availability \
+            else np.zeros((len(table), 0), dtype=bool)
+        missing_items, target_missing = self._missing_imaging_items(table)
+        missing_imaging = absent.any(axis=1) | np.array([bool(m) for m in missing_items], dtype=bool)
         missing_imaging |= np.asarray(sources) == SOURCE_PREDICTED_WITHOUT_IMAGES  # the network found no image
-        item_missing, target_missing = self._missing_imaging_items(table)
-        missing_imaging |= item_missing
         inside = (self.applicability.in_domain(table) if self.applicability is not None
                   else np.ones(len(table), dtype=bool))
         # An RSI the model had to clip into (0, 1) (an imaging extrapolation, or a rank-model score outside the
@@ -593,7 +593,10 @@ class Prescriber:
         estimates = []
         for i in range(len(table)):
             image_free = sources[i] == SOURCE_PREDICTED_WITHOUT_IMAGES
-            reasons = ["the tumour's own imaging item is missing"] if target_missing[i] and not image_free else []
+            reasons = _missing_imaging_notes([a for a, gone in zip(availability, absent[i], strict=True) if gone],
+                                             missing_items[i], image_free)
+            if target_missing[i] and not image_free:
+                reasons.append("the tumour's own imaging item is missing")
             estimates.append(RSIEstimate(
                 float(rsi[i]), float(lower[i]), float(upper[i]), sources[i],
                 imaging_outside=bool(not inside[i] or clipped[i]),
@@ -625,9 +628,10 @@ class Prescriber:
             ok = np.isfinite(total) & (total > 0) & np.isfinite(fractions) & trained_site & reference
             ok &= model.dose_known(table, n_fractions=np.where(np.isfinite(fractions), fractions, 1.0))
             for i in np.flatnonzero(~ok):
-                log.info("patient %s: no %s toxicity (a site the model was not trained on, no recommended dose, or "
-                         "the plan's dose features are missing; dose features are never imputed)",
-                         records[i]["patient_id"], endpoint)
+                why = ("the model was not trained on this site" if not trained_site[i] else
+                       "no recommended dose" if not (np.isfinite(total[i]) and total[i] > 0) else
+                       "the plan's dose features or its prescription are missing (dose features are never imputed)")
+                records[i]["notes"].append(f"no {endpoint} toxicity: {why}")
             if not ok.any():
                 continue
             rows = table if ok.all() else table.loc[ok]
@@ -642,6 +646,19 @@ class Prescriber:
         for record in records:
             if toxicity and len(record["toxicity"]) < len(toxicity):
                 record["flags"].append(FLAG_TOXICITY_UNAVAILABLE)
+
+
+def _missing_imaging_notes(absent: Sequence[str], items: Sequence[str], image_free: bool) -> list[str]:
+    """What imaging the model uses is missing for one patient, in words (the record's ``notes``)."""
+    notes = []
+    if absent:
+        notes.append(f"missing imaging modality: {', '.join(c.split('.', 1)[1] for c in absent)} (available = 0)")
+    if items:
+        shown = ", ".join(items[:10]) + (f" and {len(items) - 10} more" if len(items) > 10 else "")
+        notes.append(f"imaging item(s) the model uses without any feature: {shown}")
+    if image_free:
+        notes.append("the image model found no image of the patient: predicted without images")
+    return notes
 
 
 def _toxicity_at(model: Any, rows: pd.DataFrame, total_gy: np.ndarray, n_fractions: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from radiogenomics.report import figures
 from radiogenomics.report.sections import Figure, Paragraph, Section, Table, fmt
 
 KEY, TITLE = "prescriptions", "Per-patient prescriptions"
-_JSON_COLUMNS = ("toxicity", "oar_checks", "flags")
+_JSON_COLUMNS = ("toxicity", "oar_checks", "flags", "notes")
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

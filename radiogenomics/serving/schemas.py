@@ -190,6 +190,7 @@ class Record(BaseModel):
     flags: list[str]
     input_sha256: str
     created_at: str
+    notes: list[str] = []
 
 
 class Records(BaseModel):

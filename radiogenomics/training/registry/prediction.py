@@ -147,6 +147,7 @@ def write_records(records: Sequence[dict[str, Any]], out: Path) -> None:
     frame["toxicity"] = [json.dumps(_json_ready(t), sort_keys=True) for t in frame["toxicity"]]
     frame["oar_checks"] = [json.dumps(_json_ready(list(c))) for c in frame["oar_checks"]]
     frame["flags"] = [json.dumps(list(f)) for f in frame["flags"]]
+    frame["notes"] = [json.dumps(list(n)) for n in frame["notes"]]
     if out.suffix == ".csv":
         atomic_write_bytes(out, frame.to_csv(index=False).encode("utf-8"))
     else:

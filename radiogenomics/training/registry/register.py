@@ -23,7 +23,8 @@ import json
 import logging
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -278,11 +279,13 @@ def register_models(radiosensitivity: Any, toxicity: Mapping[str, Any], metrics:
         for name, artifact_name, python_model, artifact, signature in specs:
             if name not in members:
                 continue
-            info = mlflow.pyfunc.log_model(name=artifact_name, python_model=python_model,
-                                           artifacts={artifact: str(paths[artifact_name])},
-                                           signature=input_signature(signature),
-                                           pip_requirements=requirements, registered_model_name=name)
+            with mlflow_prints_quiet():
+                info = mlflow.pyfunc.log_model(name=artifact_name, python_model=python_model,
+                                               artifacts={artifact: str(paths[artifact_name])},
+                                               signature=input_signature(signature),
+                                               pip_requirements=requirements, registered_model_name=name)
             registered[name] = str(info.registered_model_version)
+            log.info("registered %s version %s (model_id %s)", name, registered[name], getattr(info, "model_id", ""))
             if name != TOXICITY_MODEL:
                 client.set_model_version_tag(name, registered[name], RSI_MODEL_TAG, kind)
         evaluations = _evaluations(members, metrics, dict(evaluation_digests or {}), tuple(sorted(toxicity)))
@@ -290,6 +293,26 @@ def register_models(radiosensitivity: Any, toxicity: Mapping[str, Any], metrics:
         versions = _record_unit(client, registered, evaluations, unit, run_tags)
         mlflow.set_tags(run_tags)
     return RegistrationResult(run_id=str(run_id), versions=versions, unit=unit)
+
+
+@contextmanager
+def mlflow_prints_quiet() -> Iterator[None]:
+    """Drop what MLflow prints straight to stderr (``Successfully registered model ...``, ``Created version ...``:
+    not log records) while inside, when MLflow does not own its loggers (``MLFLOW_CONFIGURE_LOGGING=false``, as the
+    command line sets it; otherwise its log records use the same stream and are left alone). The registry logs
+    each version itself."""
+    from mlflow.environment_variables import MLFLOW_CONFIGURE_LOGGING
+    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
+
+    if MLFLOW_CONFIGURE_LOGGING.get():
+        yield
+        return
+    previous = MLFLOW_LOGGING_STREAM.enabled
+    MLFLOW_LOGGING_STREAM.enabled = False
+    try:
+        yield
+    finally:
+        MLFLOW_LOGGING_STREAM.enabled = previous
 
 
 def model_pip_requirements(radiosensitivity: Any) -> list[str]:
@@ -307,7 +330,8 @@ def model_pip_requirements(radiosensitivity: Any) -> list[str]:
 
 
 def _signature_output(records: pd.DataFrame) -> pd.DataFrame:
-    """Records with ``toxicity`` and ``flags`` as JSON strings, for the signature's output schema.
+    """Records with ``toxicity``, ``oar_checks``, ``flags`` and ``notes`` as JSON strings, for the signature's
+    output schema.
 
     MLflow cannot infer a schema for a column of dicts with per-row keys; the pyfunc returns them as dicts
     and lists (output schemas are documentation, not enforced).
@@ -315,6 +339,6 @@ def _signature_output(records: pd.DataFrame) -> pd.DataFrame:
     import json
 
     out = records.copy()
-    out["toxicity"] = [json.dumps(t, sort_keys=True) for t in out["toxicity"]]
-    out["flags"] = [json.dumps(f) for f in out["flags"]]
+    for column in ("toxicity", "oar_checks", "flags", "notes"):
+        out[column] = [json.dumps(v, sort_keys=True, default=float) for v in out[column]]
     return out
