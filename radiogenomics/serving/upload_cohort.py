@@ -393,7 +393,11 @@ def predict_upload(loaded: LoadedModel, request: UploadRequest, root: Path, save
         write_cohort(root, request, saved, unpacked, default_site=str(getattr(loaded.prescriber, "site", "other")))
         check_valid(root)
         table = extract_features(root, loaded.prescriber, cache_dir)
-        return list(loaded.prescriber.predict_records(table, model=loaded.info, cohort=root, **regimen))
+        from radiogenomics.features.patient_dvhs import cohort_dvhs
+
+        dvhs = cohort_dvhs(root, [str(p) for p in table["patient_id"]])  # every organ's DVH: the OAR limits
+        return list(loaded.prescriber.predict_records(table, model=loaded.info, cohort=root, oar_dvhs=dvhs,
+                                                      **regimen))
     except InputError as exc:
         raise type(exc)(_relative(exc.reason, root) or "", patient_id=exc.patient_id or request.patient_id,
                         file=_relative(exc.file, root), fix=_relative(exc.fix, root)) from exc
