@@ -211,3 +211,22 @@ def test_every_flag_is_in_the_objectives_schema_and_explained_on_the_planner_pag
     page = resources.files("radiogenomics.serving").joinpath("static/app.js").read_text()
     block = page[page.index("const FLAG_TEXT"):page.index("});", page.index("const FLAG_TEXT"))]
     assert set(re.findall(r"^  ([a-z_]+):", block, flags=re.M)) == set(FLAGS)
+
+
+def test_the_training_domain_reads_numeric_text_as_numbers_and_skips_free_text() -> None:
+    """An extra patients.csv column arrives as text ("55.0"): a number outside the training range is out of the
+    domain, one inside is not (it was taken for an unseen category: every external patient fell back). Free
+    text (an identifier per patient) is not a category."""
+    from radiogenomics.models.domain import TrainingDomain
+
+    table = pd.DataFrame({"clinical.site": ["head_neck"] * 30,
+                          "clinical.smoking_pack_years": [f"{v:.1f}" for v in np.linspace(5, 50, 30)],
+                          "clinical.note": [f"free text {i}" for i in range(30)],
+                          "clinical.hpv": ["pos", "neg"] * 15})
+    domain = TrainingDomain.fit(table)
+    assert "clinical.smoking_pack_years" in domain.numeric_ranges and "clinical.note" not in domain.categories
+    inside = domain.check({"clinical.smoking_pack_years": "21.7", "clinical.note": "anything", "clinical.hpv": "pos"},
+                          "head_neck")
+    assert inside.out_of_range == [] and inside.site_in_training
+    outside = domain.check({"clinical.smoking_pack_years": "95", "clinical.hpv": "unknown"}, "head_neck")
+    assert len(outside.out_of_range) == 2 and not domain.check({}, "lung").site_in_training

@@ -7,9 +7,11 @@ pickle):
   the population fallback, flagged ``site_not_in_training``;
 * ``numeric_ranges``: per numeric clinical covariate (``clinical.age_years``, ...; not the treatment columns),
   the training range widened by ``margin`` of its span on each side; a value outside is
-  ``out_of_distribution``;
+  ``out_of_distribution`` (a text column whose every value is a number, e.g. an extra patients.csv column
+  read as text, counts as numeric);
 * ``categories``: per text covariate (``clinical.sex``, ``clinical.hpv``, ``clinical.t_stage``; not the
-  centre, a batch label, nor the site), the values seen in training; another value is ``out_of_distribution``;
+  centre, a batch label, nor the site, nor free text with more than :data:`MAX_CATEGORIES` distinct values
+  in over half the rows), the values seen in training; another value is ``out_of_distribution``;
 * ``modality_patterns``: how many training patients had each combination of imaging modalities
   (``available.<modality>``); a pattern seen in fewer than ``min_pattern_patients`` training patients has no
   calibrated prediction (the conformal intervals were calibrated on the patterns seen): the imaging RSI falls
@@ -39,6 +41,8 @@ SITE_COLUMN = naming.clinical_column("site")
 UNCHECKED_TEXT: tuple[str, ...] = (naming.clinical_column("center"), SITE_COLUMN)
 #: Share of a covariate's training span added on each side of its range.
 DEFAULT_MARGIN = 0.10
+#: A text covariate with more distinct values than this (and than half its rows) is free text, not a category.
+MAX_CATEGORIES = 20
 #: Training patients a modality pattern needs for its predictions to count as calibrated.
 DEFAULT_MIN_PATTERN_PATIENTS = 5
 #: ``available.<modality>`` columns of the imaging modalities (not the dose grid, genomics or deep features).
@@ -81,18 +85,21 @@ class TrainingDomain:
         for column in (str(c) for c in table.columns):
             if _group(column) != CLINICAL or column in UNCHECKED_TEXT:
                 continue
-            values = table[column]
-            if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-                finite = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            values = table[column].dropna()
+            if pd.api.types.is_bool_dtype(values) or values.empty:
+                continue
+            numbers = pd.to_numeric(values, errors="coerce")
+            if numbers.notna().all():  # numbers, also an extra patients.csv column read as text ("55.0")
+                finite = numbers.to_numpy(dtype=np.float64)
                 finite = finite[np.isfinite(finite)]
                 if finite.size:
                     low, high = float(finite.min()), float(finite.max())
                     pad = margin * (high - low)
                     ranges[column] = (low - pad, high + pad)
-            else:
-                seen = sorted({str(v) for v in values.dropna().tolist()})
-                if seen:
-                    categories[column] = tuple(seen)
+                continue
+            seen = sorted({str(v) for v in values.tolist()})
+            if len(seen) <= max(MAX_CATEGORIES, 0.5 * len(values)):
+                categories[column] = tuple(seen)  # else free text (an identifier, a comment): not a category
         patterns = Counter(modality_pattern(row) for row in _availability(table).to_dict(orient="records"))
         return cls(tuple(sorted(sites)), ranges, categories, dict(patterns), margin, min_pattern_patients)
 
@@ -135,7 +142,8 @@ def _group(column: str) -> str | None:
 
 
 def _number(value: Any) -> float | None:
-    if value is None or isinstance(value, bool | str):
+    """A finite number from a number or numeric text (``"55.0"``); None otherwise."""
+    if value is None or isinstance(value, bool):
         return None
     try:
         number = float(value)
