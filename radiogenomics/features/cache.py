@@ -12,11 +12,12 @@ time, so :func:`prune` can remove the least recently used entries first.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
 import os
-import tempfile
+import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -81,10 +82,27 @@ def item_key(kind: str, files: Iterable[Path | str | None], params: Mapping[str,
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _temporary_beside(path: Path) -> tuple[int, str]:
+    """A new, uniquely named file in ``path``'s folder, open for writing, created with mode 0666 so that the
+    umask applies as to any file the process creates (``tempfile.mkstemp`` creates 0600: every output would be
+    private whatever the umask)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(path.parent))
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the complete new one, never a part."""
+    """Write ``data`` to ``path`` so that readers see the old file or the complete new one, never a part.
+
+    The file gets the mode a plain ``open`` gives it: 0666 less the umask (0644 under umask 022, 0600 under 077).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temporary_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
