@@ -162,11 +162,15 @@ class Scorer:
             return float(self.score(y_true, prediction))
 
 
+def _auc(y: np.ndarray, p: Any) -> float:
+    """ROC AUC; NaN for a fold with one class (undefined: scikit-learn would warn and return NaN)."""
+    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
+
+
 SCORERS: dict[str, Scorer] = {
     "spearman": Scorer("spearman", lambda y, p: spearman(y, p)[0], True, "predict", "regression"),
     "mae": Scorer("mae", lambda y, p: mean_absolute_error(y, p), False, "predict", "regression"),
-    "auc": Scorer("auc", lambda y, p: roc_auc_score(np.asarray(y).astype(int), p), True, "predict_proba",
-                  "classification"),
+    "auc": Scorer("auc", lambda y, p: _auc(np.asarray(y).astype(int), p), True, "predict_proba", "classification"),
     "brier": Scorer("brier", lambda y, p: brier_score_loss(np.asarray(y).astype(int), p), False, "predict_proba",
                     "classification"),
     "c_index": Scorer("c_index", c_index, True, "predict", "survival"),

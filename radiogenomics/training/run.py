@@ -27,6 +27,7 @@ import math
 import resource
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -323,7 +324,7 @@ def run_task(task: str, endpoint: str | None, names: list[str], table: pd.DataFr
     rows, y = task_data(table, task, endpoint)
     compare = len(names) > 1 if compare is None else compare
     outcome = TaskOutcome(f"{task}.{endpoint}" if endpoint else task, task, TASK_SCORER[task], [], endpoint)
-    per_candidate: dict[str, int] = {}
+    per_candidate: dict[str, int] = {}  # calibration notes per candidate
     with calibration_notes() as notes:  # one line for the task below, not one per calibration fold
         for name in names:
             started = time.monotonic()
@@ -342,9 +343,10 @@ def run_task(task: str, endpoint: str | None, names: list[str], table: pd.DataFr
             if len(notes) > before:
                 per_candidate[name] = len(notes) - before
     if per_candidate:
-        log.warning("%s: in %d calibration fold(s) (%s) the Platt map decreased with the model score and was "
-                    "replaced by its constant (monotone in dose); each at DEBUG (-v, or the run's log)", outcome.label,
-                    sum(per_candidate.values()), ", ".join(f"{k} {v}" for k, v in per_candidate.items()))
+        kinds = Counter(kind for kind, _ in notes)
+        log.warning("%s: calibration notes over the folds' fits (%s): %s; each at DEBUG (-v, or the run's log)",
+                    outcome.label, ", ".join(f"{k} {v}" for k, v in per_candidate.items()),
+                    "; ".join(f"{n} x {kind}" for kind, n in kinds.items()))
     outcome.selection = select_task(outcome)
     if outcome.selection is not None:
         log_selection(outcome.selection, outcome.label, tracker, run_dir)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -137,14 +138,46 @@ class PlanResult:
         return "\n".join(lines)
 
 
+class _Demote(logging.Filter):
+    """Turns pyRadPlan's log records that are expected here into DEBUG records (handlers at WARNING drop them)."""
+
+    def __init__(self, *messages: str) -> None:
+        super().__init__()
+        self.messages = messages
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG and any(str(record.msg).startswith(m) for m in self.messages):
+            record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return True
+
+
+#: pyRadPlan's log records that are expected here, (logger, message start): our dose grid replaces its engine's
+#: default (`pln.prop_dose_calc`, on purpose); it picks its only photon fluence problem, `nonlin_fluence` (naming it
+#: in `pln.prop_opt` makes the problem warn about an unknown property instead).
+_EXPECTED = (("pyRadPlan.core._configurable", "Property overwritten from"),
+             ("pyRadPlan.optimization.problems._factory", "No PlanningProblem specified"))
+
+
 @contextmanager
 def _quiet_progress(show: bool) -> Iterator[None]:
-    """Switch pyRadPlan's console progress bars off for the duration (restored afterwards)."""
+    """Around pyRadPlan's calls: its console progress bars off (restored afterwards), and its expected noise scoped
+    to the call. numpy's divide-by-zero and invalid-value warnings (the Siddon ray tracer divides by ray directions
+    that are 0 along an axis, by design) are ignored (`np.errstate`); the warning that no GPU is available on the
+    numpy backend is filtered (it falls back to the CPU, as wanted); its expected notes (:data:`_EXPECTED`) become
+    DEBUG records."""
     previous = ProgressReporter.console_progress
     ProgressReporter.console_progress = show
+    demotes = [(logging.getLogger(name), _Demote(start)) for name, start in _EXPECTED]
+    for logger_, demote in demotes:
+        logger_.addFilter(demote)
     try:
-        yield
+        with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Requested GPU device is not available", category=UserWarning,
+                                    module=r"pyRadPlan\.")
+            yield
     finally:
+        for logger_, demote in demotes:
+            logger_.removeFilter(demote)
         ProgressReporter.console_progress = previous
 
 

@@ -9,8 +9,10 @@ version whose ``model_id`` is the logged model's, :func:`registered_info`), so t
 ``model_name``, ``model_version`` and ``model_uri`` (``models:/<name>/<version>``) whatever alias or URI
 loaded it.
 
-``predict`` has no type hints on purpose: MLflow 3 reads them as an input schema (and warns on anything but
-``list[...]``); the logged signature describes the input instead.
+``predict`` declares ``model_input: pd.DataFrame``: MLflow 3 wants type hints on ``predict`` (without them it
+warns, in colour, once per class) and infers no schema from a DataFrame hint, so the models still have NO input
+schema and check the columns themselves (:func:`schema_rows`; MLflow's schema enforcement would drop a misspelt
+column); the logged signature describes the outputs and params.
 
 All are plain pickles of objects from the installed ``radiogenomics`` package: loading needs the package
 (see :func:`pip_requirements`).
@@ -114,7 +116,7 @@ class PrescriberModel(PythonModel):  # type: ignore[misc]
         self.prescriber: Prescriber = joblib.load(path)
         self.info = registered_info(path, self.registered_name)
 
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         options = {k: v for k, v in (params or {}).items()
                    if k in ("n_fractions", "dose_per_fraction_gy", "target_gard") and v is not None}
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
@@ -142,7 +144,7 @@ class RadiosensitivityModel(PythonModel):  # type: ignore[misc]
         bundle = joblib.load(context.artifacts[RADIOSENSITIVITY_ARTIFACT])
         self.schema, self.model = bundle["schema"], bundle["model"]
 
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         table = schema_rows(model_input, self.schema)
         point, bounds, source = self.model.predict_all(table)  # one pass (one crop load for an image model)
         return pd.DataFrame({"rsi": point, "rsi_lower": bounds[:, 0], "rsi_upper": bounds[:, 1],
@@ -164,7 +166,7 @@ class ToxicityModel(PythonModel):  # type: ignore[misc]
         bundle = joblib.load(context.artifacts[TOXICITY_ARTIFACT])
         self.schema, self.models = bundle["schema"], bundle["models"]
 
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         table = schema_rows(model_input, self.schema)
         dose, n = (params or {}).get("prescription_gy"), (params or {}).get("n_fractions")
         plan = {"scale": 1.0} if dose is None else {"prescription_gy": float(dose)}
