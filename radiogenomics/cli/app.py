@@ -16,6 +16,7 @@ from radiogenomics.cli import cache as cache_cmd
 from radiogenomics.cli import demo as demo_cmd
 from radiogenomics.cli import extract as extract_cmd
 from radiogenomics.cli import handoff as handoff_cmd
+from radiogenomics.cli import logs
 from radiogenomics.cli import predict as predict_cmd
 from radiogenomics.cli import promote as promote_cmd
 from radiogenomics.cli import report as report_cmd
@@ -45,13 +46,11 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG level."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Details on stderr: our DEBUG log, the libraries' "
+                                 "log records and warnings (default: our warnings and errors only)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print version."),
 ) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(verbose)
 
 
 app.command("synth")(synth_cmd.synth)
@@ -99,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("radiogenomics").exception("internal error")
         fail_line(f"internal error: {type(exc).__name__}: {exc}")
         return 1
+    finally:
+        logs.restore()  # in-process callers (tests, notebooks) get their logging back
     return result if isinstance(result, int) else 0
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import typer
 
 from radiogenomics.cli.console import out
+
+#: The demo's DEBUG log (docs/cli.md, "Logging").
+LOG_FILE = "demo.log"
 
 
 def demo(
@@ -26,11 +30,14 @@ def demo(
 
     Example: radiogenomics demo --out demo --patients 24 --new-patients 4 --grid-size 16
     """
+    from radiogenomics.cli.logs import run_log
     from radiogenomics.demo import DemoOptions, run_demo
 
     options = DemoOptions(patients=patients, new_patients=new_patients, seed=seed, grid_size=grid_size,
                           workers=workers, plan=plan, stop_after=stop_after)
-    result = run_demo(out_dir, options, announce=out.print)
+    with ExitStack() as stack:  # the log file opens in the demo folder once the demo has checked it
+        result = run_demo(out_dir, options, announce=out.print,
+                          on_folder=lambda folder: stack.enter_context(run_log(folder / LOG_FILE)))
     typer.echo("demo done")
     for i, step in enumerate(result.steps, start=1):
         typer.echo(f"  {i}. {step.name:<26} {step.seconds:7.1f} s  {step.summary}")

@@ -7,13 +7,14 @@ from pathlib import Path
 import typer
 
 from radiogenomics.errors import InputError
+from radiogenomics.outputs import output_file
 
 
 def extract(
     cohort: Path = typer.Argument(..., help="Cohort folder (patients.csv, images.csv, ...)."),
     out: Path = typer.Option(
-        ..., "--out", help="Output Parquet file (<stem>.dictionary.csv, <stem>.failures.csv and "
-        "<stem>.summary.json are written beside it)."
+        ..., "--out", help="Output Parquet file (<stem>.dictionary.csv, <stem>.failures.csv, "
+        "<stem>.summary.json and the run's log <stem>.log are written beside it)."
     ),
     params: Path | None = typer.Option(
         None, "--params", help="pyradiomics YAML parameter file used for every modality (default: shipped files)."
@@ -45,6 +46,7 @@ def extract(
     ),
 ) -> None:
     """Extract radiomic, deep, genomic and dosimetric features into one Parquet table."""
+    from radiogenomics.cli.logs import run_log
     from radiogenomics.cohort.rsi_gene_map import parse_gene_map_args
     from radiogenomics.features.pipeline import ExtractOptions
     from radiogenomics.features.pipeline import extract as run_extract
@@ -65,7 +67,11 @@ def extract(
                              cache_dir=cache_dir, use_cache=not no_cache, deep=deep,
                              deep_checkpoint=deep_checkpoint, progress=progress,
                              schema_from=schema_from, rsi_gene_map=gene_map)
-    summary = run_extract(cohort, out, options)
+    log_path = None
+    if out.suffix == ".parquet":  # else the pipeline refuses the path
+        log_path = output_file(out.resolve(), "feature table").with_suffix(".log")
+    with run_log(log_path):
+        summary = run_extract(cohort, out, options)
     typer.echo(summary.one_line())
     for warning in summary.warnings:
         typer.echo(f"warning: {warning}", err=True)

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from radiogenomics.training.run import TrainSummary
 
 
+#: The run's DEBUG log in the --out folder (docs/cli.md, "Logging").
+LOG_FILE = "train.log"
 #: Short names of the held-out metrics in the table.
 SHORT = {"calibration_slope": "cal. slope", "calibration_intercept": "cal. int.", "mean_width": "width"}
 
@@ -73,13 +75,16 @@ def train(
                                          "default: extract (cached) into OUT/features.parquet."),
     config: Path | None = typer.Option(None, "--config", help="Training configuration (YAML); default: the "
                                        "shipped default_train.yaml."),
-    out: Path = typer.Option(Path("training"), "--out", help="Folder for features, Optuna studies and "
-                             "out-of-fold predictions."),
+    out: Path = typer.Option(Path("training"), "--out", help="Folder for features, Optuna studies, "
+                             "out-of-fold predictions and the run's log train.log."),
 ) -> None:
     """Train radiosensitivity and toxicity models with grouped nested CV; track in MLflow; register the winner."""
+    from radiogenomics.cli.logs import run_log
+    from radiogenomics.outputs import output_dir
     from radiogenomics.training.run import train as run_train
 
-    summary = run_train(cohort, features, config, out, progress=True)
+    with run_log(output_dir(out, "training folder").resolve() / LOG_FILE):
+        summary = run_train(cohort, features, config, out, progress=True)
     console = Console()
     if not console.is_terminal:
         console = Console(width=180)

@@ -173,8 +173,10 @@ def _split_features(cohort: Path, all_path: Path, train_path: Path, new_path: Pa
     return [str(p) for p in train["patient_id"]], [str(p) for p in new["patient_id"]]
 
 
-def run_demo(out_dir: Path, options: DemoOptions, *, announce: Announce = log.info) -> DemoResult:
-    """Run every step into ``out_dir`` (see the module docstring)."""
+def run_demo(out_dir: Path, options: DemoOptions, *, announce: Announce = log.info,
+             on_folder: Callable[[Path], object] | None = None) -> DemoResult:
+    """Run every step into ``out_dir`` (see the module docstring). ``on_folder`` is called with the demo folder
+    once it is checked and created, before the first step (the command line opens its log file there)."""
     from radiogenomics.outputs import output_dir
     from radiogenomics.progress import progress_bar
 
@@ -192,6 +194,8 @@ def run_demo(out_dir: Path, options: DemoOptions, *, announce: Announce = log.in
     if options.new_patients < (1 if training else 0):
         raise InputError(f"--new-patients must be >= 1 (got {options.new_patients})")
     out_dir = output_dir(out_dir, "demo folder").resolve()
+    if on_folder is not None:
+        on_folder(out_dir)
     cohort = out_dir / "cohort"
     steps = _Steps({None: 8 if options.plan else 7, "validate": 2, "extract": 3}[options.stop_after], announce)
     total = options.patients + options.new_patients

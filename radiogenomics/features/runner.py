@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from typing import Any
 
 from radiogenomics.errors import InputError
 from radiogenomics.features.tasks import ItemResult, WorkItem, lookup, run_item
@@ -36,10 +37,21 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _worker_init() -> None:
-    """Pin numeric libraries to one thread per worker process: parallelism comes from the processes."""
+def _worker_init(log_queue: Any = None, levels: tuple[int, int] = (logging.WARNING, logging.NOTSET)) -> None:
+    """Pin numeric libraries to one thread per worker process: parallelism comes from the processes. With a
+    ``log_queue``, the worker's log records (and Python warnings) go back to the parent process through it, created
+    at the parent's ``levels`` (root, package): the parent's handlers (the command line's stderr rules and run
+    log) decide what is shown and kept."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"
+    if log_queue is not None:
+        from logging.handlers import QueueHandler
+
+        root = logging.getLogger()
+        root.handlers = [QueueHandler(log_queue)]
+        root.setLevel(levels[0])
+        logging.getLogger("radiogenomics").setLevel(levels[1])
+        logging.captureWarnings(True)
     try:
         import SimpleITK as sitk
 
@@ -91,17 +103,47 @@ def _expected_cost(job: Job) -> tuple[int, int, str]:
     return rank, -size, item.image
 
 
+class _Forward(logging.Handler):
+    """Handles a worker's log record in this process, as if logged here (its logger's handlers and the root's)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+
+
+@contextmanager
+def _worker_logs(ctx: multiprocessing.context.BaseContext) -> Iterator[tuple[Any, tuple[int, int]]]:
+    """(queue, levels) for :func:`_worker_init`; the records arriving on the queue are handled here meanwhile."""
+    from logging.handlers import QueueListener
+
+    queue = ctx.Queue()
+    listener = QueueListener(queue, _Forward())
+    listener.start()
+    try:
+        yield queue, (logging.getLogger().getEffectiveLevel(), logging.getLogger("radiogenomics").getEffectiveLevel())
+    finally:
+        listener.stop()
+        queue.close()
+
+
 def _iter_local(jobs: Sequence[Job], cache_dir: str | None, workers: int) -> Iterator[ItemResult]:
     if workers <= 1:
         for item, key in jobs:
             yield run_item(item, cache_dir, key)
         return
+    with _worker_logs(_pool_context()) as log_args:
+        yield from _iter_pool(jobs, cache_dir, workers, log_args)
+
+
+def _iter_pool(jobs: Sequence[Job], cache_dir: str | None, workers: int,
+               log_args: tuple[Any, tuple[int, int]]) -> Iterator[ItemResult]:
     pending = list(jobs)
     for attempt in range(POOL_RESTARTS + 1):
         done: set[str] = set()
         try:
             with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=_pool_context(),
-                                     initializer=_worker_init) as pool:
+                                     initializer=_worker_init, initargs=log_args) as pool:
                 futures = [pool.submit(run_item, item, cache_dir, key) for item, key in pending]
                 for future in as_completed(futures):
                     result = future.result()
