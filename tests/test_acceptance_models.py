@@ -40,14 +40,22 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = ("radiogenomics-radiosensitivity", "radiogenomics-toxicity", "radiogenomics-prescriber")
 PRESCRIBER = "models:/radiogenomics-prescriber@champion"
 #: contract §2, in its order
+# contract §2 as revised for the safety gate (issue 15): site, regimen_source, rsi_source, oar_checks; the
+# product adds `notes` after the contract's fields (docs/safety.md)
 RECORD_FIELDS = ("patient_id", "model_name", "model_version", "model_uri", "rsi", "rsi_lower", "rsi_upper",
                  "alpha_per_gy", "beta_per_gy2", "alpha_beta_gy", "dose_per_fraction_gy", "n_fractions", "gard",
                  "target_gard", "dose_for_target_gard_gy", "recommended_total_dose_gy", "toxicity",
                  "recommended_n_fractions", "recommended_dose_per_fraction_gy", "dose_for_target_gard_lower_gy",
-                 "dose_for_target_gard_upper_gy", "flags", "input_sha256", "created_at")
+                 "dose_for_target_gard_upper_gy", "site", "regimen_source", "rsi_source", "oar_checks", "flags",
+                 "input_sha256", "created_at", "notes")
 CONTRACT_FLAGS = {"out_of_distribution", "clipped_max", "clipped_min", "population_fallback", "missing_genomics",
-                  "missing_imaging", "unrecognised_structure"}
+                  "missing_imaging", "unrecognised_structure", "site_not_in_training", "implausible_parameter",
+                  "oar_limited", "oar_limit_exceeded", "oar_soft_limit_exceeded", "oar_unchecked",
+                  "regimen_outside_training", "toxicity_unavailable"}
 BETA_PER_GY2 = 0.05          # Scott et al. Lancet Oncol 2017 (docs/radiobiology.md): RSI -> alpha convention
+#: docs/safety.md: the plausible range of rails.yaml (lq_plausible: alpha 0.02-1.5 /Gy, alpha/beta 0.5-30 Gy);
+#: with beta 0.05 Gy^-2 that is alpha in [0.025, 1.5] /Gy; an interval end outside it gives no dose
+PLAUSIBLE_ALPHA_PER_GY = (max(0.02, 0.5 * BETA_PER_GY2), min(1.5, 30.0 * BETA_PER_GY2))
 #: docs/training.md, "The configuration": default promotion tolerances and coverage band
 TOLERANCE = {"spearman": 0.02, "auc": 0.02, "c_index": 0.02, "brier": 0.01}
 COVERAGE_BAND = (0.85, 0.95)
@@ -91,9 +99,10 @@ if mode == "predict":
     result["tox_delivered"] = dict(zip(features["patient_id"], delivered.iloc[:, 0].astype(float)))
     result["tox_columns"] = list(delivered.columns)
     result["tox_at"] = {}
-    for pid, dose in json.loads(sys.argv[4]).items():
+    for pid, (dose, n) in json.loads(sys.argv[4]).items():
         row = features[features["patient_id"] == pid]
-        result["tox_at"][pid] = float(tox.predict(row, params={"prescription_gy": dose}).iloc[0, 0])
+        at = tox.predict(row, params={"prescription_gy": dose, "n_fractions": float(n)})
+        result["tox_at"][pid] = float(at.iloc[0, 0])
 else:
     client = MlflowClient()
     for name in json.loads(sys.argv[3]):
@@ -105,7 +114,8 @@ else:
             mi = mlflow.models.get_model_info(f"models:/{name}/{v.version}")
             sig = mi.signature
             info["versions"][version]["signature"] = None if sig is None else {
-                "inputs": sig.inputs.input_names(), "outputs": sig.outputs.input_names(),
+                "inputs": None if sig.inputs is None else sig.inputs.input_names(),
+                "outputs": sig.outputs.input_names(),
                 "params": [p.name for p in sig.params] if sig.params else []}
             req = mlflow.artifacts.download_artifacts(f"models:/{name}/{v.version}/requirements.txt")
             info["versions"][version]["requirements"] = open(req).read().splitlines()
@@ -183,7 +193,8 @@ def pipe(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     p.run("predict_regimen", "predict", "hn_external", "--model", PRESCRIBER, "--out", "regimen/R.json",
           "--workers", "2", "--target-gard", "40", "--n-fractions", "30", "--dose-per-fraction-gy", "2.2")
     records = _json_or_empty(work / "pred" / "P.json").get("records", [])
-    doses = {r["patient_id"]: r["recommended_total_dose_gy"] for r in records[:4]
+    # contract §2 (issue 15): the toxicity is at the recommended regimen, its total in its number of fractions
+    doses = {r["patient_id"]: [r["recommended_total_dose_gy"], r["recommended_n_fractions"]] for r in records[:4]
              if r["recommended_total_dose_gy"] is not None}
     p.run("mlflow:fresh", "predict", str(work / "fresh.json"), str(work / "pred" / "P.features.parquet"),
           json.dumps(doses))
@@ -316,8 +327,9 @@ def test_train_registers_three_models_as_champion_with_signatures(pipe: Pipeline
         assert v1["aliases"] == ["champion"], name
         assert v1["tags"]["promotion_decision"] == "first_champion"
         assert v1["tags"]["promotion_reason"]
-        assert v1["signature"] and "clinical.age_years" in v1["signature"]["inputs"]
-        assert not any(c.startswith("outcome.") for c in v1["signature"]["inputs"]), name
+        # docs/registry.md "Signatures" (issue 15): no input schema, so that MLflow never drops an undeclared
+        # column (a misspelt one is refused by the model itself, naming the closest known column)
+        assert v1["signature"] and v1["signature"]["inputs"] is None, name
         reqs = v1["requirements"]
         assert any(r.startswith("radiogenomics==") for r in reqs), reqs
         assert any(re.fullmatch(r"torch==\S+\+cpu", r) for r in reqs), reqs   # never the CUDA build
@@ -332,7 +344,6 @@ def test_train_registers_three_models_as_champion_with_signatures(pipe: Pipeline
                 assert f"heldout.{key}" not in v1["tags"], (name, key)
     presc = pipe.registry_1["radiogenomics-prescriber"]["versions"]["1"]["signature"]
     assert set(RECORD_FIELDS) <= set(presc["outputs"])
-    assert {"n_fractions", "dose_per_fraction_gy", "target_gard"} <= set(presc["inputs"])
     assert {"n_fractions", "dose_per_fraction_gy", "target_gard"} <= set(presc["params"])
     rsi_sig = pipe.registry_1["radiogenomics-radiosensitivity"]["versions"]["1"]["signature"]
     assert {"rsi", "rsi_lower", "rsi_upper"} <= set(rsi_sig["outputs"])
@@ -406,10 +417,13 @@ def test_predict_records_follow_the_lq_and_gard_formulas(pipe: Pipeline) -> None
         # LQ domain (RSI >= exp(-4 beta)) gives NaN (docs/radiobiology.md, "RSI interval")
         for end, rsi_end in (("lower", r["rsi_lower"]), ("upper", r["rsi_upper"])):
             dose = r[f"dose_for_target_gard_{end}_gy"]
-            if rsi_end >= math.exp(-4 * BETA_PER_GY2):
+            alpha_end = alpha_from_rsi(rsi_end) if rsi_end < math.exp(-4 * BETA_PER_GY2) else -1.0
+            low, high = PLAUSIBLE_ALPHA_PER_GY
+            if not low <= alpha_end <= high:
+                # outside the LQ domain, or an implausible alpha (docs/safety.md): no dose, flagged
                 assert dose is None or math.isnan(dose), (r["patient_id"], end)
+                assert "implausible_parameter" in r["flags"], (r["patient_id"], r["flags"])
             else:
-                alpha_end = alpha_from_rsi(rsi_end)
                 assert dose == pytest.approx(r["target_gard"] / (alpha_end + BETA_PER_GY2 * d), rel=1e-9)
 
 
@@ -426,7 +440,9 @@ def test_predict_never_leaves_the_site_rails(pipe: Pipeline) -> None:
     clipped_min = recs["flags"].map(lambda f: "clipped_min" in f)
     np.testing.assert_allclose(total[clipped_max], rails["max_total_dose_gy"])
     np.testing.assert_allclose(total[clipped_min], rails["min_total_dose_gy"])
-    inside = ~(clipped_max | clipped_min)
+    # a population fallback gives the regimen in force, not a GARD dose (docs/safety.md); an OAR limit lowers it
+    gated = recs["flags"].map(lambda f: bool({"population_fallback", "oar_limited", "oar_limit_exceeded"} & set(f)))
+    inside = ~(clipped_max | clipped_min | gated)
     assert inside.any()
     np.testing.assert_allclose(total[inside], recs.loc[inside, "dose_for_target_gard_gy"], rtol=1e-9)
 
@@ -507,9 +523,18 @@ def test_fresh_process_pyfunc_returns_the_same_records(pipe: Pipeline) -> None:
     assert list(fresh.columns) == list(RECORD_FIELDS)
     fresh = fresh.loc[recs.index]
     for col in RECORD_FIELDS:
-        if col == "created_at":
+        if col in ("created_at", "input_sha256", "notes"):
+            # `predict` checks the OAR limits on the cohort's DVHs, the plain pyfunc on the table's dose.* summaries
+            # (docs/safety.md): the DVHs are part of the hashed inputs, the notes say which source was used
             continue
         a, b = fresh[col].tolist(), recs[col].tolist()
+        if col == "oar_checks":
+            for x, y in zip(a, b, strict=True):
+                # the DVH keeps the cohort's name (Parotid_L), the dose.* column its slug (parotid_l)
+                assert [(c["structure"].lower(), c["metric"], c["status"]) for c in x] == [
+                    (c["structure"].lower(), c["metric"], c["status"]) for c in y], col
+                assert [c["value_gy"] for c in x] == pytest.approx([c["value_gy"] for c in y], rel=1e-3), col
+            continue
         if col in ("toxicity",):
             assert [x["xerostomia_grade_ge2"] for x in a] == pytest.approx([x["xerostomia_grade_ge2"] for x in b],
                                                                            rel=1e-12), col
