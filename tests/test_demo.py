@@ -33,6 +33,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
                            "--new-patients", str(N_NEW), "--grid-size", "16", "--seed", "1", "--workers", "2"],
                           cwd=work, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    (work / "demo.stderr").write_text(proc.stderr)
     return work / "demo", proc.stdout
 
 
@@ -47,6 +48,20 @@ def test_summary_lists_every_step_and_output(demo: tuple[Path, str]) -> None:
     assert f"mlflow ui --backend-store-uri sqlite:///{db}" in summary
     # the store's artifacts stay inside the demo folder (not ./mlruns of the working folder)
     assert not (out_dir.parent / "mlruns").exists() and any((out_dir / "mlflow" / "mlartifacts").iterdir())
+
+
+def test_stderr_is_quiet_and_the_log_is_beside_the_outputs(demo: tuple[Path, str]) -> None:
+    """Issue 16.7: no third-party warning on stderr (MLflow's type-hint hints in colour, scikit-learn's unknown
+    categories, pyRadPlan's numpy warnings, per-fold calibration notes); the details go to demo/demo.log."""
+    from test_quiet_cli import OURS, third_party_warnings
+
+    out_dir, stdout = demo
+    stderr = (out_dir.parent / "demo.stderr").read_text()
+    assert not third_party_warnings(stderr), third_party_warnings(stderr)[:10]
+    assert not [line for line in stderr.splitlines() if line.strip() and not OURS.match(line)], stderr[-3000:]
+    assert stdout.count(f"log: {out_dir.resolve() / 'demo.log'}") == 1
+    log = (out_dir / "demo.log").read_text()
+    assert " DEBUG radiogenomics." in log and "pyRadPlan" in log
 
 
 def test_new_patients_are_held_out_and_predicted_by_the_champion(demo: tuple[Path, str]) -> None:
