@@ -597,10 +597,14 @@ def test_record_clipped_by_cord_keeps_product_and_flags() -> None:
                        dose_per_fraction_gy=2.0, oar_dvhs={"SpinalCord": cord_dmax_48()},
                        reference_prescription_gy=70.0).as_record()
     assert rec["dose_for_target_gard_gy"] == pytest.approx(dose_for_gard_by_hand(0.6, 33.0, 2.0), rel=1e-9)
-    assert rec["recommended_total_dose_gy"] == pytest.approx(70.0 * 50.0 / 48.0, abs=0.05)
-    assert "clipped_max" in rec["flags"]
+    # contract §2 as revised (issue 15; docs/safety.md): the cord limit acts on the dose (oar_limited), judged on
+    # the cord's equal-BED dose in the same plan at 2 Gy per target fraction, at the cord's alpha/beta 2 Gy
+    total = rec["recommended_total_dose_gy"]
     n, d = rec["recommended_n_fractions"], rec["recommended_dose_per_fraction_gy"]
-    assert n == round(n) and n == 36, n  # nearest whole number to 72.92 / 2
+    cord, share = 48.0 * total / 70.0, 48.0 / 70.0
+    assert cord * (2.0 + cord / n) / (2.0 + 2.0 * share) == pytest.approx(50.0, rel=1e-9)
+    assert "clipped_max" in rec["flags"] and "oar_limited" in rec["flags"]
+    assert n == round(n) and n == 37, n  # 73.23 Gy: the whole number nearest 73.23 / 2
     assert n * d == pytest.approx(rec["recommended_total_dose_gy"], rel=1e-9)
     assert 1.6 <= d <= 2.4
 

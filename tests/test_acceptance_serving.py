@@ -47,11 +47,16 @@ RECORD_FIELDS = (
     "patient_id", "model_name", "model_version", "model_uri", "rsi", "rsi_lower", "rsi_upper", "alpha_per_gy",
     "beta_per_gy2", "alpha_beta_gy", "dose_per_fraction_gy", "n_fractions", "gard", "target_gard",
     "dose_for_target_gard_gy", "recommended_total_dose_gy", "toxicity", "recommended_n_fractions",
-    "recommended_dose_per_fraction_gy", "dose_for_target_gard_lower_gy", "dose_for_target_gard_upper_gy", "flags",
-    "input_sha256", "created_at",
+    "recommended_dose_per_fraction_gy", "dose_for_target_gard_lower_gy", "dose_for_target_gard_upper_gy", "site",
+    "regimen_source", "rsi_source", "oar_checks", "flags", "input_sha256", "created_at",
 )
+# contract §2 as revised for the safety gate (issue 15)
 CONTRACT_FLAGS = {"out_of_distribution", "clipped_max", "clipped_min", "population_fallback", "missing_genomics",
-                  "missing_imaging", "unrecognised_structure"}
+                  "missing_imaging", "unrecognised_structure", "site_not_in_training", "implausible_parameter",
+                  "oar_limited", "oar_limit_exceeded", "oar_soft_limit_exceeded", "oar_unchecked",
+                  "regimen_outside_training", "toxicity_unavailable"}
+#: docs/safety.md: rails.yaml lq_plausible, alpha 0.02-1.5 /Gy and alpha/beta 0.5-30 Gy (beta 0.05: alpha >= 0.025)
+PLAUSIBLE_ALPHA_PER_GY = (0.025, 1.5)
 # docs/radiobiology.md "Safety rails", head_neck site row (institutional defaults) and QUANTEC OAR limits.
 HEAD_NECK_RAILS_GY = (60.0, 80.0)
 HEAD_NECK_DOSE_PER_FRACTION_GY = (1.6, 2.4)
@@ -242,8 +247,7 @@ def _check_record(record: Mapping[str, Any], champion_version: str) -> None:
     assert record["model_version"] == champion_version
     assert record["model_uri"] == f"models:/{PRESCRIBER}/{champion_version}"
     for key in ("rsi", "rsi_lower", "rsi_upper", "alpha_per_gy", "beta_per_gy2", "alpha_beta_gy",
-                "dose_per_fraction_gy", "gard", "target_gard", "dose_for_target_gard_gy",
-                "dose_for_target_gard_lower_gy", "dose_for_target_gard_upper_gy"):
+                "dose_per_fraction_gy", "gard", "target_gard", "dose_for_target_gard_gy"):
         assert _is_number(record[key]), (key, record[key])
     assert _is_whole(record["n_fractions"]) and record["n_fractions"] > 0, record["n_fractions"]
     assert record["rsi_lower"] <= record["rsi"] <= record["rsi_upper"]
@@ -255,13 +259,15 @@ def _check_record(record: Mapping[str, Any], champion_version: str) -> None:
     assert alpha == pytest.approx(-math.log(record["rsi"]) / 2 - 2 * beta, rel=1e-9, abs=1e-12)
     assert record["gard"] == pytest.approx(n * d * (alpha + beta * d), rel=1e-9)
     assert record["dose_for_target_gard_gy"] == pytest.approx(record["target_gard"] / (alpha + beta * d), rel=1e-9)
-    ends = []
-    for rsi_end in (record["rsi_lower"], record["rsi_upper"]):
-        alpha_end = -math.log(rsi_end) / 2 - 2 * beta
-        ends.append(record["target_gard"] / (alpha_end + beta * d))
-    assert record["dose_for_target_gard_lower_gy"] == pytest.approx(min(ends), rel=1e-9)
-    assert record["dose_for_target_gard_upper_gy"] == pytest.approx(max(ends), rel=1e-9)
     flags = record["flags"]
+    # each end of the RSI interval: its dose, or none when its alpha is implausible (docs/safety.md), flagged
+    for end, rsi_end in (("lower", record["rsi_lower"]), ("upper", record["rsi_upper"])):
+        alpha_end = -math.log(rsi_end) / 2 - 2 * beta if 0 < rsi_end < 1 else -1.0
+        dose = record[f"dose_for_target_gard_{end}_gy"]
+        if PLAUSIBLE_ALPHA_PER_GY[0] <= alpha_end <= PLAUSIBLE_ALPHA_PER_GY[1]:
+            assert dose == pytest.approx(record["target_gard"] / (alpha_end + beta * d), rel=1e-9), end
+        else:
+            assert dose is None and "implausible_parameter" in flags, (end, dose, flags)
     assert isinstance(flags, list) and set(flags) <= CONTRACT_FLAGS and len(set(flags)) == len(flags), flags
     toxicity = record["toxicity"]
     assert isinstance(toxicity, dict)
@@ -275,7 +281,9 @@ def _check_record(record: Mapping[str, Any], champion_version: str) -> None:
         assert low - 1e-9 <= total <= high + 1e-9, total
         assert HEAD_NECK_DOSE_PER_FRACTION_GY[0] - 1e-9 <= d_rec <= HEAD_NECK_DOSE_PER_FRACTION_GY[1] + 1e-9
         target = record["dose_for_target_gard_gy"]
-        if target > high:
+        if {"population_fallback", "oar_limited", "oar_limit_exceeded"} & set(flags):
+            pass  # the regimen in force, or an OAR limit, sets the dose (docs/safety.md)
+        elif target > high:
             assert "clipped_max" in flags and total == pytest.approx(high)
         elif target < low:
             assert "clipped_min" in flags and total == pytest.approx(low)
@@ -811,8 +819,15 @@ def test_handoff_writes_records_equal_to_the_api_and_sound_objectives(stack: Sta
         if api_record["recommended_total_dose_gy"] is None:
             continue  # docs: a record without a safe dose is a failure of the hand-off
         prescription = json.loads((folder / "prescription.json").read_text())
-        assert {k: v for k, v in prescription.items() if k != "created_at"} == \
-            {k: v for k, v in api_record.items() if k != "created_at"}, patient
+        # the hand-off with --cohort checks the OAR limits on the cohort's DVHs, the API on the request's dose.*
+        # summaries (docs/safety.md): the same checks, values to a DVH bin; the DVHs are part of the hashed inputs
+        skip = ("created_at", "input_sha256", "oar_checks", "notes")
+        assert {k: v for k, v in prescription.items() if k not in skip} == \
+            {k: v for k, v in api_record.items() if k not in skip}, patient
+        checks = [(c["structure"].lower(), c["metric"], c["status"]) for c in prescription["oar_checks"]]
+        assert checks == [(c["structure"].lower(), c["metric"], c["status"]) for c in api_record["oar_checks"]]
+        assert [c["value_gy"] for c in prescription["oar_checks"]] == pytest.approx(
+            [c["value_gy"] for c in api_record["oar_checks"]], abs=0.05), patient  # DVH bins of 0.05 Gy
         _check_objectives(json.loads((folder / "objectives.json").read_text()), prescription)
 
 
@@ -898,7 +913,7 @@ def test_audit_log_has_one_row_per_patient_and_no_other_identifiers(stack: Stack
     per window); nothing but the documented columns (no IP, no feature values); append-only."""
     _, before = _audit_rows(stack.audit_db)
     last_id = max((r["id"] for r in before), default=0)
-    sentinel = 123456.789012345
+    sentinel = 63.789012345  # a possible age (an impossible one is refused, 422: docs/safety.md)
     source = _features(stack, _patient_ids(stack)[6])
     ids = ["AUDIT-A1", "AUDIT-A2", "AUDIT-A3"]
     patients = [{"patient_id": p, "features": {**source, "clinical.age_years": sentinel}} for p in ids]
