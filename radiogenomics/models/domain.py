@@ -22,7 +22,6 @@ The imaging features' own domain is the separate :class:`~radiogenomics.models.a
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ import pandas as pd
 from radiogenomics.cohort.schema import DOSE_MODALITY, MODALITIES
 from radiogenomics.features import naming
 from radiogenomics.features.schema import CLINICAL, column_group
+from radiogenomics.models.inputs import finite_number
 
 SITE_COLUMN = naming.clinical_column("site")
 #: Text covariates never checked against the training values: the centre is a batch label (harmonised), the
@@ -107,7 +107,7 @@ class TrainingDomain:
         """One patient's row (clinical and ``available.*`` columns; absent = missing) at ``site``."""
         outside: list[str] = []
         for column, (low, high) in self.numeric_ranges.items():
-            value = _number(row.get(column))
+            value = finite_number(row.get(column))
             if value is not None and not low <= value <= high:
                 outside.append(f"{column} = {value:g} outside the training range [{low:.4g}, {high:.4g}]")
         for column, seen in self.categories.items():
@@ -125,7 +125,7 @@ class TrainingDomain:
 
 def modality_pattern(flags: Mapping[str, Any]) -> str:
     """The imaging modalities a row has (``available.<modality>`` = 1), sorted, joined by ``+`` (``"ct+pet_fdg"``)."""
-    present = [str(k).split(".", 1)[1] for k, v in flags.items() if _number(v) == 1.0]
+    present = [str(k).split(".", 1)[1] for k, v in flags.items() if finite_number(v) == 1.0]
     return "+".join(sorted(present))
 
 
@@ -139,14 +139,3 @@ def _group(column: str) -> str | None:
         return column_group(column)
     except ValueError:
         return None
-
-
-def _number(value: Any) -> float | None:
-    """A finite number from a number or numeric text (``"55.0"``); None otherwise."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from radiogenomics.errors import InputError
+from radiogenomics.models.inputs import finite_number
 from radiogenomics.radiobiology import PatientLQ, Rails, alpha_from_rsi, check_rsi, dose_targets, patient_lq
 from radiogenomics.radiobiology.gard import FLAG_OUT_OF_DISTRIBUTION, FLAG_POPULATION_FALLBACK
 
@@ -245,9 +246,9 @@ def check_record(record: Mapping[str, Any], rails: Rails) -> None:
     if unknown:
         raise InputError(f"the record has unknown flags {unknown}", patient_id=pid,
                          fix="use records written by radiogenomics (contract section 2 flags)")
-    total = _finite(record.get("recommended_total_dose_gy"))
-    n = _finite(record.get("recommended_n_fractions"))
-    d = _finite(record.get("recommended_dose_per_fraction_gy"))
+    total = finite_number(record.get("recommended_total_dose_gy"))
+    n = finite_number(record.get("recommended_n_fractions"))
+    d = finite_number(record.get("recommended_dose_per_fraction_gy"))
     if total is None and n is None and d is None:
         return
     if total is None or n is None or d is None:
@@ -265,13 +266,3 @@ def check_record(record: Mapping[str, Any], rails: Rails) -> None:
     if not sr.min_dose_per_fraction_gy - tol <= d <= sr.max_dose_per_fraction_gy + tol:
         raise InputError(f"recommended_dose_per_fraction_gy = {d:.4g} Gy is outside the {site} rails "
                          f"[{sr.min_dose_per_fraction_gy}, {sr.max_dose_per_fraction_gy}] Gy", patient_id=pid)
-
-
-def _finite(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None

@@ -148,6 +148,17 @@ def numbers_of(frame: pd.DataFrame, column: str) -> np.ndarray:
     return _numbers(frame, column) if column in frame.columns else np.full(len(frame), np.nan)
 
 
+def finite_number(value: Any) -> float | None:
+    """A finite float from a number or numeric text (``"55.0"``); None for anything else (booleans included)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def first_text(values: Sequence[Any]) -> list[str | None]:
     """Text values as str, missing (None, NaN, empty) as None."""
     return [str(v) if v is not None and not (isinstance(v, float) and math.isnan(v)) and str(v) else None

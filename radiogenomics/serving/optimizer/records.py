@@ -78,11 +78,13 @@ def _detail(response: Any) -> str:
     return str(detail)
 
 
-def _post(client: Any, payloads: Sequence[dict[str, Any]], extra: Mapping[str, Any]) -> Any:
+def _call(client: Any, method: str, path: str, **options: Any) -> Any:
+    """One request to the API; InputError when it cannot be reached or refuses the token, RuntimeError for a
+    server error."""
     import httpx
 
     try:
-        response = client.post("/v1/prescriptions", json={"patients": list(payloads), **extra})
+        response = client.request(method, path, **options)
     except httpx.HTTPError as exc:
         raise InputError(f"cannot reach the API at {client.base_url}: {exc}",
                          fix="check --api-url and that `radiogenomics serve` runs there") from exc
@@ -90,22 +92,17 @@ def _post(client: Any, payloads: Sequence[dict[str, Any]], extra: Mapping[str, A
         raise InputError("the API refused the token (401)", fix="create one with `radiogenomics token create NAME "
                          "--tokens FILE` and pass it in the environment variable named by --token-env")
     if response.status_code >= 500:
-        raise RuntimeError(f"the API answered {response.status_code}: {_detail(response)}")
+        raise RuntimeError(f"{method} {path} answered {response.status_code}: {_detail(response)}")
     return response
+
+
+def _post(client: Any, payloads: Sequence[dict[str, Any]], extra: Mapping[str, Any]) -> Any:
+    return _call(client, "POST", "/v1/prescriptions", json={"patients": list(payloads), **extra})
 
 
 def _served_columns(client: Any) -> list[str]:
     """The feature columns the API's model accepts (``GET /v1/model``), plus ``patient_id``."""
-    import httpx
-
-    try:
-        response = client.get("/v1/model")
-    except httpx.HTTPError as exc:
-        raise InputError(f"cannot reach the API at {client.base_url}: {exc}",
-                         fix="check --api-url and that `radiogenomics serve` runs there") from exc
-    if response.status_code == 401:
-        raise InputError("the API refused the token (401)", fix="create one with `radiogenomics token create NAME "
-                         "--tokens FILE` and pass it in the environment variable named by --token-env")
+    response = _call(client, "GET", "/v1/model")
     if response.status_code != 200:
         raise RuntimeError(f"GET /v1/model answered {response.status_code}: {_detail(response)}")
     return [naming.PATIENT_ID, *(f["column"] for f in response.json()["features"])]
