@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from radiogenomics.cohort.loader import row_structure
 from radiogenomics.errors import InputError
 from radiogenomics.features.cache import atomic_write_bytes, item_key
 from radiogenomics.features.provenance import CodeDependencies, code_digest
@@ -100,8 +101,11 @@ def _rows(images: pd.DataFrame, patient_id: str, spec: CropSpec) -> dict[str, pd
     return out
 
 
-def compute_crop(rows: dict[str, pd.Series], spec: CropSpec, patient_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """(channels, present) of one patient from its images.csv rows (modality -> row): no cache."""
+def compute_crop(rows: dict[str, pd.Series], spec: CropSpec, patient_id: str,
+                 aliases: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """(channels, present) of one patient from its images.csv rows (modality -> row): no cache. The ROI is
+    ``spec.roi``'s structure: each row's ``structure`` cell, else cohort.yaml's ``aliases`` of the role, else the
+    resolution of :func:`radiogenomics.cohort.read_mask`."""
     from radiogenomics.features.deep import DeepConfig, preprocess
 
     config = DeepConfig(spacing_mm=(spec.spacing_mm,) * 3, box_voxels=(int(spec.size),) * 3)
@@ -113,7 +117,7 @@ def compute_crop(rows: dict[str, pd.Series], spec: CropSpec, patient_id: str) ->
         if row is None:
             continue
         x = preprocess(str(row["image"]), str(row["mask"]), spec.roi, int(row["label"]), modality, config,
-                       patient_id).numpy()
+                       patient_id, structure=row_structure(row), aliases=aliases).numpy()
         image[c] = x[0]
         if not present.any():
             image[-1] = x[1]  # the ROI mask, from the first modality that has the ROI
@@ -121,12 +125,15 @@ def compute_crop(rows: dict[str, pd.Series], spec: CropSpec, patient_id: str) ->
     return image, present
 
 
-def _key(rows: dict[str, pd.Series], spec: CropSpec) -> str:
+def _key(rows: dict[str, pd.Series], spec: CropSpec, aliases: tuple[str, ...] = ()) -> str:
     files: list[str | None] = []
     for modality in spec.modalities:
         row = rows.get(modality)
         files += [None, None] if row is None else [str(row["image"]), str(row["mask"])]
     params = {**spec.params(), "labels": {m: int(r["label"]) for m, r in rows.items()}}
+    structures = {m: row_structure(r) for m, r in rows.items() if row_structure(r)}
+    if structures or aliases:  # keys of cohorts without either are unchanged
+        params["structures"], params["aliases"] = structures, list(aliases)
     return item_key("multimodal_crop", files, params, _PACKAGES, code=code_digest(_CODE))
 
 
@@ -155,6 +162,7 @@ def load_crops(cohort: str | os.PathLike[str], patient_ids: Sequence[str], spec:
     from radiogenomics.cohort import load_cohort
 
     loaded = load_cohort(Path(cohort))
+    aliases = tuple(loaded.aliases_for(spec.roi))
     root = Path(cache_dir) if cache_dir is not None else default_crop_cache_dir()
     n = int(spec.size)
     images = np.zeros((len(patient_ids), spec.n_channels, n, n, n), dtype=np.float32)
@@ -165,10 +173,10 @@ def load_crops(cohort: str | os.PathLike[str], patient_ids: Sequence[str], spec:
         if not rows:
             without.append(pid)
             continue
-        path = root / "multimodal" / (key := _key(rows, spec))[:2] / f"{key}.npz"
+        path = root / "multimodal" / (key := _key(rows, spec, aliases))[:2] / f"{key}.npz"
         cached = _read(path)
         if cached is None:
-            cached = compute_crop(rows, spec, pid)
+            cached = compute_crop(rows, spec, pid, aliases)
             _write(path, *cached)
         else:
             hits += 1
