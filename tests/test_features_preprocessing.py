@@ -135,3 +135,17 @@ def test_rsi_imputer_uses_training_medians() -> None:
     assert out["genomic.rsi_imputed"].tolist() == [1.0, 0.0]
     with pytest.raises(InputError, match="STAT1"):
         RSIImputer().fit(train.drop(columns=["STAT1"]))
+
+
+@pytest.mark.parametrize("method", ["standard", "robust"])
+def test_scaler_treats_rounding_noise_as_constant(method: str) -> None:
+    """A feature equal in every training patient up to rounding (the cord's major axis on a full-length scan) is only
+    centred: a new patient's rounding stays a rounding, not a z-score of 1e13 (a ridge fold predicted -1.8e13)."""
+    base = 47.99999999999999
+    train = pd.DataFrame({"ct.spinal_cord.original_shape_MajorAxisLength":
+                          [base, base + 7.1e-15, base - 7.1e-15, base + 1.4e-14, base]})
+    scaler = FeatureScaler(method=method).fit(train)
+    new = pd.DataFrame({"ct.spinal_cord.original_shape_MajorAxisLength": [base + 2.1e-14]})
+    assert abs(float(scaler.transform(new).iloc[0, 0])) < 1e-9
+    wide = FeatureScaler(method=method).fit(train.assign(**{train.columns[0]: [40.0, 45.0, 50.0, 55.0, 60.0]}))
+    assert float(wide.transform(pd.DataFrame({train.columns[0]: [70.0]})).iloc[0, 0]) > 1.0

@@ -245,6 +245,10 @@ class GroupImputer(_Tags, TransformerMixin, BaseEstimator):  # type: ignore[misc
         return np.asarray(names + [f"{c}{MISSING_SUFFIX}" for c in self.indicator_columns_], dtype=object)
 
 
+#: A column whose spread is at most this fraction of its centre is constant up to floating-point rounding.
+CONSTANT_RELATIVE_SPREAD = 1e-9
+
+
 class FeatureScaler(_Tags, OneToOneFeatureMixin, TransformerMixin, BaseEstimator):  # type: ignore[misc]
     """Scale numeric columns with training-row statistics, leaving 0/1 flags and non-numeric columns alone.
 
@@ -252,7 +256,9 @@ class FeatureScaler(_Tags, OneToOneFeatureMixin, TransformerMixin, BaseEstimator
     ----------
     method:
         ``"standard"``: ``(x - mean) / sd`` (population sd); ``"robust"``: ``(x - median) / IQR``. A constant
-        column (scale 0) is only centred.
+        column is only centred: scale 0, or at most :data:`CONSTANT_RELATIVE_SPREAD` of the centre (a shape
+        feature equal in every patient up to rounding, e.g. the major axis of a cord spanning the whole scan, would
+        otherwise be divided by ~1e-15 and a new patient's rounding would become a z-score of 1e13).
 
     A flag is an ``available.*`` column, a ``*__missing`` indicator, or any column whose training values are
     all 0 or 1. NaN stays NaN. Learnt: ``center_`` and ``scale_`` (column -> value, scaled columns only).
@@ -278,7 +284,8 @@ class FeatureScaler(_Tags, OneToOneFeatureMixin, TransformerMixin, BaseEstimator
             else:
                 q1, mid, q3 = (float(v) for v in np.percentile(values, [25, 50, 75]))
                 spread = q3 - q1
-            center[str(name)], scale[str(name)] = mid, spread if spread > 0 else 1.0
+            constant = not spread > CONSTANT_RELATIVE_SPREAD * abs(mid)
+            center[str(name)], scale[str(name)] = mid, 1.0 if constant or spread <= 0 else spread
         self.center_, self.scale_ = center, scale
         return self
 
