@@ -147,19 +147,21 @@ def _transforms(config: DeepConfig, modality: str) -> Any:
     class LoadCohortImaged(MapTransform):
         """Load ``image`` (a path) and ``mask`` ((path, roi, label)) with radiogenomics.cohort readers."""
 
-        def __init__(self, patient_id: str) -> None:
+        def __init__(self, patient_id: str, reader: Any = None) -> None:
             super().__init__(keys=["image", "mask"])
             self.patient_id = patient_id
+            self.reader = reader
 
         def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-            from radiogenomics.cohort import read_image, read_mask
+            from radiogenomics.features.tasks import PatientReader
 
             d = dict(data)
-            image = read_image(d["image"])
+            reader = self.reader or PatientReader()  # the patient task's: each file decoded once per patient
+            image = reader.image(str(d["image"]))
             mask_path, roi, label, *named = d["mask"]
             structure, aliases = (named + [None, ()])[:2]
-            mask = read_mask(mask_path, image, roi, label, reference_path=d["image"], patient_id=self.patient_id,
-                             structure=structure or None, aliases=tuple(aliases or ()))
+            mask = reader.mask(str(mask_path), str(d["image"]), roi, label, patient_id=self.patient_id,
+                               structure=structure or "", aliases=tuple(aliases or ()))
             d["image"], d["mask"] = sitk_to_metatensor(image), sitk_to_metatensor(mask)
             return d
 
@@ -195,8 +197,8 @@ def _transforms(config: DeepConfig, modality: str) -> Any:
                                          b_min=0.0, b_max=1.0, clip=True)
     else:
         intensity = NormalizeIntensityd(keys="image", nonzero=True)
-    return lambda patient_id: Compose([
-        LoadCohortImaged(patient_id),
+    return lambda patient_id, reader=None: Compose([
+        LoadCohortImaged(patient_id, reader),
         Orientationd(keys=["image", "mask"], axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
         Spacingd(keys=["image", "mask"], pixdim=config.spacing_mm, mode=("bilinear", "nearest")),
         intensity,
@@ -205,12 +207,14 @@ def _transforms(config: DeepConfig, modality: str) -> Any:
 
 
 def preprocess(image: str, mask: str, roi: str, label: int, modality: str, config: DeepConfig,
-               patient_id: str = "", *, structure: str | None = None, aliases: tuple[str, ...] = ()) -> Any:
+               patient_id: str = "", *, structure: str | None = None, aliases: tuple[str, ...] = (),
+               reader: Any = None) -> Any:
     """The encoder input: a (2, *box_voxels) float tensor, channels image and ROI mask (``roi`` is the role;
-    ``structure`` and ``aliases`` as for :func:`radiogenomics.cohort.read_mask`)."""
+    ``structure`` and ``aliases`` as for :func:`radiogenomics.cohort.read_mask`; ``reader``: the patient task's
+    :class:`radiogenomics.features.tasks.PatientReader`, whose decoded files are reused)."""
     import torch
 
-    data = _transforms(config, modality)(patient_id)({"image": image,
+    data = _transforms(config, modality)(patient_id, reader)({"image": image,
                                                        "mask": (mask, roi, label, structure, aliases)})
     return torch.cat([data["image"].as_tensor(), (data["mask"].as_tensor() > 0.5).float()], dim=0)
 
@@ -225,12 +229,13 @@ def embed(inputs: Any, config: DeepConfig) -> np.ndarray:
     return out.detach().cpu().numpy().astype(np.float64)
 
 
-def embed_item(item: Any) -> dict[str, float]:
-    """``{"0": ..., "1": ...}``: the embedding of one (patient, modality, ROI) work item."""
+def embed_item(item: Any, reader: Any = None) -> dict[str, float]:
+    """``{"0": ..., "1": ...}``: the embedding of one (patient, modality, ROI) work item (``reader``: the patient
+    task's decoded images, see :func:`preprocess`)."""
     if item.mask is None:
         raise InputError("deep features need a ROI mask", patient_id=item.patient_id)
     config = DeepConfig.from_params(item.params)
     x = preprocess(item.image, item.mask, item.roi, item.label, item.modality, config, item.patient_id,
-                   structure=item.structure or None, aliases=item.aliases)
+                   structure=item.structure or None, aliases=item.aliases, reader=reader)
     vector = embed(x[None], config)[0]
     return {str(i): float(v) for i, v in enumerate(vector)}

@@ -140,6 +140,20 @@ def _extractor(params_json: str) -> Any:
     return extractor
 
 
+@functools.lru_cache(maxsize=16)
+def _box_extractor(params_json: str) -> Any:
+    """The extractor of :func:`_extractor` for input already through
+    :func:`radiogenomics.features.roi_crop.prepare_for_pyradiomics`: same features, filters, discretisation and
+    re-segmentation; no normalisation, resampling or pre-cropping (they were done on the ROI's box)."""
+    import copy as _copy
+
+    from radiogenomics.features.roi_crop import preprocessed_settings
+
+    extractor = _copy.deepcopy(_extractor(params_json))
+    extractor.settings = preprocessed_settings(extractor.settings)
+    return extractor
+
+
 def to_real(value: Any, name: str = "feature") -> float:
     """A pyradiomics output as a Python float.
 
@@ -161,14 +175,30 @@ def to_real(value: Any, name: str = "feature") -> float:
     raise ValueError(f"{name}: feature value {value!r} is not numeric")
 
 
-def extract_radiomics(image: sitk.Image, mask: sitk.Image, params: Mapping[str, Any]) -> dict[str, float]:
+def extract_radiomics(image: sitk.Image, mask: sitk.Image, params: Mapping[str, Any], *,
+                      crop: bool = True) -> dict[str, float]:
     """pyradiomics features for one image and a binary (0/1) mask on its grid.
 
     Returns ``{pyradiomics key: float}`` without the ``diagnostics_*`` entries; keys look like
     ``original_firstorder_Mean``. Values are real (see :func:`to_real`); a feature pyradiomics could not
     compute is NaN.
+
+    ``crop`` (default): pyradiomics' normalisation, mask checks and resampling are done on a box around the ROI
+    (:mod:`radiogenomics.features.roi_crop`, our code instead of pyradiomics' ``loadImage``, because that
+    prefilters and scans the whole image for every ROI); the features are those of the plain path
+    (``crop=False``: the full image and mask straight into ``RadiomicsFeatureExtractor.execute``), which
+    ``tests/test_features_crop.py`` checks feature by feature.
     """
-    extractor = _extractor(canonical_json(params))
+    params_json = canonical_json(params)
+    extractor = _extractor(params_json)
+    settings = getattr(extractor, "settings", None)
+    if crop and settings is not None:
+        from radiogenomics.features.roi_crop import prepare_for_pyradiomics
+
+        prepared = prepare_for_pyradiomics(image, mask, settings)
+        if prepared is not None:
+            image, mask = prepared
+            extractor = _box_extractor(params_json)
     try:
         raw = extractor.execute(image, mask, label=1)
     except ValueError as exc:  # pyradiomics' checkMask: empty or too-small ROI, label not present

@@ -1,6 +1,7 @@
 """Run work items: in-process, on a local process pool (default) or on a Dask distributed cluster.
 
-All three backends call :func:`radiogenomics.features.tasks.run_item`, which never raises, so a failing
+All three backends call :func:`radiogenomics.features.tasks.run_patient` (one task per patient: its items share
+the decoded images) and through it :func:`radiogenomics.features.tasks.run_item`, which never raises, so a failing
 item cannot stop the run. Results arrive as they finish; a rich progress bar with ETA is shown on
 stderr when ``progress`` is true.
 """
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from radiogenomics.errors import InputError
-from radiogenomics.features.tasks import ItemResult, WorkItem, lookup, run_item
+from radiogenomics.features.tasks import ItemResult, WorkItem, lookup, run_patient
 from radiogenomics.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -37,13 +38,67 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: Environment variables that size the thread pools of OpenMP, OpenBLAS and MKL (read when they start).
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _pin_threads(n: int) -> dict[str, Any]:
+    """Limit SimpleITK/ITK, torch and the BLAS/OpenMP pools of this process to ``n`` threads; returns the previous
+    settings for :func:`_restore_threads`. The environment variables cover pools not started yet (a worker's), and
+    threadpoolctl the ones numpy or scipy already loaded."""
+    previous: dict[str, Any] = {"env": {var: os.environ.get(var) for var in THREAD_ENV}}
+    for var in THREAD_ENV:
+        os.environ[var] = str(n)
+    try:
+        import SimpleITK as sitk
+
+        previous["sitk"] = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(n)
+    except Exception:  # pragma: no cover - SimpleITK is a hard dependency
+        pass
+    import sys
+
+    if "torch" in sys.modules:  # not imported yet: it reads OMP_NUM_THREADS (set above) when it is
+        try:
+            import torch
+
+            previous["torch"] = torch.get_num_threads()
+            torch.set_num_threads(n)
+        except Exception:  # torch is only needed for deep features
+            pass
+    try:
+        from threadpoolctl import threadpool_limits
+
+        previous["threadpoolctl"] = threadpool_limits(limits=n)
+    except Exception:  # optional: without it the environment variables above are what limits BLAS
+        pass
+    return previous
+
+
+def _restore_threads(previous: dict[str, Any]) -> None:
+    for var, value in previous.get("env", {}).items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
+    if "sitk" in previous:
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous["sitk"])
+    if "torch" in previous:
+        import torch
+
+        torch.set_num_threads(previous["torch"])
+    if "threadpoolctl" in previous:
+        previous["threadpoolctl"].restore_original_limits()
+
+
 def _worker_init(log_queue: Any = None, levels: tuple[int, int] = (logging.WARNING, logging.NOTSET)) -> None:
     """Pin numeric libraries to one thread per worker process: parallelism comes from the processes. With a
     ``log_queue``, the worker's log records (and Python warnings) go back to the parent process through it, created
     at the parent's ``levels`` (root, package): the parent's handlers (the command line's stderr rules and run
     log) decide what is shown and kept."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
+    _pin_threads(1)
     if log_queue is not None:
         from logging.handlers import QueueHandler
 
@@ -52,18 +107,6 @@ def _worker_init(log_queue: Any = None, levels: tuple[int, int] = (logging.WARNI
         root.setLevel(levels[0])
         logging.getLogger("radiogenomics").setLevel(levels[1])
         logging.captureWarnings(True)
-    try:
-        import SimpleITK as sitk
-
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    except Exception:  # pragma: no cover - SimpleITK is a hard dependency
-        pass
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except Exception:  # torch is only needed for deep features
-        pass
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -76,6 +119,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 
 
 Job = tuple[WorkItem, str]  # an item and its cache key ("" = no cache)
+Group = list[Job]  # the jobs of one patient, run as one task
 
 #: Times a broken process pool (a worker killed by a crash or the OOM killer) is replaced before the
 #: items still pending are reported as failed.
@@ -103,6 +147,25 @@ def _expected_cost(job: Job) -> tuple[int, int, str]:
     return rank, -size, item.image
 
 
+def _group_cost(group: Group) -> tuple[int, str]:
+    """Sort key of a patient's task: larger image files first (the cost follows the items and their images)."""
+    total = 0
+    for path in {item.image for item, _key in group}:
+        try:
+            total += os.path.getsize(path)
+        except OSError:
+            pass
+    return -total * len(group), group[0][0].patient_id
+
+
+def group_by_patient(jobs: Sequence[Job]) -> list[Group]:
+    """One task per patient, in order of first appearance; items inside a task cheapest-last as before."""
+    groups: dict[str, Group] = {}
+    for job in jobs:
+        groups.setdefault(job[0].patient_id, []).append(job)
+    return [sorted(group, key=_expected_cost) for group in groups.values()]
+
+
 class _Forward(logging.Handler):
     """Handles a worker's log record in this process, as if logged here (its logger's handlers and the root's)."""
 
@@ -127,34 +190,42 @@ def _worker_logs(ctx: multiprocessing.context.BaseContext) -> Iterator[tuple[Any
         queue.close()
 
 
-def _iter_local(jobs: Sequence[Job], cache_dir: str | None, workers: int) -> Iterator[ItemResult]:
+def _iter_local(groups: Sequence[Group], cache_dir: str | None, workers: int,
+                threads: int = 1) -> Iterator[ItemResult]:
     if workers <= 1:
-        for item, key in jobs:
-            yield run_item(item, cache_dir, key)
+        # in this process, with the cores asked for (`--workers 1`: one core, also for ITK, torch and BLAS; a single
+        # patient's task with more workers asked for gets their number of threads instead of processes)
+        previous = _pin_threads(threads)
+        try:
+            for group in groups:
+                yield from run_patient(group, cache_dir)
+        finally:
+            _restore_threads(previous)
         return
     with _worker_logs(_pool_context()) as log_args:
-        yield from _iter_pool(jobs, cache_dir, workers, log_args)
+        yield from _iter_pool(groups, cache_dir, workers, log_args)
 
 
-def _iter_pool(jobs: Sequence[Job], cache_dir: str | None, workers: int,
+def _iter_pool(groups: Sequence[Group], cache_dir: str | None, workers: int,
                log_args: tuple[Any, tuple[int, int]]) -> Iterator[ItemResult]:
-    pending = list(jobs)
+    pending = [list(group) for group in groups]
     for attempt in range(POOL_RESTARTS + 1):
         done: set[str] = set()
         try:
             with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=_pool_context(),
                                      initializer=_worker_init, initargs=log_args) as pool:
-                futures = [pool.submit(run_item, item, cache_dir, key) for item, key in pending]
+                futures = [pool.submit(run_patient, group, cache_dir) for group in pending]
                 for future in as_completed(futures):
-                    result = future.result()
-                    done.add(result.item.item_id)
-                    yield result
+                    for result in future.result():
+                        done.add(result.item.item_id)
+                        yield result
             return
         except BrokenProcessPool:
-            pending = [(item, key) for item, key in pending if item.item_id not in done]
-            log.warning("a worker process died; %d item(s) pending (restart %d of %d)", len(pending),
-                        attempt + 1, POOL_RESTARTS)
-    for item, _key in pending:
+            pending = [kept for group in pending
+                       if (kept := [(item, key) for item, key in group if item.item_id not in done])]
+            log.warning("a worker process died; %d item(s) pending (restart %d of %d)",
+                        sum(len(g) for g in pending), attempt + 1, POOL_RESTARTS)
+    for item, _key in (job for group in pending for job in group):
         yield ItemResult(item=item, status="failed", error_type="WorkerDied",
                          reason="the worker process died while computing (crash or out of memory)")
 
@@ -175,7 +246,7 @@ def _check_reachable(address: str) -> None:
                          fix="start one with `dask scheduler` / `dask worker`, or drop --dask") from exc
 
 
-def _iter_dask(jobs: Sequence[Job], cache_dir: str | None, address: str) -> Iterator[ItemResult]:
+def _iter_dask(groups: Sequence[Group], cache_dir: str | None, address: str) -> Iterator[ItemResult]:
     try:
         from distributed import Client
         from distributed import as_completed as dask_as_completed
@@ -189,10 +260,10 @@ def _iter_dask(jobs: Sequence[Job], cache_dir: str | None, address: str) -> Iter
         raise InputError(f"cannot connect to the Dask scheduler at {address}: {exc}",
                          fix="start one with `dask scheduler` / `dask worker`, or drop --dask") from exc
     try:
-        futures = [client.submit(run_item, item, cache_dir, key, pure=False, key=f"rg-{i}-{item.item_id}")
-                   for i, (item, key) in enumerate(jobs)]
+        futures = [client.submit(run_patient, group, cache_dir, pure=False, key=f"rg-{i}-{group[0][0].patient_id}")
+                   for i, group in enumerate(groups)]
         for future in dask_as_completed(futures):
-            yield future.result()
+            yield from future.result()
     finally:
         client.close()
 
@@ -233,11 +304,13 @@ def run_items(items: Sequence[WorkItem], cache_dir: str | None, *, workers: int 
                 advance(hit)
             else:
                 jobs.append((item, key))
-        n = max(1, min(workers or default_workers(), len(jobs)))
+        groups = group_by_patient(jobs)
+        asked = workers or default_workers()
+        n = max(1, min(asked, len(groups)))
         if n > 1 and not dask_address:
-            jobs.sort(key=_expected_cost)
-        source = (_iter_dask(jobs, cache_dir, dask_address) if dask_address and jobs
-                  else _iter_local(jobs, cache_dir, n))
+            groups.sort(key=_group_cost)
+        source = (_iter_dask(groups, cache_dir, dask_address) if dask_address and groups
+                  else _iter_local(groups, cache_dir, n, threads=asked if n == 1 else 1))
         for result in source:
             results[order[result.item.item_id]] = result
             advance(result)

@@ -8,7 +8,6 @@ worker. Failures are returned, never raised: one bad patient must not stop the r
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import resource
@@ -16,6 +15,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from radiogenomics.errors import InputError
@@ -131,61 +131,85 @@ def _peak_rss_mb() -> float:
     return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 
 
-def read_image(path: str) -> Any:
-    """:func:`radiogenomics.cohort.read_image`, memoised per worker on (path, size, mtime): the items of
-    one image (its ROIs) usually land on the same worker, which then decodes the file once."""
-    st = os.stat(path) if os.path.isfile(path) else None
-    if st is None:  # folders (DICOM series) and missing files: no memo
-        from radiogenomics.cohort import read_image as _read
+class PatientReader:
+    """Images and label maps of one patient's task, each decoded once (the CT serves its radiomics, deep and
+    dose items; one label map serves every ROI) and released when the task ends, so a worker holds one
+    patient's images at a time.
 
-        return _read(path)
-    return _read_image_memo(path, st.st_size, st.st_mtime_ns)
+    Binary masks of label-map ROIs are cut from the decoded map here; everything else (RTSTRUCT rasterisation,
+    geometry mismatches, empty ROIs and their messages) goes through :func:`radiogenomics.cohort.read_mask`.
+    """
+
+    def __init__(self) -> None:
+        self._images: dict[str, Any] = {}
+
+    def image(self, path: str) -> Any:
+        """:func:`radiogenomics.cohort.read_image`, once per path for this reader."""
+        if path not in self._images:
+            from radiogenomics.cohort import read_image as _read
+
+            self._images[path] = _read(path)
+        return self._images[path]
+
+    def mask(self, path: str, reference_path: str, roi: str, label: int, *, patient_id: str,
+             structure: str = "", aliases: tuple[str, ...] = ()) -> Any:
+        """The binary (UInt8 0/1) mask of one ROI on the grid of the image at ``reference_path``."""
+        import numpy as np
+        import SimpleITK as sitk
+
+        from radiogenomics.cohort import geometry_differences, read_mask
+        from radiogenomics.cohort.dicom import is_dicom_file
+        from radiogenomics.cohort.imageio import label_of_name
+
+        reference = self.image(reference_path)
+        if os.path.isfile(path) and not is_dicom_file(Path(path)):  # a label map: decoded once, one ROI cut per call
+            labels = self.image(path)
+            if not geometry_differences(labels, reference):
+                value = label_of_name(labels, structure, Path(path), patient_id) if structure else label
+                binary = sitk.GetArrayViewFromImage(labels) == value
+                if binary.any():
+                    mask = sitk.GetImageFromArray(binary.view(np.uint8))
+                    mask.CopyInformation(reference)
+                    return mask
+        return read_mask(path, reference, roi, label, reference_path=reference_path, patient_id=patient_id,
+                         structure=structure or None, aliases=aliases)
 
 
-@functools.lru_cache(maxsize=3)
-def _read_image_memo(path: str, size: int, mtime_ns: int) -> Any:
-    from radiogenomics.cohort import read_image as _read
-
-    return _read(path)
-
-
-def compute_item(item: WorkItem) -> dict[str, float]:
-    """The features of one item (no cache). Raises InputError for bad input."""
-    from radiogenomics.cohort import read_mask
-
+def compute_item(item: WorkItem, reader: PatientReader | None = None) -> dict[str, float]:
+    """The features of one item (no cache). Raises InputError for bad input. ``reader``: the patient task's
+    decoded images (a fresh one when None)."""
+    reader = reader or PatientReader()
     if item.kind == RADIOMICS:
         from radiogenomics.features.radiomics_extraction import extract_radiomics
 
-        image = read_image(item.image)
+        image = reader.image(item.image)
         if item.mask is None:
             raise InputError("radiomics needs a mask", patient_id=item.patient_id)
-        mask = read_mask(item.mask, image, item.roi, item.label, reference_path=item.image,
-                         patient_id=item.patient_id, structure=item.structure or None, aliases=item.aliases)
+        mask = reader.mask(item.mask, item.image, item.roi, item.label, patient_id=item.patient_id,
+                           structure=item.structure, aliases=item.aliases)
         return extract_radiomics(image, mask, item.params)
     if item.kind == DEEP:
         from radiogenomics.features.deep import embed_item
 
-        return embed_item(item)
+        return embed_item(item, reader)
     if item.kind == DOSE:
         from radiogenomics.features.dosimetric import structure_dose_features
 
-        dose, mask = dose_and_mask(item)
+        dose, mask = dose_and_mask(item, reader)
         return structure_dose_features(dose, {item.roi: mask})
     raise ValueError(f"unknown work item kind {item.kind!r}")
 
 
-def dose_and_mask(item: WorkItem) -> tuple[Any, Any]:
+def dose_and_mask(item: WorkItem, reader: PatientReader | None = None) -> tuple[Any, Any]:
     """The DOSE grid of a dose item and the first of its candidate masks that reads cleanly (images.csv order:
     a corrupt CT does not cost the DVH when the same label map reads on the PET grid)."""
-    from radiogenomics.cohort import read_mask
-
-    dose = read_image(item.image)
+    reader = reader or PatientReader()
+    dose = reader.image(item.image)
     first_error: InputError | None = None
     for ref in item.rois:
         try:
-            return dose, read_mask(ref.mask, read_image(ref.reference_image), ref.roi, ref.label,
-                                   reference_path=ref.reference_image, patient_id=item.patient_id,
-                                   structure=ref.structure or None, aliases=ref.aliases)
+            return dose, reader.mask(ref.mask, ref.reference_image, ref.roi, ref.label, patient_id=item.patient_id,
+                                     structure=ref.structure, aliases=ref.aliases)
         except InputError as exc:
             first_error = first_error or exc
     if first_error is not None:
@@ -214,7 +238,8 @@ def lookup(item: WorkItem, cache_dir: str | None) -> tuple[str, ItemResult | Non
     return key, ItemResult(item=item, status="cached", features=features)
 
 
-def run_item(item: WorkItem, cache_dir: str | None, key: str = "") -> ItemResult:
+def run_item(item: WorkItem, cache_dir: str | None, key: str = "",
+             reader: PatientReader | None = None) -> ItemResult:
     """Compute one item and store it under ``key`` in the cache; every exception becomes a ``failed`` result.
 
     ``key`` is normally computed by the caller (:func:`lookup`); when empty and a cache is given it is
@@ -232,7 +257,7 @@ def run_item(item: WorkItem, cache_dir: str | None, key: str = "") -> ItemResult
         if cached is not None:
             result.status, result.features = "cached", cached
         else:
-            features = compute_item(item)
+            features = compute_item(item, reader)
             if cache is not None and key:
                 cache.put(key, features, {"item": item.item_id})
             result.status, result.features = "computed", features
@@ -246,3 +271,13 @@ def run_item(item: WorkItem, cache_dir: str | None, key: str = "") -> ItemResult
     result.cpu_seconds = time.process_time() - cpu_start
     result.peak_rss_mb = _peak_rss_mb()
     return result
+
+
+def run_patient(jobs: list[tuple[WorkItem, str]], cache_dir: str | None) -> list[ItemResult]:
+    """:func:`run_item` for every (item, cache key) of one patient, sharing one :class:`PatientReader`: each image
+    and label map is decoded once for the patient, and freed when this returns (memory per worker: one patient)."""
+    reader = PatientReader()
+    try:
+        return [run_item(item, cache_dir, key, reader) for item, key in jobs]
+    finally:
+        del reader
