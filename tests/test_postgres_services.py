@@ -4,11 +4,14 @@ MLflow backend store (database `mlflow`, a plain `postgresql://` URL, driver psy
 (`mlflow-artifacts:`). Every step is the project's command line as a subprocess with
 MLFLOW_TRACKING_URI=http://<the server>: synth, extract, train twice (the second on other outer folds, so its
 unit stays `challenger`), predict, handoff, serve, and promote (serve reloads the new champion). The outcomes
-are checked in PostgreSQL's own tables."""
+are checked in PostgreSQL's own tables. On the same cluster: the Optuna budget lock (an advisory lock) and two
+worker processes sharing one study, as on several machines."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -24,8 +27,10 @@ import yaml
 from local_services import CLI, clean_env, free_port, mlflow_server, process_group, run_cli, wait_healthy
 from pg_cluster import Cluster, pg_cluster
 from test_quiet_cli import OURS
+from test_training_search import WORKER
 
 from radiogenomics.serving.api import FeatureTable
+from radiogenomics.training.search import budget_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "examples" / "train-quick.yaml"
@@ -82,10 +87,15 @@ def _train_config(work: Path, name: str, seed: int, storage: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def cluster() -> Iterator[Cluster]:
+    with pg_cluster() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def stack(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("postgres-services")
-    with ExitStack() as services:  # closed in reverse order, also when a step fails: serve, mlflow, the cluster
-        cluster = services.enter_context(pg_cluster())
+    with ExitStack() as services:  # closed in reverse order, also when a step fails: serve, then mlflow
         backend = cluster.create_database("mlflow")
         cluster.create_database("optuna")
         url = services.enter_context(mlflow_server(work, backend))
@@ -170,3 +180,27 @@ def test_promote_and_serve_reloads_the_new_champion(stack: Stack) -> None:
     records = stack.post(patients)
     assert {r["model_version"] for r in records} == {"2"}
     assert {r["model_uri"] for r in records} == {f"models:/{PRESCRIBER}/2"}
+
+
+def test_budget_lock_is_an_advisory_lock_on_postgresql(cluster: Cluster) -> None:
+    url = cluster.create_database("optuna_lock").replace("postgresql://", "postgresql+psycopg://")
+    held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    with budget_lock(url):
+        assert cluster.rows("optuna_lock", held) == [(1,)]
+    assert cluster.rows("optuna_lock", held) == [(0,)]
+
+
+def test_two_worker_processes_share_one_postgresql_study(cluster: Cluster, tmp_path: Path) -> None:
+    """tests/test_training_search.py's two workers (16 trials in all), on PostgreSQL as on several machines."""
+    url = cluster.create_database("optuna_workers")
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    procs = [subprocess.Popen([sys.executable, str(script), url, str(w), str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for w in (0, 1)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    per_worker = [int(out.split()[-1]) for out, _ in outputs]
+    trials = cluster.rows("optuna_workers", "SELECT t.number, t.state FROM trials t JOIN studies s USING (study_id) "
+                                            "WHERE s.study_name = 'shared' ORDER BY t.number")
+    assert trials == [(n, "COMPLETE") for n in range(16)]  # the budget held across processes: no overshoot
+    assert sum(per_worker) == 16 and min(per_worker) >= 1, per_worker
