@@ -21,8 +21,12 @@ def synth(
     out: Path = typer.Argument(..., help="Output cohort folder (created; must be empty unless --overwrite)."),
     patients: int = typer.Option(200, "--patients", help="Number of synthetic patients (>= 1)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (>= 0); the same seed gives the same cohort."),
-    grid_size: int = typer.Option(64, "--grid-size",
-                                  help="Voxels per image axis (16-256); the field of view stays 128x128x160 mm."),
+    grid_size: str = typer.Option("64", "--grid-size",
+                                  help="Voxels per image axis (16-512), or X,Y,Z voxels (e.g. 512,512,150); without "
+                                       "--spacing-mm the field of view stays 128x128x160 mm."),
+    spacing_mm: str = typer.Option("", "--spacing-mm",
+                                   help="Voxel spacing X,Y,Z in mm (e.g. 0.98,0.98,3.0, anisotropic clinical CT); "
+                                        "the field of view is then grid size x spacing, the patient the same."),
     workers: int = typer.Option(_default_workers(), "--workers", help="Worker processes (default: min(2, CPUs))."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace the generator's files (tables, cohort.yaml, images/) in a "
@@ -35,10 +39,13 @@ def synth(
     Deterministic by --seed whatever --workers. The model and its sources: docs/synthetic-cohort.md.
 
     Example: radiogenomics synth cohort --patients 200 --seed 0
+
+    Clinical size: radiogenomics synth big --patients 2 --grid-size 512,512,150 --spacing-mm 0.98,0.98,3.0
     """
     from radiogenomics.cli.console import out as console
     from radiogenomics.cli.console import progress_bar
     from radiogenomics.synthetic import generate_cohort
+    from radiogenomics.synthetic.generate import _check_args, _check_out_dir
 
     if patients < 1:
         raise InputError(f"--patients must be >= 1 (got {patients}).")
@@ -46,14 +53,17 @@ def synth(
         raise InputError(f"--seed must be >= 0 (got {seed}).")
     if workers < 1:
         raise InputError(f"--workers must be >= 1 (got {workers}).")
+    # every refusal before anything is created: no empty folder is left behind
+    _check_args(patients, seed, grid_size, workers, spacing_mm or None)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError("OUT exists and is not empty.", file=str(out),
                          fix="choose a new folder, or pass --overwrite to replace the cohort in it.")
-    output_dir(out, "cohort folder")
+    _check_out_dir(out, overwrite)
+    output_dir(out, "cohort folder", create=False)
     start = time.perf_counter()
     with progress_bar("synthesising patients") as update:
         path = generate_cohort(out, n_patients=patients, seed=seed, grid_size=grid_size, workers=workers,
-                               progress=update, overwrite=overwrite)
+                               progress=update, overwrite=overwrite, spacing_mm=spacing_mm or None)
     seconds = time.perf_counter() - start
     _summary(path, seconds, console)
 

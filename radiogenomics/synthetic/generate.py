@@ -25,7 +25,13 @@ from radiogenomics.synthetic.writer import write_csv, write_nifti, write_yaml
 log = logging.getLogger(__name__)
 
 MIN_GRID_SIZE = 16
-MAX_GRID_SIZE = 256
+MAX_GRID_SIZE = 512
+#: Finest grid the model itself is simulated on: the reference grid (64^3 voxels of 2 x 2 x 2.5 mm). A finer or
+#: anisotropic image grid gets the same patient (anatomy in mm, biology, dose, truth.csv, outcomes), simulated on
+#: this grid and written on the image grid by resampling (labels nearest neighbour, images linear).
+MODEL_GRID_SIZE = anat.REFERENCE_GRID
+#: Spacing limits of ``spacing_mm`` (mm).
+MIN_SPACING_MM, MAX_SPACING_MM = 0.1, 10.0
 MAX_PATIENTS = 100_000
 IMAGES_DIR = "images"
 #: files the generator owns in the cohort folder (removed first by ``overwrite=True``)
@@ -58,6 +64,8 @@ class PatientTask:
     params: SynthParameters
     grid_size: int
     out_dir: str
+    image_shape: tuple[int, int, int] | None = None  # (x, y, z) voxels of the written images; None = the model grid
+    spacing_mm: tuple[float, float, float] | None = None  # (x, y, z); None = the 128 x 128 x 160 mm field of view
 
 
 def _sig(x: float, digits: int = 6) -> float:
@@ -75,7 +83,8 @@ def simulate_patient(task: PatientTask) -> dict[str, Any]:
     patient = draw_patient(r_latent, task.index, task.n_patients, task.centres, params)
     shift = r_anat.uniform(-5.0, 5.0, 3)
     offset = tuple(float(o + s) for o, s in zip(patient.centre.origin_offset_mm, shift, strict=True))
-    geometry = anat.make_geometry(task.grid_size, offset)  # type: ignore[arg-type]
+    model_grid = task.grid_size if task.image_shape is None else MODEL_GRID_SIZE
+    geometry = anat.make_geometry(model_grid, offset)  # type: ignore[arg-type]
     anatomy = anat.build_anatomy(r_anat, geometry, patient, p_unilateral_neck=params.p_unilateral_neck)
     fields = imaging.tumour_fields(r_fields, anatomy, patient, params)
     ct = imaging.ct_image(r_img, anatomy, fields, patient, params)
@@ -110,10 +119,15 @@ def simulate_patient(task: PatientTask) -> dict[str, Any]:
     rel = f"{IMAGES_DIR}/{pid}"
     folder = Path(task.out_dir) / IMAGES_DIR / pid
     folder.mkdir(parents=True, exist_ok=True)
-    write_nifti(labels, geometry, folder / LABELS_FILE)
+    grid: anat.Geometry | ImageGrid = geometry
+    if task.image_shape is not None:  # the model grid's patient written on the image grid
+        grid = image_grid(task.image_shape, task.spacing_mm, offset)
+        labels, ct, fdg, fmiso, dose = (on_image_grid(a, geometry, grid, kind) for a, kind in (
+            (labels, "labels"), (ct, "ct"), (fdg, "pet"), (fmiso, "pet"), (dose, "dose")))
+    write_nifti(labels, grid, folder / LABELS_FILE)
     for (_, name), array in zip(MODALITY_FILES, (ct, fdg, fmiso), strict=True):
-        write_nifti(array, geometry, folder / name)
-    write_nifti(dose, geometry, folder / DOSE_FILE)
+        write_nifti(array, grid, folder / name)
+    write_nifti(dose, grid, folder / DOSE_FILE)
     image_rows: list[dict[str, Any]] = []
     for modality, name in MODALITY_FILES:
         for roi, label in anat.ROIS:
@@ -123,13 +137,14 @@ def simulate_patient(task: PatientTask) -> dict[str, Any]:
                        "roi": "", "label": None})
 
     dvh_rows: list[tuple[str, str, float, float]] = []
+    image_vcc = float(np.prod(grid.spacing)) / 1000.0  # dvh.csv describes the written dose grid and label map
     for structure, label in (*anat.ROIS, (anat.PCM_NAME, anat.LABEL_PCM)):
         d = dose[labels == label]
         if d.size == 0:
             continue
         counts = np.bincount(np.floor(d / DVH_BIN_GY).astype(np.int64))
         for b in np.flatnonzero(counts):
-            dvh_rows.append((pid, structure, round((b + 0.5) * DVH_BIN_GY, 4), round(counts[b] * vcc, 6)))
+            dvh_rows.append((pid, structure, round((b + 0.5) * DVH_BIN_GY, 4), round(counts[b] * image_vcc, 6)))
 
     patient_row = {
         "patient_id": pid, "site": "head_neck", "center": patient.centre.name, "age_years": patient.age_years,
@@ -153,9 +168,92 @@ def simulate_patient(task: PatientTask) -> dict[str, Any]:
             "expression": {"patient_id": pid, **expression}, "images": image_rows, "dvh": dvh_rows}
 
 
-def _check_args(n_patients: int, seed: int, grid_size: int, workers: int) -> None:
-    for name, value in (("n_patients", n_patients), ("seed", seed), ("grid_size", grid_size),
-                        ("workers", workers)):
+@dataclass(frozen=True)
+class ImageGrid:
+    """The grid images are written on when it is not the model grid: ``shape`` (x, y, z) voxels of ``spacing``
+    (x, y, z) mm, centred where the model grid is centred."""
+
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+
+
+def image_grid(shape: tuple[int, int, int], spacing_mm: tuple[float, float, float] | None,
+               offset_mm: tuple[float, ...]) -> ImageGrid:
+    """The image grid of ``shape`` voxels: ``spacing_mm``, or the spacing that keeps the model's 128 x 128 x 160 mm
+    field of view; centred on ``offset_mm`` like :func:`radiogenomics.synthetic.anatomy.make_geometry`."""
+    fov = [anat.REFERENCE_GRID * s for s in anat.REFERENCE_SPACING_MM]
+    spacing = tuple(spacing_mm) if spacing_mm is not None else tuple(round(f / n, 6) for f, n in zip(fov, shape,
+                                                                                                        strict=True))
+    origin = tuple(round(offset_mm[k] - (shape[k] - 1) / 2.0 * spacing[k], 3) for k in range(3))
+    return ImageGrid(shape=shape, spacing=spacing, origin=origin)  # type: ignore[arg-type]
+
+
+#: Resampling onto the image grid per array kind: (interpolator, value outside the model's field of view).
+_RESAMPLE = {"labels": ("nearest", 0.0), "ct": ("linear", -1000.0), "pet": ("linear", 0.0), "dose": ("linear", 0.0)}
+
+
+def on_image_grid(array: np.ndarray, model: anat.Geometry, grid: ImageGrid, kind: str) -> np.ndarray:
+    """A model-grid array (indexed [z, y, x]) on the image grid: labels by nearest neighbour (a GTV voxel of the
+    model stays whole, so on a grid that divides the model's voxels (64 k voxels per axis) the GTV volume is the
+    model's exactly), images and dose by linear interpolation; the model's value type is kept."""
+    import SimpleITK as sitk
+
+    interpolator, outside = _RESAMPLE[kind]
+    source = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    source.SetSpacing(model.spacing)
+    source.SetOrigin(model.origin)
+    out = sitk.Resample(source, list(grid.shape), sitk.Transform(),
+                        sitk.sitkNearestNeighbor if interpolator == "nearest" else sitk.sitkLinear,
+                        list(grid.origin), list(grid.spacing), [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0], outside,
+                        source.GetPixelID())
+    return sitk.GetArrayFromImage(out)
+
+
+def parse_grid(grid_size: int | tuple[int, ...] | str) -> tuple[int, int, int]:
+    """``64``, ``(512, 512, 150)`` or ``"512,512,150"`` as (x, y, z) voxels; InputError for anything else."""
+    values: tuple[object, ...]
+    if isinstance(grid_size, str):
+        try:
+            values = tuple(int(v) for v in grid_size.replace("x", ",").split(","))
+        except ValueError:
+            raise InputError(f"grid size must be N or NX,NY,NZ, got {grid_size!r}.") from None
+    elif isinstance(grid_size, tuple | list):
+        values = tuple(grid_size)
+    else:
+        values = (grid_size,)
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise InputError(f"grid_size must be an integer, got {value!r}.")
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3:
+        raise InputError(f"grid size must be N or NX,NY,NZ, got {grid_size!r}.")
+    for value in values:
+        if not MIN_GRID_SIZE <= int(value) <= MAX_GRID_SIZE:  # type: ignore[call-overload]
+            raise InputError(f"grid_size must be between {MIN_GRID_SIZE} and {MAX_GRID_SIZE}, got {value}.",
+                             fix="use e.g. 64 (2 x 2 x 2.5 mm voxels), or 512,512,150 with --spacing-mm 0.98,0.98,3.")
+    return tuple(int(v) for v in values)  # type: ignore[call-overload, return-value]
+
+
+def parse_spacing(spacing_mm: tuple[float, ...] | str | None) -> tuple[float, float, float] | None:
+    """``"0.98,0.98,3.0"`` or a 3-tuple as (x, y, z) mm; None stays None; InputError for anything else."""
+    if spacing_mm is None:
+        return None
+    try:
+        values = tuple(float(v) for v in (spacing_mm.split(",") if isinstance(spacing_mm, str) else spacing_mm))
+    except (TypeError, ValueError):
+        raise InputError(f"spacing must be three numbers X,Y,Z in mm, got {spacing_mm!r}.") from None
+    if len(values) != 3 or not all(MIN_SPACING_MM <= v <= MAX_SPACING_MM for v in values):
+        raise InputError(f"spacing must be three numbers X,Y,Z between {MIN_SPACING_MM} and {MAX_SPACING_MM} mm, "
+                         f"got {spacing_mm!r}.", fix="e.g. --spacing-mm 0.98,0.98,3.0")
+    return values  # type: ignore[return-value]
+
+
+def _check_args(n_patients: int, seed: int, grid_size: int | tuple[int, ...] | str, workers: int,
+                spacing_mm: tuple[float, ...] | str | None = None) -> tuple[tuple[int, int, int],
+                                                                          tuple[float, float, float] | None]:
+    for name, value in (("n_patients", n_patients), ("seed", seed), ("workers", workers)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer):
             raise InputError(f"{name} must be an integer, got {value!r}.")
     if not 1 <= n_patients <= MAX_PATIENTS:
@@ -163,21 +261,26 @@ def _check_args(n_patients: int, seed: int, grid_size: int, workers: int) -> Non
                          fix="ask for at least one patient.")
     if seed < 0:
         raise InputError(f"seed must be >= 0, got {seed}.", fix="use a non-negative integer seed.")
-    if not MIN_GRID_SIZE <= grid_size <= MAX_GRID_SIZE:
-        raise InputError(f"grid_size must be between {MIN_GRID_SIZE} and {MAX_GRID_SIZE}, got {grid_size}.",
-                         fix="use e.g. 64 (2 x 2 x 2.5 mm voxels).")
+    shape = parse_grid(grid_size)
+    spacing = parse_spacing(spacing_mm)
     if workers < 1:
         raise InputError(f"workers must be >= 1, got {workers}.")
+    return shape, spacing
 
 
-def _prepare_out_dir(out: Path, overwrite: bool) -> None:
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    """The output folder's refusals, before anything is created."""
     if out.exists() and not out.is_dir():
         raise InputError("the output path exists and is not a folder.", file=str(out),
                          fix="choose a new folder for the cohort.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError("the output folder exists and is not empty.", file=str(out),
+                         fix="choose a new folder, or pass --overwrite to replace the cohort in it.")
+
+
+def _prepare_out_dir(out: Path, overwrite: bool) -> None:
+    _check_out_dir(out, overwrite)
     if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise InputError("the output folder exists and is not empty.", file=str(out),
-                             fix="choose a new folder, or pass --overwrite to replace the cohort in it.")
         log.info("overwrite: removing the generator's previous outputs in %s", out)
         for name in OUTPUT_FILES:
             (out / name).unlink(missing_ok=True)
@@ -231,9 +334,11 @@ def _tables(records: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
             "truth.csv": truth, "dvh.csv": dvh}
 
 
-def generate_cohort(out_dir: str | Path, n_patients: int, seed: int, grid_size: int = 64, workers: int = 1,
+def generate_cohort(out_dir: str | Path, n_patients: int, seed: int,
+                    grid_size: int | tuple[int, int, int] | str = 64, workers: int = 1,
                     progress: Callable[[int, int], None] | None = None, *, overwrite: bool = False,
-                    params: SynthParameters | None = None) -> Path:
+                    params: SynthParameters | None = None,
+                    spacing_mm: tuple[float, float, float] | str | None = None) -> Path:
     """Write a synthetic head-and-neck cohort (format v1 + ``truth.csv``) into ``out_dir`` and return it.
 
     Deterministic by ``seed``: the tables are byte-identical whatever ``workers`` is (each patient draws
@@ -242,32 +347,64 @@ def generate_cohort(out_dir: str | Path, n_patients: int, seed: int, grid_size: 
     64). ``progress(done, total)`` is called as patients finish. ``overwrite`` replaces the generator's
     outputs in a non-empty ``out_dir`` (otherwise that is an :class:`InputError`). The model is documented
     in ``docs/synthetic-cohort.md``.
+
+    Clinical sizes: ``grid_size`` up to 512, or (x, y, z) voxels (``"512,512,150"``), and ``spacing_mm`` (x, y, z)
+    for an anisotropic grid (its field of view is then shape x spacing). A grid finer than the model grid
+    (:data:`MODEL_GRID_SIZE`, 2 x 2 x 2.5 mm), non-cubic or with ``spacing_mm`` gets the patient simulated on the
+    model grid and written on its own grid: the same seed gives the same patient (anatomy in mm, biology, dose,
+    truth.csv and patients.csv values) at every such grid and at 64. Coarser cubic grids (16-63, the fast test
+    grids) are simulated at their own resolution as before.
+
+    Every argument is checked before anything is created; if writing fails, a folder this call created is
+    removed again (an existing one is left, with whatever the generator had written into it).
     """
-    _check_args(n_patients, seed, grid_size, workers)
+    shape, spacing = _check_args(n_patients, seed, grid_size, workers, spacing_mm)
     params = params or SynthParameters()
     out = Path(out_dir)
-    _prepare_out_dir(out, overwrite)
-    root = np.random.SeedSequence(int(seed))
-    cohort_seq, patient_seq = root.spawn(2)
-    centres = draw_centres(np.random.default_rng(cohort_seq), params)
-    tasks = [PatientTask(index=i, n_patients=n_patients, entropy=int(seed), spawn_key=(*patient_seq.spawn_key, i),
-                         centres=centres, params=params, grid_size=grid_size, out_dir=str(out))
-             for i in range(n_patients)]
-    log.info("synthesising %d patients (seed %d, %d^3 voxels, %d worker(s)) into %s", n_patients, seed,
-             grid_size, workers, out)
-    records = _run(tasks, workers, progress)
-    for name, frame in _tables(records).items():
-        write_csv(frame, out / name)
+    _check_out_dir(out, overwrite)
+    cubic = shape[0] == shape[1] == shape[2]
+    model_only = cubic and spacing is None and shape[0] <= MODEL_GRID_SIZE
+    created = not out.exists()
+    try:
+        _prepare_out_dir(out, overwrite)
+        root = np.random.SeedSequence(int(seed))
+        cohort_seq, patient_seq = root.spawn(2)
+        centres = draw_centres(np.random.default_rng(cohort_seq), params)
+        tasks = [PatientTask(index=i, n_patients=n_patients, entropy=int(seed),
+                             spawn_key=(*patient_seq.spawn_key, i), centres=centres, params=params,
+                             grid_size=shape[0] if model_only else MODEL_GRID_SIZE, out_dir=str(out),
+                             image_shape=None if model_only else shape, spacing_mm=spacing)
+                 for i in range(n_patients)]
+        log.info("synthesising %d patients (seed %d, %s voxels, %d worker(s)) into %s", n_patients, seed,
+                 "x".join(map(str, shape)), workers, out)
+        records = _run(tasks, workers, progress)
+        for name, frame in _tables(records).items():
+            write_csv(frame, out / name)
+        _write_meta(out, seed, n_patients, shape, spacing, model_only)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    log.info("cohort written to %s", out)
+    return out
+
+
+def _write_meta(out: Path, seed: int, n_patients: int, shape: tuple[int, int, int],
+                spacing: tuple[float, float, float] | None, model_only: bool) -> None:
+    if model_only:
+        grid_spacing = list(anat.make_geometry(shape[0], (0.0, 0.0, 0.0)).spacing)
+    else:
+        grid_spacing = list(image_grid(shape, spacing, (0.0, 0.0, 0.0)).spacing)
     meta = {
         "name": f"synthetic-head-neck-seed{seed}",
         "description": "Synthetic head-and-neck cohort from the mechanistic model of docs/synthetic-cohort.md. "
                        "truth.csv holds the latent ground truth, for evaluation only.",
         "format_version": 1,
         "generator": {"package": "radiogenomics", "version": __version__, "module": "radiogenomics.synthetic",
-                      "seed": int(seed), "n_patients": int(n_patients), "grid_size": int(grid_size),
-                      "spacing_mm": list(anat.make_geometry(grid_size, (0.0, 0.0, 0.0)).spacing),
+                      "seed": int(seed), "n_patients": int(n_patients),
+                      "grid_size": int(shape[0]) if shape[0] == shape[1] == shape[2] else list(shape),
+                      "spacing_mm": grid_spacing,
+                      "model_grid_size": int(shape[0]) if model_only else MODEL_GRID_SIZE,
                       "truth": "truth.csv"},
     }
     write_yaml(meta, out / "cohort.yaml")
-    log.info("cohort written to %s", out)
-    return out

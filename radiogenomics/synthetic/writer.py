@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 import yaml
 
-from radiogenomics.synthetic.anatomy import Geometry
+
+class Grid(Protocol):
+    """What a writer needs of a grid: (x, y, z) spacing and origin in mm (the model's Geometry, an ImageGrid)."""
+
+    @property
+    def spacing(self) -> tuple[float, float, float]: ...
+
+    @property
+    def origin(self) -> tuple[float, float, float]: ...
 
 #: gzip level for .nii.gz (speed over size; the gzip header of ITK's writer carries no timestamp)
 COMPRESSION_LEVEL = 6
@@ -21,7 +29,7 @@ def _tmp_name(path: Path, suffix: str) -> Path:
     return path.with_name(f".tmp-{os.getpid()}-{path.name[: -len(suffix)]}{suffix}")
 
 
-def write_nifti(array: np.ndarray, geometry: Geometry, path: Path) -> None:
+def write_nifti(array: np.ndarray, geometry: Grid, path: Path) -> None:
     """Write ``array`` (indexed [z, y, x]) as .nii.gz with the grid's spacing/origin, identity direction.
 
     ITK's gzip stream carries no timestamp (mtime 0), so equal arrays give byte-identical files.
