@@ -15,8 +15,16 @@ Targets (issue 4): first run >= 1.8x the sequential loop on 2 cores; cached re-r
 first run. The pipeline does strictly more work than the baseline (dose features per structure, genomic
 features, the fused table and its dictionary).
 
+Then (issue 18.5, skipped with ``--clinical-grid none``) one patient at clinical geometry: the same seed's patient
+written on the native grid (``--grid``) and on ``--clinical-grid`` voxels of ``--clinical-spacing`` mm (default a
+512 x 512 x 150 CT at 0.98 x 0.98 x 3 mm), each extracted by ``radiogenomics extract --workers 1`` as a fresh
+process. It prints both geometries, the clinical/native time ratio (target <= 3x), per CT/GTV item the time of our
+item (decode + box + pyradiomics) against plain pyradiomics with its default settings on the same image and mask
+(target >= 5x faster), and the peak memory of the extraction at each size.
+
     python benchmarks/extract.py [--patients 16] [--grid 64] [--workers 2] [--filters original,log,wavelet]
-                                 [--cohort DIR] [--keep DIR]
+                                 [--cohort DIR] [--keep DIR] [--clinical-grid 512,512,150]
+                                 [--clinical-spacing 0.98,0.98,3.0]
 """
 
 from __future__ import annotations
@@ -33,6 +41,69 @@ from pathlib import Path
 
 TARGET_SPEEDUP = 1.8
 TARGET_CACHED = 20.0
+TARGET_CLINICAL_RATIO = 3.0
+TARGET_VS_PYRADIOMICS = 5.0
+
+
+def ct_gtv_item(cohort: Path, repeats: int = 3) -> dict[str, float]:
+    """(child process) Best-of-``repeats`` seconds of one CT/GTV item: ours (decode with a fresh PatientReader, then
+    the box path with the shipped CT parameters) and plain pyradiomics with default settings on the same files."""
+    import pandas as pd
+    from radiomics import featureextractor
+
+    from radiogenomics.features.radiomics_extraction import _extractor, canonical_json, params_for_modality
+    from radiogenomics.features.tasks import RADIOMICS, WorkItem, compute_item
+
+    rows = pd.read_csv(cohort / "images.csv", dtype=str)
+    row = rows[(rows["modality"] == "CT") & (rows["roi"] == "GTV")].iloc[0]
+    image, mask = str(cohort / row["image"]), str(cohort / row["mask"])
+    params = params_for_modality("CT") or {}
+    _extractor(canonical_json(params))  # built once per process, as in a worker
+    plain = featureextractor.RadiomicsFeatureExtractor()
+    item = WorkItem(kind=RADIOMICS, patient_id=row["patient_id"], modality="CT", roi="GTV", image=image, mask=mask,
+                    label=int(row["label"]), params=params)
+    ours, theirs = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        compute_item(item)
+        ours.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        plain.execute(image, mask, label=int(row["label"]))
+        theirs.append(time.perf_counter() - start)
+    return {"ours_s": min(ours), "pyradiomics_default_s": min(theirs)}
+
+
+def clinical_comparison(work: Path, args: argparse.Namespace) -> None:
+    """Native vs clinical geometry for one patient (same seed: the same patient), and the CT/GTV item ratio."""
+    import SimpleITK as sitk
+
+    from radiogenomics.synthetic.generate import generate_cohort
+
+    grids = {"native": (str(args.grid), None), "clinical": (args.clinical_grid, args.clinical_spacing)}
+    seconds: dict[str, float] = {}
+    for name, (grid, spacing) in grids.items():
+        cohort = work / f"one-{name}"
+        if not (cohort / "patients.csv").exists():
+            start = time.perf_counter()
+            generate_cohort(cohort, n_patients=1, seed=args.seed, grid_size=grid, spacing_mm=spacing, workers=1,
+                            overwrite=True)
+            print(f"synth {name}: {time.perf_counter() - start:.1f} s")
+        ct = sitk.ReadImage(str(cohort / "images" / "SYN0001" / "ct.nii.gz"))
+        out = work / f"one-{name}.parquet"
+        cmd = [sys.executable, "-m", "radiogenomics", "extract", str(cohort), "--out", str(out), "--workers", "1",
+               "--no-cache", "--no-progress", "--filters", args.filters]
+        seconds[name], _ = _timed(cmd)
+        summary = json.loads((work / f"one-{name}.summary.json").read_text())
+        peak = max(summary.get("peak_rss_mb", {}).values(), default=0.0)
+        item_t, item_out = _timed([sys.executable, __file__, "--item-only", str(cohort)])
+        item = json.loads(item_out.strip().splitlines()[-1])
+        print(f"{name:8s} geometry: CT {'x'.join(map(str, ct.GetSize()))} voxels of "
+              f"{'x'.join(f'{v:g}' for v in ct.GetSpacing())} mm; extract --workers 1: {seconds[name]:.1f} s, "
+              f"peak RSS {peak:.0f} MB; CT/GTV item: ours {item['ours_s']:.2f} s, plain pyradiomics (defaults) "
+              f"{item['pyradiomics_default_s']:.2f} s -> {item['pyradiomics_default_s'] / item['ours_s']:.1f}x "
+              f"(target >= {TARGET_VS_PYRADIOMICS:.0f}x)")
+    ratio = seconds["clinical"] / seconds["native"]
+    print(f"clinical / native extraction time: {ratio:.2f}x (target <= {TARGET_CLINICAL_RATIO:.0f}x)")
 
 
 def baseline_loop(cohort: Path, filters: tuple[str, ...]) -> dict[str, float]:
@@ -83,11 +154,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cohort", type=Path, help="use this cohort instead of generating one")
     parser.add_argument("--keep", type=Path, help="keep outputs and cache in this folder")
     parser.add_argument("--baseline-only", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--item-only", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--clinical-grid", default="512,512,150",
+                        help="voxels X,Y,Z of the clinical-size patient ('none' to skip)")
+    parser.add_argument("--clinical-spacing", default="0.98,0.98,3.0", help="its spacing X,Y,Z in mm")
     args = parser.parse_args(argv)
 
     filters = tuple(f.strip() for f in args.filters.split(",") if f.strip())
     if args.baseline_only:
         print(json.dumps(baseline_loop(args.baseline_only, filters)))
+        return 0
+    if args.item_only:
+        print(json.dumps(ct_gtv_item(args.item_only)))
         return 0
 
     load_at_start = os.getloadavg()[0]
@@ -146,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
           f"rebuild from the item cache: {t_first / t_items:.1f}x")
     for worker, mb in sorted(first["peak_rss_mb"].items()):
         print(f"peak RSS worker {worker}: {mb:.0f} MB")
+    if args.clinical_grid.lower() != "none":
+        clinical_comparison(work, args)
     return 0
 
 
