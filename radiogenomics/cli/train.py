@@ -1,8 +1,9 @@
-"""`radiogenomics train COHORT [--features F.parquet] [--config TRAIN.yaml] [--out DIR]`.
+"""`radiogenomics train COHORT [--features F.parquet] [--config TRAIN.yaml] [--out DIR] [--dask ADDRESS]`.
 
 Nested cross-validation of every candidate model per task, tracked in MLflow, winners registered
-(:func:`radiogenomics.training.run.train`); prints a summary table of the held-out metrics, the winners, the
-registered versions and aliases, and where the MLflow store is.
+(:func:`radiogenomics.training.run.train`; with ``--dask`` the nested cross-validations run on a Dask cluster's
+workers, :mod:`radiogenomics.training.cluster`, and this process tracks and registers); prints a summary table
+of the held-out metrics, the winners, the registered versions and aliases, and where the MLflow store is.
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ def train(
                                        "shipped default_train.yaml."),
     out: Path = typer.Option(Path("training"), "--out", help="Folder for features, Optuna studies, "
                              "out-of-fold predictions and the run's log train.log."),
+    dask: str | None = typer.Option(None, "--dask", help="Dask scheduler address, e.g. tcp://127.0.0.1:8786: the "
+                                    "outer folds and final fits of every candidate run on its workers; this "
+                                    "process logs to MLflow and registers."),
 ) -> None:
     """Train radiosensitivity and toxicity models with grouped nested CV; track in MLflow; register the winner."""
     from radiogenomics.cli.logs import run_log
@@ -84,7 +88,7 @@ def train(
     from radiogenomics.training.run import train as run_train
 
     with run_log(output_dir(out, "training folder").resolve() / LOG_FILE):
-        summary = run_train(cohort, features, config, out, progress=True)
+        summary = run_train(cohort, features, config, out, progress=True, dask_address=dask)
     console = Console()
     if not console.is_terminal:
         console = Console(width=180)

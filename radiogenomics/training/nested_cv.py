@@ -141,22 +141,72 @@ def _fixed_params(search_space: search.SearchSpace) -> dict[str, Any] | None:
         return None
 
 
-class _Runner:
-    """Shared state of one nested CV: data, search settings, progress and tracking."""
+@dataclass
+class FoldPredictions:
+    """What one outer fold produced (:meth:`NestedCV.outer_fold`): its :class:`FoldResult`, the held-out
+    predictions, their targets and interval bounds, and the study name of its search ("" when not searched)."""
 
-    def __init__(self, build_estimator: BuildEstimator, search_space: search.SearchSpace, X: Any, y: Any,
-                 scorer: Scorer, config: TrainConfig, groups: np.ndarray, strata: np.ndarray | None,
-                 fit_params: Mapping[str, Any] | None, tracker: Tracker | None, storage_url: str | None,
-                 study_prefix: str) -> None:
-        self.build, self.space, self.X, self.y = build_estimator, search_space, X, y
-        self.scorer, self.config, self.groups, self.strata = scorer, config, groups, strata
-        self.fit_params, self.tracker, self.storage_url = fit_params, tracker, storage_url
-        self.study_prefix = study_prefix
-        self.score_fixed = False
-        self.predict_params: dict[str, Any] = {}
-        self.n_rows = len(groups)
+    result: FoldResult
+    pred: np.ndarray
+    targets: dict[str, np.ndarray]
+    bounds: tuple[np.ndarray, np.ndarray] | None
+    study: str
+
+
+@dataclass
+class FinalFit:
+    """The search on all rows and the model refitted on them (:meth:`NestedCV.final`)."""
+
+    params: dict[str, Any]
+    inner_score: float
+    study: str
+    estimator: Any
+
+
+class NestedCV:
+    """One nested CV, prepared: data, search settings, progress and tracking (see :func:`nested_cv`).
+
+    Its units of work are independent: :meth:`outer_fold` per outer fold (:meth:`outer_folds`) and :meth:`final`;
+    :meth:`collect` puts their outcomes together. :func:`nested_cv` runs them in turn; `radiogenomics train
+    --dask` runs each on a Dask worker (a copy prepared there without tracker or storage, searching in memory)
+    and collects on the coordinator, which replays each search into its storage and tracker
+    (:meth:`record_search`).
+    """
+
+    def __init__(self, build_estimator: BuildEstimator, search_space: search.SearchSpace, X: Any, y: Any, *,
+                 scorer: str | Scorer, config: TrainConfig, groups: Any, strata: Any = None,
+                 fit_params: Mapping[str, Any] | None = None, tracker: Tracker | None = None,
+                 run_dir: Path | str | None = None, study_prefix: str = "", metric_prefix: str = "",
+                 predict_params: Mapping[str, Any] | None = None, score_fixed: bool = False) -> None:
+        self.scorer = get_scorer(scorer)
+        self.groups = np.asarray(groups, dtype=object).astype(str)
+        self.strata = None if strata is None else np.asarray(strata, dtype=object).astype(str)
+        if len(self.groups) != len(X) or len(np.asarray(y)) != len(X):
+            raise ValueError(f"X has {len(X)} rows, y {len(np.asarray(y))}, groups {len(self.groups)}: they must "
+                             "match")
+        if config.cv.leave_one_centre_out and self.strata is None:
+            raise ValueError("leave-one-centre-out needs the centres as strata")
+        self.build, self.space, self.X, self.y, self.config = build_estimator, search_space, X, y, config
+        self.fit_params, self.tracker = fit_params, tracker
+        self.storage_url = config.search.storage_url(run_dir)
+        self.label = study_prefix
+        self.study_prefix = "/".join(p for p in (config.search.study_name, study_prefix) if p)
+        self.metric_prefix = metric_prefix
+        self.predict_params: dict[str, Any] = dict(predict_params or {})
+        self.score_fixed = score_fixed
+        self.n_rows = len(self.groups)
         self.update: search.OnTrial = lambda done, note: None
         self.trials_done = 0
+        #: The finished trials of each search run here, by study name (what a Dask unit sends back).
+        self.trials: dict[str, list[Any]] = {}
+
+    def outer_folds(self) -> list[Fold]:
+        """The outer folds: grouped and stratified k-fold, or one centre held out per fold."""
+        if self.config.cv.leave_one_centre_out:
+            assert self.strata is not None
+            return leave_one_centre_out(self.groups, self.strata)
+        return grouped_folds(self.groups, self.strata, self.config.cv.outer_folds, self.config.seed,
+                             prefix="outer-")
 
     def fit(self, params: dict[str, Any], idx: np.ndarray) -> Any:
         estimator = self.build(dict(params))
@@ -204,7 +254,23 @@ class _Runner:
                           n_trials=self.config.search.n_trials, timeout_s=self.config.search.timeout_s,
                           tracker=self.tracker, tags={"fold": label}, on_trial=on_trial,
                           storage_url=self.storage_url)
+        self.trials[name] = study.get_trials(deepcopy=False)
         return search.best_params(study, self.space), float(study.best_value), name
+
+    def record_search(self, study_name: str, label: str, trials: list[Any]) -> None:
+        """Replay a search run elsewhere (a Dask worker, in memory): its trials into this NestedCV's storage (the
+        study ``study_name``, created) and, with a tracker, one nested run per trial as :func:`search.run_search`
+        logs them."""
+        if self.storage_url is not None:
+            study = search.open_study(self.storage_url, study_name, direction=self.scorer.direction,
+                                      seed=self.config.sampler_seed)
+            study.add_trials(trials)
+        if self.tracker is None:
+            return
+        for trial in trials:
+            params = search.trial_params(trial, self.space)
+            with self.tracker.trial_run(study_name, trial.number, params, tags={"fold": label}) as log_value:
+                log_value(float("nan") if trial.value is None else float(trial.value))
 
     def targets(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         y = _take(self.y, idx)
@@ -212,6 +278,63 @@ class _Runner:
             event, time = survival_arrays(y)
             return {"event": event, "time": time}
         return {"y_true": np.asarray(y)}
+
+    def outer_fold(self, fold: Fold) -> FoldPredictions:
+        """Search on the fold's training rows, refit there with the best parameters, predict its test rows."""
+        params, inner, study = self.search(fold.train, fold.name)
+        estimator = self.fit(params, fold.train)
+        X_test = _take(self.X, fold.test)
+        pred = _predict(estimator, X_test, self.scorer, self.predict_params)
+        y_test = _take(self.y, fold.test)
+        metrics = dict(FAMILY_METRICS[self.scorer.kind](y_test, pred))
+        bounds = _interval(estimator, X_test, self.predict_params)
+        if bounds is not None:
+            metrics.update(interval_metrics(np.asarray(y_test, dtype=float), *bounds))
+        metrics[f"inner_{self.scorer.name}"] = inner
+        result = FoldResult(fold.index, fold.name, fold.train, fold.test, params, inner, metrics)
+        return FoldPredictions(result, pred, self.targets(fold.test), bounds, study)
+
+    def final(self) -> FinalFit:
+        """The search on all rows and the model refitted on all rows with its best parameters."""
+        rows = np.arange(self.n_rows)
+        params, inner, study = self.search(rows, "final")
+        return FinalFit(params, inner, study, self.fit(params, rows))
+
+    def report_fold(self, fold: FoldPredictions) -> None:
+        """Log one outer fold's metrics (INFO, and on the tracker with ``step = fold``)."""
+        metrics = fold.result.metrics
+        log.info("%s %s: %s", self.label or self.scorer.name, fold.result.name,
+                 ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+        if self.tracker is not None:
+            self.tracker.log_fold_metrics(metrics, step=fold.result.index, prefix=self.metric_prefix)
+
+    def collect(self, folds: list[FoldPredictions], final: FinalFit) -> NestedCVResult:
+        """The :class:`NestedCVResult` of the outer folds' outcomes (in fold order) and the final fit."""
+        oof = pd.DataFrame({"group": self.groups, "fold": -1})
+        for fold in folds:
+            test = fold.result.test
+            oof.loc[test, "fold"] = fold.result.index
+            oof.loc[test, "y_pred"] = fold.pred
+            for key, values in fold.targets.items():
+                oof.loc[test, key] = values
+            if fold.bounds is not None:
+                oof.loc[test, "lower"], oof.loc[test, "upper"] = fold.bounds
+        studies = [s for s in (*(f.study for f in folds), final.study) if s]
+        return NestedCVResult(self.scorer.name, self.scorer.kind, [f.result for f in folds], oof, final.params,
+                              final.estimator, studies, final.inner_score)
+
+    def run(self, progress: bool = True) -> NestedCVResult:
+        """Every unit in turn, in this process (with a progress bar counting trials)."""
+        outer = self.outer_folds()
+        folds: list[FoldPredictions] = []
+        n_trials = self.config.search.n_trials
+        with progress_bar(f"nested CV {self.label or self.scorer.name}", enabled=progress) as update:
+            self.update = lambda done, note: update(done, (len(outer) + 1) * n_trials, note)
+            for fold in outer:
+                folds.append(self.outer_fold(fold))
+                self.report_fold(folds[-1])
+            final = self.final()
+        return self.collect(folds, final)
 
 
 def nested_cv(build_estimator: BuildEstimator, search_space: search.SearchSpace, X: Any, y: Any, *,
@@ -230,54 +353,9 @@ def nested_cv(build_estimator: BuildEstimator, search_space: search.SearchSpace,
     trial as a nested run. ``predict_params``: keyword arguments of every held-out ``predict`` /
     ``predict_proba`` / ``predict_interval`` call (inner and outer folds). ``score_fixed``: score fixed
     parameters by the inner CV too, for a selection among candidates (:mod:`radiogenomics.training.selection`;
-    ``cv.inner_folds`` extra fits per search).
+    ``cv.inner_folds`` extra fits per search). The same as ``NestedCV(...).run(progress)``.
     """
-    scorer = get_scorer(scorer)
-    groups_arr = np.asarray(groups, dtype=object).astype(str)
-    strata_arr = None if strata is None else np.asarray(strata, dtype=object).astype(str)
-    if len(groups_arr) != len(X) or len(np.asarray(y)) != len(X):
-        raise ValueError(f"X has {len(X)} rows, y {len(np.asarray(y))}, groups {len(groups_arr)}: they must match")
-    if config.cv.leave_one_centre_out:
-        if strata_arr is None:
-            raise ValueError("leave-one-centre-out needs the centres as strata")
-        outer = leave_one_centre_out(groups_arr, strata_arr)
-    else:
-        outer = grouped_folds(groups_arr, strata_arr, config.cv.outer_folds, config.seed, prefix="outer-")
-    prefix = "/".join(p for p in (config.search.study_name, study_prefix) if p)
-    runner = _Runner(build_estimator, search_space, X, y, scorer, config, groups_arr, strata_arr, fit_params,
-                     tracker, config.search.storage_url(run_dir), prefix)
-    runner.predict_params = dict(predict_params or {})
-    runner.score_fixed = score_fixed
-
-    oof = pd.DataFrame({"group": groups_arr, "fold": -1})
-    folds: list[FoldResult] = []
-    studies: list[str] = []
-    with progress_bar(f"nested CV {study_prefix or scorer.name}", enabled=progress) as update:
-        runner.update = lambda done, note: update(done, (len(outer) + 1) * config.search.n_trials, note)
-        for fold in outer:
-            params, inner, study = runner.search(fold.train, fold.name)
-            estimator = runner.fit(params, fold.train)
-            X_test = _take(X, fold.test)
-            pred = _predict(estimator, X_test, scorer, runner.predict_params)
-            y_test = _take(y, fold.test)
-            metrics = dict(FAMILY_METRICS[scorer.kind](y_test, pred))
-            oof.loc[fold.test, "fold"] = fold.index
-            oof.loc[fold.test, "y_pred"] = pred
-            for key, values in runner.targets(fold.test).items():
-                oof.loc[fold.test, key] = values
-            bounds = _interval(estimator, X_test, runner.predict_params)
-            if bounds is not None:
-                oof.loc[fold.test, "lower"], oof.loc[fold.test, "upper"] = bounds
-                metrics.update(interval_metrics(np.asarray(y_test, dtype=float), *bounds))
-            metrics[f"inner_{scorer.name}"] = inner
-            folds.append(FoldResult(fold.index, fold.name, fold.train, fold.test, params, inner, metrics))
-            studies += [study] if study else []
-            log.info("%s %s: %s", study_prefix or scorer.name, fold.name,
-                     ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
-            if tracker is not None:
-                tracker.log_fold_metrics(metrics, step=fold.index, prefix=metric_prefix)
-        all_rows = np.arange(len(groups_arr))
-        final_params, final_inner, study = runner.search(all_rows, "final")
-        studies += [study] if study else []
-        final = runner.fit(final_params, all_rows)
-    return NestedCVResult(scorer.name, scorer.kind, folds, oof, final_params, final, studies, final_inner)
+    return NestedCV(build_estimator, search_space, X, y, scorer=scorer, config=config, groups=groups, strata=strata,
+                    fit_params=fit_params, tracker=tracker, run_dir=run_dir, study_prefix=study_prefix,
+                    metric_prefix=metric_prefix, predict_params=predict_params,
+                    score_fixed=score_fixed).run(progress)

@@ -28,6 +28,8 @@ import resource
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ from radiogenomics.errors import InputError
 from radiogenomics.features import naming
 from radiogenomics.training.candidates import CandidateContext, make_candidate, validate_candidates
 from radiogenomics.training.config import DEFAULT_CONFIG_PATH, TrainConfig, load_train_config
+from radiogenomics.training.nested_cv import NestedCV, NestedCVResult
 from radiogenomics.training.selection import SELECTION_NAME, Selection, oof_metrics, select_per_fold
 
 log = logging.getLogger(__name__)
@@ -256,23 +259,54 @@ def _task_jobs(config: TrainConfig, table: pd.DataFrame) -> list[tuple[str, str 
     return jobs
 
 
-def _run_candidate(task: str, endpoint: str | None, name: str, rows: pd.DataFrame, y: Any, config: TrainConfig,
-                   context: CandidateContext, tracker: Any, run_dir: Path, progress: bool,
-                   score_fixed: bool = False) -> CandidateOutcome:
-    from radiogenomics.training.nested_cv import nested_cv
+def candidate_context(config: TrainConfig, task: str, endpoint: str | None, name: str,
+                      cohort: Path) -> CandidateContext:
+    """What the factory of candidate ``name`` of ``task`` gets: the seed, the endpoint, the cohort and the
+    configured fixed parameters."""
+    return CandidateContext(seed=config.seed, endpoint=endpoint, cohort=cohort,
+                            params=getattr(config.tasks, task).params.get(name))
+
+
+def candidate_cv(task: str, endpoint: str | None, name: str, rows: pd.DataFrame, y: Any, config: TrainConfig,
+                 context: CandidateContext, *, score_fixed: bool, tracker: Any = None,
+                 run_dir: Path | None = None) -> NestedCV:
+    """The nested CV of one candidate of one task, prepared (:class:`~radiogenomics.training.nested_cv.NestedCV`):
+    the same on the coordinator (with tracker and run folder) and on a Dask worker (without)."""
     from radiogenomics.training.splits import groups_and_strata
 
     candidate = make_candidate(task, name, context)
-    label = f"{task}.{endpoint}" if endpoint else task
-    prefix = f"{label}/{name}"
+    prefix = f"{task}.{endpoint}/{name}" if endpoint else f"{task}/{name}"
     groups, strata = groups_and_strata(rows, config.cv)
     cfg = config
     if candidate.fixed:  # nothing to search: nested_cv skips the search; one progress step per fold
         cfg = config.model_copy(update={"search": config.search.model_copy(update={"n_trials": 1})})
-    result = nested_cv(candidate.build, candidate.space, rows, y, scorer=TASK_SCORER[task], config=cfg,
-                       groups=groups, strata=strata, tracker=tracker, run_dir=run_dir, study_prefix=prefix,
-                       metric_prefix=f"{prefix}/", progress=progress, predict_params=candidate.predict_params,
-                       score_fixed=score_fixed)
+    return NestedCV(candidate.build, candidate.space, rows, y, scorer=TASK_SCORER[task], config=cfg, groups=groups,
+                    strata=strata, tracker=tracker, run_dir=run_dir, study_prefix=prefix, metric_prefix=f"{prefix}/",
+                    predict_params=candidate.predict_params, score_fixed=score_fixed)
+
+
+#: ``evaluate(task, endpoint, name, rows, y, context, score_fixed) -> (nested-CV result, compute seconds)``: runs
+#: (or, with --dask, collects) the nested CV of one candidate (:func:`local_evaluator`, :mod:`.cluster`).
+Evaluate = Callable[[str, "str | None", str, pd.DataFrame, Any, CandidateContext, bool], "tuple[NestedCVResult, float]"]
+
+
+def local_evaluator(config: TrainConfig, tracker: Any, run_dir: Path, progress: bool) -> Evaluate:
+    """Each candidate's nested CV in this process, when :func:`run_task` asks for it."""
+    def evaluate(task: str, endpoint: str | None, name: str, rows: pd.DataFrame, y: Any, context: CandidateContext,
+                 score_fixed: bool) -> tuple[NestedCVResult, float]:
+        started = time.monotonic()
+        cv = candidate_cv(task, endpoint, name, rows, y, config, context, score_fixed=score_fixed, tracker=tracker,
+                          run_dir=run_dir)
+        return cv.run(progress), time.monotonic() - started
+    return evaluate
+
+
+def _run_candidate(task: str, endpoint: str | None, name: str, rows: pd.DataFrame, y: Any,
+                   context: CandidateContext, tracker: Any, run_dir: Path, evaluate: Evaluate,
+                   score_fixed: bool = False) -> CandidateOutcome:
+    result, seconds = evaluate(task, endpoint, name, rows, y, context, score_fixed)
+    label = f"{task}.{endpoint}" if endpoint else task
+    prefix = f"{label}/{name}"
     tracker.log_result(result, prefix=f"{prefix}/")
     heldout = pooled_metrics(result)
     import mlflow
@@ -287,7 +321,7 @@ def _run_candidate(task: str, endpoint: str | None, name: str, rows: pd.DataFram
     oof.to_csv(oof_dir / f"{label}__{name}.csv", index=False)
     log.info("%s: pooled outer-fold metrics of this candidate (information) %s", prefix,
              ", ".join(f"{k}={v:.3f}" for k, v in heldout.items()))
-    return CandidateOutcome(name, heldout, result.summary(), result)
+    return CandidateOutcome(name, heldout, result.summary(), result, fit_s=seconds)
 
 
 def log_selection(selection: Selection, label: str, tracker: Any, run_dir: Path) -> None:
@@ -314,27 +348,26 @@ def log_selection(selection: Selection, label: str, tracker: Any, run_dir: Path)
 
 def run_task(task: str, endpoint: str | None, names: list[str], table: pd.DataFrame, config: TrainConfig,
              cohort: Path, tracker: Any, run_dir: Path, progress: bool, *, skip_bad_input: bool,
-             compare: bool | None = None) -> TaskOutcome:
+             compare: bool | None = None, evaluate: Evaluate | None = None) -> TaskOutcome:
     """Every candidate of one task, then the selection among them (:func:`select_task`); a candidate that
     refuses the input (InputError) is recorded as failed when ``skip_bad_input`` (auto-detected toxicity
     endpoints), else the error propagates. ``compare``: candidates with fixed parameters are scored by inner CV
-    too (default: when the task has more than one candidate)."""
+    too (default: when the task has more than one candidate). ``evaluate``: where the nested CVs run (default:
+    in this process, :func:`local_evaluator`)."""
     from radiogenomics.models.toxicity import calibration_notes
 
     rows, y = task_data(table, task, endpoint)
     compare = len(names) > 1 if compare is None else compare
     outcome = TaskOutcome(f"{task}.{endpoint}" if endpoint else task, task, TASK_SCORER[task], [], endpoint)
+    evaluate = evaluate or local_evaluator(config, tracker, run_dir, progress)
     per_candidate: dict[str, int] = {}  # calibration notes per candidate
     with calibration_notes() as notes:  # one line for the task below, not one per calibration fold
         for name in names:
-            started = time.monotonic()
-            context = CandidateContext(seed=config.seed, endpoint=endpoint, cohort=cohort,
-                                       params=getattr(config.tasks, task).params.get(name))
+            context = candidate_context(config, task, endpoint, name, cohort)
             before = len(notes)
             try:
-                outcome.candidates.append(_run_candidate(task, endpoint, name, rows, y, config, context, tracker,
-                                                         run_dir, progress, score_fixed=compare))
-                outcome.candidates[-1].fit_s = time.monotonic() - started
+                outcome.candidates.append(_run_candidate(task, endpoint, name, rows, y, context, tracker, run_dir,
+                                                         evaluate, score_fixed=compare))
             except InputError as exc:
                 if not skip_bad_input:
                     raise
@@ -415,8 +448,10 @@ def registry_inputs(outcomes: list[TaskOutcome]
 
 # ------------------------------------------------------------------------------------------------ train
 def train(cohort: Path | str, features: Path | str | None = None, config: TrainConfig | Path | str | None = None,
-          out_dir: Path | str = "training", progress: bool = True) -> TrainSummary:
-    """Train, track and register (see the module docstring); returns what happened."""
+          out_dir: Path | str = "training", progress: bool = True, dask_address: str | None = None) -> TrainSummary:
+    """Train, track and register (see the module docstring); returns what happened. ``dask_address``: run the
+    nested cross-validations on that Dask scheduler's workers (:mod:`radiogenomics.training.cluster`); this
+    process still tracks and registers everything, and the results equal a local run's."""
     from radiogenomics.features.schema import read_feature_schema, read_feature_table
     from radiogenomics.training.registry import register_models
     from radiogenomics.training.tracking import Tracker, cohort_content_hash
@@ -427,6 +462,10 @@ def train(cohort: Path | str, features: Path | str | None = None, config: TrainC
     cfg = config if isinstance(config, TrainConfig) else load_train_config(config_path)
     validate_candidates(cfg)
     cohort_patient_ids(cohort)
+    if dask_address:
+        from radiogenomics.training.cluster import check_scheduler
+
+        check_scheduler(dask_address)  # before any extraction or MLflow run
     out_dir.mkdir(parents=True, exist_ok=True)
     features_path = load_features(cohort, None if features is None else Path(features), out_dir, progress)
     table = read_feature_table(features_path)
@@ -444,19 +483,32 @@ def train(cohort: Path | str, features: Path | str | None = None, config: TrainC
         run_dir.mkdir(parents=True, exist_ok=True)
         # fixed-parameter candidates get an inner-CV score when they compete with another (selection)
         rsi_pool = sum(len(names) for task, _, names in jobs if task in RSI_TASKS)
-        for task, endpoint, names in jobs:
-            # Auto-detected toxicity endpoints, the tasks that are tracked but not registered (a small cohort's
-            # fold without a local failure cannot fit a Cox model) and the optional multimodal competitor are
-            # noted and skipped when they fail; the rest completes.
-            skippable = (task == "toxicity" and cfg.tasks.toxicity.endpoints is None) or task in FAILURE_TOLERANT_TASKS
-            outcome = run_task(task, endpoint, names, table, cfg, cohort, tracker, run_dir, progress,
-                               skip_bad_input=skippable,
-                               compare=rsi_pool > 1 if task in RSI_TASKS else len(names) > 1)
-            if outcome.winner is None:
-                reasons = "; ".join(f"{c.candidate}: {c.error}" for c in outcome.candidates if c.error)
-                skipped.append(f"{outcome.label}: no candidate could be evaluated ({reasons or 'no finite metric'})")
-                log.warning(skipped[-1])
-            outcomes.append(outcome)
+        compare = [rsi_pool > 1 if task in RSI_TASKS else len(names) > 1 for task, _, names in jobs]
+        with ExitStack() as stack:
+            evaluate: Evaluate | None = None
+            if dask_address:
+                from radiogenomics.training.cluster import dask_training
+
+                cluster = stack.enter_context(dask_training(dask_address, run_id[:12], cfg, tracker, run_dir,
+                                                            progress))
+                for (task, endpoint, names), scored in zip(jobs, compare, strict=True):
+                    cluster.submit(task, endpoint, names, *task_data(table, task, endpoint), cohort.resolve(),
+                                   scored)
+                evaluate = cluster.evaluate
+            for (task, endpoint, names), scored in zip(jobs, compare, strict=True):
+                # Auto-detected toxicity endpoints, the tasks that are tracked but not registered (a small cohort's
+                # fold without a local failure cannot fit a Cox model) and the optional multimodal competitor are
+                # noted and skipped when they fail; the rest completes.
+                skippable = ((task == "toxicity" and cfg.tasks.toxicity.endpoints is None)
+                             or task in FAILURE_TOLERANT_TASKS)
+                outcome = run_task(task, endpoint, names, table, cfg, cohort, tracker, run_dir, progress,
+                                   skip_bad_input=skippable, compare=scored, evaluate=evaluate)
+                if outcome.winner is None:
+                    reasons = "; ".join(f"{c.candidate}: {c.error}" for c in outcome.candidates if c.error)
+                    skipped.append(f"{outcome.label}: no candidate could be evaluated "
+                                   f"({reasons or 'no finite metric'})")
+                    log.warning(skipped[-1])
+                outcomes.append(outcome)
         if not any(o.winner for o in outcomes):
             raise InputError("no task could be trained: " + "; ".join(skipped),
                              fix="see the reasons; add labels or enable another task in the config")

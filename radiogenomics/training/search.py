@@ -170,4 +170,10 @@ def best_params(study: optuna.Study, search_space: SearchSpace) -> dict[str, Any
     suggested values, so fixed or derived entries of the dict come back too. An error when no trial finished."""
     if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         raise RuntimeError(f"no trial of study {study.study_name!r} finished; see the failed trials' logs")
-    return search_space(optuna.trial.FixedTrial(study.best_trial.params))  # type: ignore[arg-type]
+    return trial_params(study.best_trial, search_space)
+
+
+def trial_params(trial: optuna.trial.FrozenTrial, search_space: SearchSpace) -> dict[str, Any]:
+    """The full parameters of a finished trial (``search_space`` replayed on its suggested values): what the
+    objective was called with."""
+    return search_space(optuna.trial.FixedTrial(trial.params))  # type: ignore[arg-type]
