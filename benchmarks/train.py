@@ -1,6 +1,6 @@
 """Wall time and peak memory of `radiogenomics train` with the default config, and how fit time grows with N.
 
-    python benchmarks/train.py [--patients 200 500] [--grid-size 64] [--config TRAIN.yaml] [--work DIR]
+    python benchmarks/train.py [--patients 200 500] [--grid-size 64] [--config TRAIN.yaml] [--work DIR] [--dask]
     python benchmarks/train.py --evaluate OUT/runs/<run id> --features F.parquet --truth COHORT/truth.csv
 
 For each N a synthetic cohort (``radiogenomics.synthetic.generate_cohort``, seed 2026) is generated and its
@@ -8,6 +8,10 @@ features extracted (cached; setup, not timed), then ``train`` runs in a fresh pr
 (a local MLflow store in the work folder). Reported per N: the wall time and peak resident memory of that
 process (``os.wait4`` rusage), and the nested-CV time of each task; the last column pair gives the growth
 exponent ``b`` of ``time ~ N^b`` between consecutive N (1: linear). Slow: minutes per N on 2 cores.
+
+``--dask`` also trains each N with ``--dask`` on a loopback cluster of two worker processes (one thread each,
+``distributed.LocalCluster``, started before and not timed) and prints the wall time local vs Dask and their
+ratio, with whether both runs chose the same winners.
 
 ``--evaluate`` reads the out-of-fold predictions a training saved (``<run dir>/oof``) and prints the issue's
 acceptance numbers: per RSI candidate Spearman with the measured RSI and conformal coverage; Spearman of the
@@ -31,7 +35,8 @@ from pathlib import Path
 WORKER_FLAG = "--one"
 
 
-def run_one(cohort: Path, features: Path, out: Path, config: str | None, result: Path) -> None:
+def run_one(cohort: Path, features: Path, out: Path, config: str | None, result: Path,
+            dask_address: str | None = None) -> None:
     """(worker process) one training; writes its wall time and per-task nested-CV times as JSON."""
     import logging
 
@@ -39,7 +44,7 @@ def run_one(cohort: Path, features: Path, out: Path, config: str | None, result:
 
     logging.basicConfig(level=logging.WARNING)
     started = time.monotonic()
-    summary = train(cohort, features, config, out, progress=False)
+    summary = train(cohort, features, config, out, progress=False, dask_address=dask_address)
     tasks: dict[str, float] = {}
     for task in summary.tasks:
         tasks[task.label] = tasks.get(task.label, 0.0) + sum(c.fit_s for c in task.candidates)
@@ -59,10 +64,13 @@ def prepare(n: int, grid: int, work: Path) -> tuple[Path, Path]:
     return cohort, features
 
 
-def measure(n: int, cohort: Path, features: Path, work: Path, config: str | None) -> dict[str, object]:
-    out, result = work / f"train{n}", work / f"train{n}.json"
-    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{(work / f'mlflow{n}.db').resolve()}")
-    args = [sys.executable, __file__, WORKER_FLAG, str(cohort), str(features), str(out), config or "", str(result)]
+def measure(n: int, cohort: Path, features: Path, work: Path, config: str | None,
+            dask_address: str = "") -> dict[str, object]:
+    name = f"train{n}" + ("-dask" if dask_address else "")
+    out, result = work / name, work / f"{name}.json"
+    env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{(work / f'mlflow-{name}.db').resolve()}")
+    args = [sys.executable, __file__, WORKER_FLAG, str(cohort), str(features), str(out), config or "", str(result),
+            dask_address]
     proc = subprocess.Popen(args, env=env, cwd=work)
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
@@ -128,14 +136,15 @@ def main() -> None:
         evaluate(ev.evaluate, ev.features, ev.truth)
         return
     if len(sys.argv) > 1 and sys.argv[1] == WORKER_FLAG:
-        cohort, features, out, config, result = sys.argv[2:7]
-        run_one(Path(cohort), Path(features), Path(out), config or None, Path(result))
+        cohort, features, out, config, result, address = sys.argv[2:8]
+        run_one(Path(cohort), Path(features), Path(out), config or None, Path(result), address or None)
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, nargs="+", default=[200, 500])
     parser.add_argument("--grid-size", type=int, default=64)
     parser.add_argument("--config", default=None, help="TRAIN.yaml (default: the shipped defaults)")
     parser.add_argument("--work", type=Path, default=Path("bench-train"))
+    parser.add_argument("--dask", action="store_true", help="also train with --dask on two local worker processes")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -151,6 +160,25 @@ def main() -> None:
             if i else "-"  # type: ignore[arg-type]
         times = " | ".join(f"{row['tasks'].get(t, float('nan')):.0f}" for t in tasks)  # type: ignore[attr-defined]
         print(f"| {row['n']} | {row['wall_s']:.0f} | {row['peak_mib']:.0f} | {times} | {b} |")
+    if args.dask:
+        compare_dask(rows, args)
+
+
+def compare_dask(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
+    """Each N again with --dask on a loopback cluster of two worker processes; local vs Dask wall time."""
+    import distributed
+
+    print("\n| N | local s | --dask, 2 workers s | ratio local / dask | same winners |")
+    print("| --- " * 5 + "|")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        for row in rows:
+            n = int(row["n"])  # type: ignore[call-overload]
+            cohort, features = prepare(n, args.grid_size, args.work)
+            dask = measure(n, cohort, features, args.work.resolve(), args.config, cluster.scheduler_address)
+            local_s, dask_s = float(row["wall_s"]), float(dask["wall_s"])  # type: ignore[arg-type]
+            print(f"| {n} | {local_s:.0f} | {dask_s:.0f} | {local_s / dask_s:.2f} | "
+                  f"{'yes' if dask['winners'] == row['winners'] else 'NO'} |", flush=True)
 
 
 if __name__ == "__main__":
