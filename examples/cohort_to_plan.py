@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     from radiogenomics.demo import tracking_store
     from radiogenomics.features.pipeline import ExtractOptions, extract
     from radiogenomics.features.schema import read_feature_table
-    from radiogenomics.serving.optimizer import handoff, plan_with_pyradplan
+    from radiogenomics.planning import handoff, plan_with_pyradplan
     from radiogenomics.synthetic import generate_cohort
     from radiogenomics.training.run import train
 

@@ -23,7 +23,7 @@ from radiogenomics.errors import InputError
 
 N_TRAIN, N_NEW = 24, 3
 STEPS = ("synthesise the cohort", "validate", "extract features", "train and register", "predict the new patients",
-         "optimizer hand-off", "pyRadPlan plan", "report")
+         "optimizer hand-off", "plan on the patients' anatomy", "report")
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +89,20 @@ def test_handoff_and_plan(demo: tuple[Path, str]) -> None:
         for name in ("prescription.json", "objectives.json", "dose_prescription.nii.gz", "dose_prescription.dcm"):
             assert (folder / name).is_file(), (pid, name)
         assert json.loads((folder / "objectives.json").read_text())["format"] == "radiogenomics-objectives/1"
-    plan = json.loads((out_dir / "plan" / "plan_summary.json").read_text())
-    first = records.iloc[0]
-    assert plan["patient_id"] == first["patient_id"] and plan["n_fractions"] == first["recommended_n_fractions"]
-    target = plan["dvh_per_fraction"]["OuterTarget"]["d50_gy"]
-    assert target == pytest.approx(first["recommended_dose_per_fraction_gy"], rel=0.03)
-    assert "OuterTarget" in (out_dir / "plan" / "dvh.txt").read_text()
+    # every new patient planned on their own CT and structures, evaluated against the standard uniform plan
+    summary = pd.read_csv(out_dir / "plans" / "summary.csv")
+    failures = pd.read_csv(out_dir / "plans" / "failures.csv")
+    assert sorted(summary["patient_id"].astype(str).tolist() + failures["patient_id"].astype(str).tolist()) == \
+        sorted(records["patient_id"].astype(str))
+    assert len(summary) >= 1
+    for pid in summary["patient_id"].astype(str):
+        evaluation = json.loads((out_dir / "plans" / pid / "plan_evaluation.json").read_text())
+        assert evaluation["format"] == "radiogenomics-plan-evaluation/1"
+        record = records.set_index("patient_id").loc[pid]
+        assert evaluation["regimen"]["n_fractions"] == record["recommended_n_fractions"]
+        gtv = next(s for s in evaluation["structures"] if s["role"] == "target")
+        assert gtv["mean_gy"] == pytest.approx(record["recommended_total_dose_gy"], rel=0.15)  # 16^3 voxels: coarse
+        assert (out_dir / "plans" / pid / "plan_dose.nii.gz").is_file()
 
 
 def test_report_shows_the_training_run(demo: tuple[Path, str]) -> None:

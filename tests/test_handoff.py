@@ -18,9 +18,9 @@ from serving_factory import MODEL, new_token, shared_registry, tracking_uri
 from radiogenomics.cli.app import main
 from radiogenomics.errors import InputError
 from radiogenomics.models.prescriber import RECORD_FIELDS
+from radiogenomics.planning import HandoffResult, handoff, validate_objectives
+from radiogenomics.planning.dose_map import PETImages, prescription_map
 from radiogenomics.radiobiology import load_rails, read_rtdose_gy
-from radiogenomics.serving.optimizer import HandoffResult, handoff, validate_objectives
-from radiogenomics.serving.optimizer.dose_map import PETImages, prescription_map
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import jsonschema
 import pytest
 
 from radiogenomics.errors import InputError
+from radiogenomics.planning import build_objectives, validate_objectives
+from radiogenomics.planning.objectives import objectives_schema, scaled_limit_gy
 from radiogenomics.radiobiology import lkb_ntcp, load_rails, ntcp_parameters
 from radiogenomics.radiobiology.structures import load_structure_aliases
 from radiogenomics.radiobiology.tissues import load_tissues, parse_tissues
-from radiogenomics.serving.optimizer import build_objectives, validate_objectives
-from radiogenomics.serving.optimizer.objectives import objectives_schema, scaled_limit_gy
 
 #: The contract's example (section 7): alpha 0.31, beta 0.05, 35 x 2 Gy = 70 Gy.
 CONTRACT = {"patient_id": "P1", "model_name": "radiogenomics-prescriber", "model_version": "3",

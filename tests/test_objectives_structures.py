@@ -13,9 +13,9 @@ from test_cohort_roles import NAMES, write_rt_patient
 from radiogenomics.cohort import load_cohort
 from radiogenomics.cohort.roles import Resolved
 from radiogenomics.errors import InputError
+from radiogenomics.planning import build_objectives, validate_objectives
+from radiogenomics.planning.handoff import _Writer, patient_structures
 from radiogenomics.radiobiology.tissues import load_tissues
-from radiogenomics.serving.optimizer import build_objectives, validate_objectives
-from radiogenomics.serving.optimizer.handoff import _Writer, patient_structures
 
 
 def record(**over: object) -> dict[str, object]:

@@ -17,8 +17,8 @@ import pytest
 from prescriber_factory import build_bundle, register_bundle, session_base, use_tracking_uri
 
 from radiogenomics.errors import InputError
-from radiogenomics.serving.optimizer.objectives import build_objectives
-from radiogenomics.serving.optimizer.pyradplan import (
+from radiogenomics.planning.objectives import build_objectives
+from radiogenomics.planning.optimizers.pyradplan import (
     PlanningError,
     PlanResult,
     UpperGEUD,

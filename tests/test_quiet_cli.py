@@ -215,7 +215,7 @@ def test_toxicity_encoder_ignores_unknown_categories_quietly() -> None:
 
 def test_pyradplan_calls_scope_numpy_warnings() -> None:
     pytest.importorskip("pyRadPlan")
-    from radiogenomics.serving.optimizer.pyradplan import _quiet_progress
+    from radiogenomics.planning.optimizers.pyradplan import _quiet_progress
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")

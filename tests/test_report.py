@@ -123,7 +123,7 @@ def test_sections_without_inputs_say_so(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_handoff_map_is_preferred(bundle: Bundle, registry: str, records: list[dict], tmp_path: Path) -> None:
     """A hand-off folder's map is shown (not recomputed), with the cohort's target contour."""
-    from radiogenomics.serving.optimizer import handoff
+    from radiogenomics.planning import handoff
 
     pid = records[0]["patient_id"]
     handoff(MODEL, bundle.features_path, tmp_path / "handoff", patients=[pid], cohort=bundle.cohort)

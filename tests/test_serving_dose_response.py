@@ -20,8 +20,8 @@ from radiogenomics.serving.dose_response import (
 )
 
 INFO = ModelInfo(name="radiogenomics-prescriber", version="1", uri="models:/radiogenomics-prescriber/1")
-KEYS = {"patient_id", "total_dose_gy", "tcp", "ntcp", "rails", "recommended_total_dose_gy", "dose_for_target_gard_gy",
-        "tcp_source"}
+KEYS = {"patient_id", "total_dose_gy", "tcp", "tcp_low", "tcp_high", "ntcp", "rails", "recommended_total_dose_gy",
+        "dose_for_target_gard_gy", "tcp_source"}
 
 
 @pytest.fixture(scope="module")
@@ -54,21 +54,41 @@ def test_keys_rails_and_grid(curve: dict, patient: pd.DataFrame, prescriber: Pre
 
 def test_tcp_rises_with_dose_and_matches_poisson_lq(curve: dict, patient: pd.DataFrame,
                                                      prescriber: Prescriber) -> None:
-    tcp = np.asarray(curve["tcp"])
-    assert (np.diff(tcp) >= 0).all() and tcp[0] < 0.01 and tcp[-1] > 0.9
+    """The band's ends are single-alpha Poisson TCP at the RSI interval's alpha ends; the curve is their average
+    over alpha ~ N(alpha, sd), checked here against an independent quadrature (scipy.integrate.quad)."""
+    from scipy import integrate, stats
+
+    tcp, low, high = (np.asarray(curve[k]) for k in ("tcp", "tcp_low", "tcp_high"))
+    for values in (tcp, low, high):
+        assert (np.diff(values) >= -1e-12).all() and values[0] < 0.01 and values[-1] > 0.9
+    assert (low <= high + 1e-12).all()  # the average is not inside the band everywhere: the tail of alpha counts
     record = prescriber.predict_records(patient, model=INFO)[0]
     volume_mm3 = float(patient[GTV_VOLUME_COLUMNS[0]].iloc[0])
-    assert GTV_VOLUME_COLUMNS[0] in curve["tcp_source"]
-    i = int(np.argmin(np.abs(np.asarray(curve["tcp"]) - 0.5)))
-    dose = curve["total_dose_gy"][i]
-    d = record["dose_per_fraction_gy"]
-    expected = tcp_poisson(dose, CLONOGEN_DENSITY_PER_CC * volume_mm3 / 1000.0, record["alpha_per_gy"],
-                           record["beta_per_gy2"], dose / d)
-    assert tcp[i] == pytest.approx(expected, rel=1e-9)
-    # the closed form of one uniform compartment: TCP = exp(-N0 exp(-D (alpha + beta d)))
+    assert GTV_VOLUME_COLUMNS[0] in curve["tcp_source"] and "averaged over alpha" in curve["tcp_source"]
     n0 = CLONOGEN_DENSITY_PER_CC * volume_mm3 / 1000.0
-    assert tcp[i] == pytest.approx(math.exp(-n0 * math.exp(-dose * (record["alpha_per_gy"]
-                                                                     + record["beta_per_gy2"] * d))), rel=1e-9)
+    d, beta = record["dose_per_fraction_gy"], record["beta_per_gy2"]
+    alpha_lo = -math.log(record["rsi_upper"]) / 2 - 2 * beta
+    alpha_hi = -math.log(record["rsi_lower"]) / 2 - 2 * beta
+    i = int(np.argmin(np.abs(tcp - 0.5)))
+    dose = curve["total_dose_gy"][i]
+    # the closed form of one uniform compartment: TCP = exp(-N0 exp(-D (alpha + beta d)))
+    assert low[i] == pytest.approx(math.exp(-n0 * math.exp(-dose * (alpha_lo + beta * d))), rel=1e-9)
+    assert high[i] == pytest.approx(math.exp(-n0 * math.exp(-dose * (alpha_hi + beta * d))), rel=1e-9)
+    assert low[i] == pytest.approx(tcp_poisson(dose, n0, alpha_lo, beta, dose / d), rel=1e-9)
+    sd = (alpha_hi - alpha_lo) / (2 * 1.6448536269514722)
+    mean = record["alpha_per_gy"]
+    density = stats.norm(mean, sd)
+
+    def integrand(a: float) -> float:
+        return math.exp(-n0 * math.exp(-dose * (a + beta * d))) * density.pdf(a)
+
+    expected = integrate.quad(integrand, 0.0, mean + 10 * sd, points=[mean])[0] / (1 - density.cdf(0.0))
+    assert tcp[i] == pytest.approx(expected, rel=1e-3)
+    # not a step: the averaged curve rises over a wider dose range than the single-alpha curve at the mean alpha
+    single = np.asarray(tcp_poisson(np.asarray(curve["total_dose_gy"]), n0, mean, beta,
+                                    np.asarray(curve["total_dose_gy"]) / d, axis=()))
+    doses = np.asarray(curve["total_dose_gy"])
+    assert np.ptp(doses[(tcp > 0.05) & (tcp < 0.95)]) > np.ptp(doses[(single > 0.05) & (single < 0.95)])
 
 
 def test_more_radiosensitive_patient_has_higher_tcp(prescriber: Prescriber, patient: pd.DataFrame) -> None:

@@ -17,6 +17,7 @@ from radiogenomics.cli import demo as demo_cmd
 from radiogenomics.cli import extract as extract_cmd
 from radiogenomics.cli import handoff as handoff_cmd
 from radiogenomics.cli import logs
+from radiogenomics.cli import plan as plan_cmd
 from radiogenomics.cli import predict as predict_cmd
 from radiogenomics.cli import promote as promote_cmd
 from radiogenomics.cli import report as report_cmd
@@ -60,6 +61,7 @@ app.command("train")(train_cmd.train)
 app.command("predict")(predict_cmd.predict)
 app.command("promote")(promote_cmd.promote)
 app.command("handoff")(handoff_cmd.handoff)
+app.command("plan")(plan_cmd.plan)
 app.command("serve")(serve_cmd.serve)
 app.add_typer(token_cmd.token_app, name="token")
 app.add_typer(cache_cmd.cache_app, name="cache")

@@ -21,7 +21,7 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="Random seed of the synthetic cohort."),
     grid_size: int = typer.Option(64, "--grid-size", help="Voxels per axis of the synthetic images."),
     workers: int = typer.Option(2, "--workers", help="Processes for synthesis and feature extraction."),
-    plan: bool = typer.Option(True, "--plan/--no-plan", help="Optimize one patient's plan with pyRadPlan."),
+    plan: bool = typer.Option(True, "--plan/--no-plan", help="Plan the new patients on their anatomy (pyRadPlan)."),
     stop_after: str | None = typer.Option(None, "--stop-after", help="Stop after 'validate' or 'extract' "
                                           "(data preparation only; then any --patients >= 1 works)."),
 ) -> None:

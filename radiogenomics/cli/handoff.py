@@ -1,6 +1,6 @@
 """`radiogenomics handoff`: per patient, the record, objectives.json and the PET dose map for a plan optimizer.
 
-Contract section 7 (``radiogenomics.serving.optimizer.handoff``). The token for ``--api-url`` is read from the
+Contract section 7 (``radiogenomics.planning.handoff``). The token for ``--api-url`` is read from the
 environment variable named by ``--token-env`` (default ``RADIOGENOMICS_TOKEN``), never from a command-line
 value, which would end up in the shell history and the process list.
 """
@@ -63,7 +63,7 @@ def handoff(
     """Write prescription.json, objectives.json and (with PET) dose_prescription.nii.gz/.dcm per patient."""
     from radiogenomics.cli.console import out as console
     from radiogenomics.outputs import output_file
-    from radiogenomics.serving.optimizer.handoff import handoff as run_handoff
+    from radiogenomics.planning.handoff import handoff as run_handoff
 
     if not features.is_file():
         raise InputError(f"feature table {features} does not exist", file=str(features),

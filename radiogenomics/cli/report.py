@@ -1,4 +1,5 @@
-"""`radiogenomics report --out R.html [--cohort C] [--model URI] [--predictions P] [--features F] [--handoff D]`."""
+"""`radiogenomics report --out R.html [--cohort C] [--model URI] [--predictions P] [--features F] [--handoff D]
+[--plans D]`."""
 
 from __future__ import annotations
 
@@ -18,13 +19,15 @@ def report(
                                          "--predictions is not given."),
     handoff: Path | None = typer.Option(None, "--handoff", help="Folder written by radiogenomics handoff (its "
                                         "dose_prescription.nii.gz maps)."),
+    plans: Path | None = typer.Option(None, "--plans", help="Folder written by radiogenomics plan (planned doses, "
+                                      "evaluations, the standard-vs-personalised table)."),
 ) -> None:
     """Write one self-contained HTML report: cohort, model performance, local control by GARD, prescriptions,
-    a dose-prescription map. Sections without their inputs say what to pass."""
+    a dose-prescription map, the plans. Sections without their inputs say what to pass."""
     from radiogenomics.report import build_report
 
     result = build_report(out, cohort=cohort, model_uri=model, predictions=predictions, features=features,
-                          handoff=handoff)
+                          handoff=handoff, plans=plans)
     typer.echo(f"report: {len(result.sections)} sections, {result.size_bytes / 1e6:.1f} MB -> {result.path}")
     for title, reason in result.missing.items():
         typer.echo(f"  not shown: {title}: {reason}", err=True)

@@ -12,11 +12,14 @@ Steps (each timed; the slow ones draw a progress bar on a terminal):
    models in the local store ``DIR/mlflow/mlflow.db`` (artifacts in ``DIR/mlflow/mlartifacts``), which
    ``MLFLOW_TRACKING_URI`` points at for the duration;
 5. **predict** the new patients with ``models:/radiogenomics-prescriber@champion`` -> ``DIR/prescriptions.csv``;
-6. **hand-off** (:func:`radiogenomics.serving.optimizer.handoff`) -> ``DIR/handoff/<patient>/``
+6. **hand-off** (:func:`radiogenomics.planning.handoff`) -> ``DIR/handoff/<patient>/``
    (prescription.json, objectives.json, dose_prescription.nii.gz + .dcm from the patient's PET);
-7. **plan**: the first new patient's record optimized by pyRadPlan on its TG119 phantom (the synthetic CT is
-   not a pyRadPlan structure set): GTV -> OuterTarget, spinal cord -> Core -> ``DIR/plan/``;
-8. **report** -> ``DIR/report.html``.
+7. **plan** every new patient on their own CT and structures (:func:`radiogenomics.planning.plan_cohort`: photon
+   IMRT with pyRadPlan, dose painting by numbers where the hand-off has a map, the site's standard uniform plan for
+   comparison) -> ``DIR/plans/<patient>/`` (planned dose, RTDOSE, plan_evaluation.json) and ``DIR/plans/summary.csv``,
+   the personalised-vs-standard table (docs/planning.md); the TG-119 phantom stays an example
+   (``examples/cohort_to_plan.py``);
+8. **report** -> ``DIR/report.html`` (with the plans).
 """
 
 from __future__ import annotations
@@ -24,13 +27,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -41,8 +42,6 @@ log = logging.getLogger(__name__)
 DEMO_CONFIG = Path(__file__).with_name("demo_train.yaml")
 MODEL_URI = "models:/radiogenomics-prescriber@champion"
 EXPERIMENT = "radiogenomics"
-#: The plan's organ at risk and its TG119 stand-in (pyRadPlan's phantom: OuterTarget, Core, BODY).
-PLAN_OAR_MAP = {"spinal_cord": "Core"}
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
 #: Where ``--stop-after`` may stop (None: run every step).
 STOP_AFTER: tuple[str | None, ...] = (None, "validate", "extract")
@@ -279,7 +278,7 @@ def _model_steps(steps: _Steps, out_dir: Path, cohort: Path, features: Path, new
                         f"recommended {doses} Gy")
         step.outputs["prescriptions"] = prescriptions
     with steps.step("optimizer hand-off") as step:
-        from radiogenomics.serving.optimizer import handoff
+        from radiogenomics.planning import handoff
 
         with progress_bar("hand-off") as update:
             update(0, 1)
@@ -290,14 +289,15 @@ def _model_steps(steps: _Steps, out_dir: Path, cohort: Path, features: Path, new
                         f"{len(result.failures)} failure(s)")
         step.outputs["hand-off"] = out_dir / "handoff"
     if options.plan:
-        with steps.step("pyRadPlan plan") as step:
-            step.summary, plan_dir = _plan(out_dir, records[0])
-            step.outputs["plan"] = plan_dir
+        with steps.step("plan on the patients' anatomy") as step:
+            step.summary, plan_dir = _plan(out_dir, cohort)
+            step.outputs["plans"] = plan_dir
     with steps.step("report") as step:
         from radiogenomics.report import build_report
 
         built = build_report(out_dir / "report.html", cohort=cohort, model_uri=MODEL_URI,
                              predictions=out_dir / "prescriptions.csv", handoff=out_dir / "handoff",
+                             plans=out_dir / "plans" if options.plan else None,
                              title="radiogenomics demo report", notes=[
                                  f"Synthetic cohort of {options.patients + options.new_patients} patients: the "
                                  f"models were trained on the first {options.patients}; the prescriptions and the "
@@ -307,19 +307,25 @@ def _model_steps(steps: _Steps, out_dir: Path, cohort: Path, features: Path, new
         step.outputs["report"] = built.path
 
 
-def _plan(out_dir: Path, record: dict[str, Any]) -> tuple[str, Path]:
-    """Optimize one record's objectives on pyRadPlan's TG119 phantom; write objectives, summary and DVH table."""
-    from radiogenomics.features.cache import atomic_write_bytes
-    from radiogenomics.serving.optimizer import build_objectives, plan_with_pyradplan
+#: The demo's plans: 7 beams, 5 mm beamlets, a 4 mm dose grid and at most 250 iterations, so that 8 patients
+#: (two plans each) take minutes on a laptop (docs/planning.md for the defaults of `radiogenomics plan`).
+DEMO_PLAN = {"beams": 7, "bixel_width_mm": 5.0, "dose_grid_mm": 4.0, "max_iter": 250}
 
-    plan_dir = out_dir / "plan"
-    plan_dir.mkdir(parents=True, exist_ok=True)
-    document = build_objectives(record, oars=list(PLAN_OAR_MAP))
-    atomic_write_bytes(plan_dir / "objectives_tg119.json", json.dumps(document, indent=1).encode())
-    plan = plan_with_pyradplan(document, oar_map=PLAN_OAR_MAP, progress=sys.stderr.isatty())
-    atomic_write_bytes(plan_dir / "plan_summary.json", json.dumps(plan.summary(), indent=1).encode())
-    atomic_write_bytes(plan_dir / "dvh.txt", (plan.table() + "\n").encode())
-    target = plan.target_median_per_fraction_gy
-    wanted = float(record["recommended_dose_per_fraction_gy"])
-    return (f"patient {plan.patient_id} on TG119: median target dose {target:.3f} Gy/fraction "
-            f"(record {wanted:.3f}, {100 * (target / wanted - 1):+.1f} %), {plan.iterations} iterations"), plan_dir
+
+def _plan(out_dir: Path, cohort: Path) -> tuple[str, Path]:
+    """Plan every hand-off patient on their own anatomy; the summary line (TCP standard -> personalised)."""
+    from radiogenomics.planning import PlanSettings, plan_cohort
+    from radiogenomics.progress import progress_bar
+
+    plan_dir = out_dir / "plans"
+    with progress_bar("plan") as update:
+        result = plan_cohort(out_dir / "handoff", cohort, plan_dir, settings=PlanSettings(**DEMO_PLAN),
+                             progress=lambda done, total, note: update(done, total, note))
+    import pandas as pd
+
+    table = pd.read_csv(result.summary_csv)
+    share = json.loads((plan_dir / "plans.json").read_text()).get("share_tcp_ge_0_9_hard_rails_met")
+    return (f"{len(result.plans)} plan(s), {len(result.failures)} failure(s); median TCP standard "
+            f"{table['tcp_uniform_reference'].median():.2f} -> personalised {table['tcp_planned'].median():.2f}; "
+            f"TCP >= 0.9 with every hard rail met: {share if share is None else f'{100 * share:.0f} %'}"), plan_dir
+

@@ -45,7 +45,8 @@ def _records(predictions: Path | None, model_uri: str | None, features: Path | N
 
 def build_report(out: Path, *, cohort: Path | None = None, model_uri: str | None = None,
                  predictions: Path | None = None, features: Path | None = None, handoff: Path | None = None,
-                 title: str = "radiogenomics report", notes: Sequence[str] = ()) -> ReportResult:
+                 plans: Path | None = None, title: str = "radiogenomics report",
+                 notes: Sequence[str] = ()) -> ReportResult:
     """Build every section from the inputs given and write the page to ``out`` atomically (``notes``: remarks
     shown under the title, e.g. how a cohort was split)."""
     from radiogenomics.errors import InputError
@@ -53,9 +54,13 @@ def build_report(out: Path, *, cohort: Path | None = None, model_uri: str | None
     from radiogenomics.outputs import output_file
     from radiogenomics.report import cohort as cohort_sections
     from radiogenomics.report import dose_map, model, prescriptions
+    from radiogenomics.report import plans as plan_sections
     from radiogenomics.report.html import render
 
     out = output_file(out, "report")
+    if plans is not None and not plans.is_dir():
+        raise InputError(f"plans folder {plans} does not exist", file=str(plans),
+                         fix="give the --out folder of `radiogenomics plan`")
     if handoff is not None and not handoff.is_dir():
         raise InputError(f"hand-off folder {handoff} does not exist", file=str(handoff),
                          fix="give the --out folder of `radiogenomics handoff`")
@@ -84,10 +89,11 @@ def build_report(out: Path, *, cohort: Path | None = None, model_uri: str | None
                      missing="no prescriptions: pass --predictions P.csv (from radiogenomics predict), or "
                              "--model with --features F.parquet."),
         dose_map.dose_map_section(handoff, loaded, records),
+        plan_sections.plans_section(plans, loaded),
     ]
     inputs = ", ".join(f"{k} {v}" for k, v in (("cohort", cohort), ("model", model_uri),
                                                ("predictions", predictions), ("features", features),
-                                               ("hand-off", handoff)) if v is not None) or "none"
+                                               ("hand-off", handoff), ("plans", plans)) if v is not None) or "none"
     page = render(sections, title=title, inputs=inputs, notes=notes).encode("utf-8")
     atomic_write_bytes(out, page)
     missing = {s.title: s.missing for s in sections if s.missing}

@@ -3,7 +3,7 @@
 From ``--handoff DIR``: of the patients with ``DIR/<patient>/dose_prescription.nii.gz`` written by
 ``radiogenomics handoff``, the one whose map varies most. Otherwise, with a cohort and records: the map is
 computed here for the first patient with PET and a record, by the hand-off's own code
-(:func:`radiogenomics.serving.optimizer.dose_map.prescription_map`: TCP-optimal painting at the recommended
+(:func:`radiogenomics.planning.dose_map.prescription_map`: TCP-optimal painting at the recommended
 mean dose, Brahme & Agren 1987, Webb & Nahum 1993, Lazzeroni et al. J Nucl Med 2026).
 The slice shown is the one with the largest dose integral; the target contour comes from the cohort's mask.
 """
@@ -55,7 +55,7 @@ def cohort_context(cohort: Any, patient_id: str, reference: Any) -> tuple[np.nda
     """(target mask, CT in HU) of the patient on ``reference``'s grid, each None when the cohort lacks it."""
     import SimpleITK as sitk
 
-    from radiogenomics.serving.optimizer.dose_map import load_pet
+    from radiogenomics.planning.dose_map import load_pet
 
     mask = ct = None
     pet, _ = load_pet(cohort, patient_id)
@@ -73,7 +73,7 @@ def computed_map(cohort: Any, records: list[dict[str, Any]]) -> tuple[str, Any, 
     """(patient_id, dose image, mask, notes) computed for the first record whose patient has PET, or None."""
     import SimpleITK as sitk
 
-    from radiogenomics.serving.optimizer.dose_map import load_pet, prescription_map
+    from radiogenomics.planning.dose_map import load_pet, prescription_map
 
     sites = dict(zip(cohort.patients["patient_id"].astype(str), cohort.patients["site"].astype(str), strict=True))
     for record in sorted(records, key=lambda r: str(r.get("patient_id"))):

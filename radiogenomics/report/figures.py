@@ -146,3 +146,62 @@ def dose_histogram(dose_gy: np.ndarray, *, title: str) -> Figure:
         ax.axvline(float(values.mean()), color="black", ls="--", lw=1.2, label=f"mean {values.mean():.1f} Gy")
         ax.legend(loc="best", fontsize=8)
     return fig
+
+
+#: Outline colours of the planned-dose slice and the DVHs (target first), colour-blind safe (Okabe & Ito 2008).
+STRUCTURE_COLOURS = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#0072B2", "#D55E00", "#F0E442")
+
+
+def _outline(ax: Any, mask: np.ndarray, spacing_mm: tuple[float, float], colour: str, label: str) -> None:
+    fine = np.kron(mask.astype(float), np.ones((CONTOUR_UPSAMPLING, CONTOUR_UPSAMPLING)))
+    ys = (np.arange(fine.shape[0]) + 0.5) * spacing_mm[0] / CONTOUR_UPSAMPLING
+    xs = (np.arange(fine.shape[1]) + 0.5) * spacing_mm[1] / CONTOUR_UPSAMPLING
+    ax.contour(xs, ys, fine, levels=[0.5], colors=colour, linewidths=1.2)
+    ax.plot([], [], color=colour, label=label)
+
+
+def planned_dose_slice(dose_gy: np.ndarray, *, spacing_mm: tuple[float, float], title: str,
+                       outlines: Mapping[str, np.ndarray], underlay: np.ndarray | None = None,
+                       threshold_gy: float = 1.0) -> Figure:
+    """One axial slice of a planned dose (Gy, colour wash above ``threshold_gy``) over the CT, with the structures'
+    outlines (2-D masks, rows = y) in the colours of :data:`STRUCTURE_COLOURS`."""
+    rows, cols = dose_gy.shape
+    extent = (0.0, cols * spacing_mm[1], rows * spacing_mm[0], 0.0)
+    fig, ax = plt.subplots(figsize=(6.2, 5.0))
+    if underlay is not None:
+        ax.imshow(underlay, cmap="gray", extent=extent, interpolation="nearest")
+    wash = np.ma.masked_where(dose_gy < threshold_gy, dose_gy)
+    image = ax.imshow(wash, cmap="turbo", extent=extent, interpolation="nearest", alpha=0.55 if underlay is not None
+                      else 1.0)
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("planned total dose (Gy)")
+    for (name, mask), colour in zip(outlines.items(), STRUCTURE_COLOURS, strict=False):
+        if mask.any():
+            _outline(ax, mask, spacing_mm, colour, name)
+    if outlines:
+        ax.legend(loc="upper right", fontsize=7)
+    ax.set_title(title)
+    ax.set_xlabel("x (mm)")
+    ax.set_ylabel("y (mm)")
+    return fig
+
+
+def cumulative_dvhs(curves: Mapping[str, Sequence[np.ndarray]], *, title: str,
+                    labels: Sequence[str] = ("planned", "standard uniform")) -> Figure:
+    """Cumulative DVHs (volume % receiving at least D) per structure; each structure's voxel doses for each plan
+    (solid: the first, dashed: the second), in the structure's colour."""
+    fig, ax = _axes(title, "dose (Gy)", "volume (%)", size=(6.2, 4.2))
+    styles = ("-", "--", ":")
+    for (name, plans), colour in zip(curves.items(), STRUCTURE_COLOURS, strict=False):
+        for voxels, style, label in zip(plans, styles, labels, strict=False):
+            doses = np.sort(np.asarray(voxels, dtype=float))
+            if doses.size == 0:
+                continue
+            volume = 100.0 * (1.0 - np.arange(doses.size) / doses.size)
+            ax.step(doses, volume, where="post", color=colour, ls=style,
+                    label=f"{name} ({label})" if style == "-" or len(curves) == 1 else None)
+    ax.plot([], [], color="grey", ls="-", label=labels[0])
+    ax.plot([], [], color="grey", ls="--", label=labels[1])
+    ax.set_ylim(0, 102)
+    ax.legend(loc="upper right", fontsize=7, ncol=2)
+    return fig

@@ -529,7 +529,7 @@ def create_app(model_uri: str, *, tokens_file: Path, audit_db: Path, features: P
               dependencies=[*authorised, Depends(require_json)], tags=["prescriptions"])
     def objectives(request: Request, body: PrescriptionRequest) -> dict[str, Any]:
         """The record and its optimizer objectives (``objectives.json``, radiogenomics-objectives/1)."""
-        from radiogenomics.serving.optimizer.objectives import build_objectives
+        from radiogenomics.planning.objectives import build_objectives
 
         loaded, records = _records(request, body, exactly_one=True)
         site = body.patients[0].features.get(naming.clinical_column("site"))

@@ -1,12 +1,20 @@
 """TCP and NTCP against prescribed total dose for one patient: the planner page's dose-response plot.
 
 * **TCP**: Poisson LQ (Webb & Nahum, Phys Med Biol 1993;38:653; :func:`radiogenomics.radiobiology.tcp_poisson`)
-  with the record's ``alpha_per_gy`` / ``beta_per_gy2``, at the regimen's dose per fraction (the total dose
-  varies through the number of fractions), for a uniform dose to the GTV. Clonogens: a density of
-  :data:`CLONOGEN_DENSITY_PER_CC` = 10^7 per cm^3 (Webb & Nahum 1993; the value the outcome-calibrated alpha
-  model fixes too, docs/models.md) times the GTV volume from the patient's shape features
-  (:data:`GTV_VOLUME_COLUMNS`, mm^3), else :data:`DEFAULT_GTV_VOLUME_CC`. No oxygen effect: the record's
-  alpha is used as given. ``tcp_source`` says which of these applied.
+  with the record's ``beta_per_gy2``, at the regimen's dose per fraction (the total dose varies through the number
+  of fractions), for a uniform dose to the GTV, **averaged over the uncertainty of the patient's alpha**: alpha is
+  taken as normal with the record's ``alpha_per_gy`` as mean and the SD that makes the record's RSI interval
+  (``rsi_lower``/``rsi_upper`` -> alpha, Scott et al. 2017) its central interval of the record's coverage (90 %:
+  +-1.645 SD), truncated at alpha > 0 (Gauss-Hermite quadrature, 41 nodes) - the inter-patient heterogeneity
+  treatment of Webb & Nahum 1993, here for the uncertainty of one patient's alpha. A single alpha makes the curve
+  a step (alpha 0.41 /Gy: TCP 0 -> 1 between 35 and 45 Gy), which reads as "any dose above 45 Gy is enough";
+  averaged over the interval it rises over the doses the interval allows. ``tcp_low`` / ``tcp_high``: TCP at the
+  interval's two alpha ends (the band). Without an interval the three curves coincide (``tcp_source`` says so).
+  Clonogens: a density of :data:`CLONOGEN_DENSITY_PER_CC` = 10^7 per cm^3 (Webb & Nahum 1993; the value the
+  outcome-calibrated alpha model fixes too, docs/models.md) times the GTV volume from the patient's shape features
+  (:data:`GTV_VOLUME_COLUMNS`, mm^3), else :data:`DEFAULT_GTV_VOLUME_CC`. No oxygen effect here: the FMISO pO2
+  map needs the images, which ``radiogenomics plan`` evaluates (docs/planning.md). ``tcp_source`` says which of
+  these applied.
 * **NTCP**: the prescriber's toxicity models (``predict_proba_at_dose``, the plan scaled to each total dose
   and delivered, like the TCP, at the record's dose per fraction: ``n = D / d`` fractions, whole or not, and
   the record's ``recommended_n_fractions`` at the recommended dose), i.e. exactly the function that gives the
@@ -100,21 +108,66 @@ def dose_response(prescriber: Prescriber, features: pd.DataFrame, model: ModelIn
     d = float(record["dose_per_fraction_gy"])
     volume_cc, volume_note = gtv_volume_cc(row)
     clonogens = CLONOGEN_DENSITY_PER_CC * volume_cc
-    tcp = tcp_poisson(doses, clonogens, alpha, beta, doses / d, axis=())
+    ends = alpha_interval(record)
+    tcp = averaged_tcp(doses, clonogens, alpha, beta, d, ends)
+    low, high = ((tcp_poisson(doses, clonogens, a, beta, doses / d, axis=()) for a in ends) if ends
+                 else (tcp, tcp))
+    spread = (f"averaged over alpha ~ N({alpha:.4g}, {alpha_sd(alpha, ends):.3g}) /Gy from the record's RSI interval "
+              f"(band: alpha {ends[0]:.4g}-{ends[1]:.4g})" if ends else
+              f"at the record's alpha {alpha:.4g} /Gy only (the record has no RSI interval)")
     return {
         "patient_id": str(record["patient_id"]),
         "total_dose_gy": [float(v) for v in doses],
         "tcp": [float(v) for v in np.atleast_1d(tcp)],
+        "tcp_low": [float(v) for v in np.atleast_1d(low)],
+        "tcp_high": [float(v) for v in np.atleast_1d(high)],
         "ntcp": _ntcp_curves(prescriber, table, record, doses, _fractions(record, doses, d)),
         "rails": {"min_total_dose_gy": _finite_or_none(site_rails.min_total_dose_gy),
                   "max_total_dose_gy": _finite_or_none(site_rails.max_total_dose_gy)},
         "recommended_total_dose_gy": recommended,
         "dose_for_target_gard_gy": for_gard,
         "tcp_source": (f"Poisson LQ TCP (Webb & Nahum, Phys Med Biol 1993;38:653) at {d:g} Gy per fraction, "
-                       f"alpha {alpha:.4g} /Gy and beta {beta:.4g} /Gy^2 of the record, uniform GTV dose, no oxygen "
-                       f"effect; clonogens {clonogens:.3g} = {CLONOGEN_DENSITY_PER_CC:.0e} per cm^3 (Webb & Nahum "
-                       f"1993) x {volume_note}"),
+                       f"{spread}, beta {beta:.4g} /Gy^2, uniform GTV dose, no oxygen effect (FMISO needs the "
+                       f"images: radiogenomics plan); clonogens {clonogens:.3g} = {CLONOGEN_DENSITY_PER_CC:.0e} per "
+                       f"cm^3 (Webb & Nahum 1993) x {volume_note}"),
     }
+
+
+#: z of a central interval of the records' coverage (90 %: the conformal RSI interval).
+INTERVAL_Z = 1.6448536269514722
+_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(41)
+
+
+def alpha_interval(record: dict[str, Any]) -> tuple[float, float] | None:
+    """(alpha at rsi_upper, alpha at rsi_lower): the record's RSI interval as alpha (Scott et al. 2017), or None."""
+    from radiogenomics.radiobiology.gard import alpha_from_rsi
+
+    bounds = [_finite_or_none(record.get("rsi_upper")), _finite_or_none(record.get("rsi_lower"))]
+    beta = _finite_or_none(record.get("beta_per_gy2"))
+    if beta is None or any(b is None for b in bounds):
+        return None
+    values = [float(alpha_from_rsi(float(b), beta, invalid="nan")) for b in bounds]  # type: ignore[arg-type]
+    if not all(math.isfinite(v) and v > 0 for v in values) or values[0] >= values[1]:
+        return None
+    return values[0], values[1]
+
+
+def alpha_sd(alpha: float, ends: tuple[float, float] | None) -> float:
+    """SD of alpha whose central interval of the records' coverage is ``ends`` (half-width / 1.645)."""
+    return 0.0 if ends is None else (ends[1] - ends[0]) / (2.0 * INTERVAL_Z)
+
+
+def averaged_tcp(doses: np.ndarray, clonogens: float, alpha: float, beta: float, d: float,
+                 ends: tuple[float, float] | None) -> np.ndarray:
+    """Poisson TCP averaged over alpha ~ N(alpha, sd) truncated at alpha > 0 (probabilists' Gauss-Hermite)."""
+    sd = alpha_sd(alpha, ends)
+    if sd <= 0:
+        return np.atleast_1d(np.asarray(tcp_poisson(doses, clonogens, alpha, beta, doses / d, axis=())))
+    alphas = alpha + sd * _NODES
+    keep = alphas > 0
+    weights = _WEIGHTS[keep] / _WEIGHTS[keep].sum()
+    curves = np.stack([np.asarray(tcp_poisson(doses, clonogens, a, beta, doses / d, axis=())) for a in alphas[keep]])
+    return np.asarray(weights @ curves)
 
 
 def _fractions(record: dict[str, Any], doses: np.ndarray, dose_per_fraction_gy: float) -> np.ndarray:

@@ -407,6 +407,13 @@ function renderPlot(curve) {
   drawAxes(root, { x, y, x0, x1, plotWidth, plotHeight });
 
   const series = [{ key: "tcp", label: "TCP", values: curve.tcp, colour: "#1f5fa8", cls: "tcp" }];
+  // TCP at the two alpha ends of the record's RSI interval: the band the averaged TCP curve comes from
+  if (Array.isArray(curve.tcp_low) && Array.isArray(curve.tcp_high)) {
+    series.push({ key: "tcp-low", label: "TCP, resistant end of RSI interval", values: curve.tcp_low,
+      colour: "#1f5fa8", cls: "tcp-band" });
+    series.push({ key: "tcp-high", label: "TCP, sensitive end of RSI interval", values: curve.tcp_high,
+      colour: "#1f5fa8", cls: "tcp-band" });
+  }
   Object.entries(curve.ntcp || {}).forEach(([endpoint, values], i) => {
     series.push({ key: "ntcp", endpoint, label: `NTCP ${endpointLabel(endpoint)}`, values,
       colour: NTCP_COLOURS[i % NTCP_COLOURS.length], cls: "ntcp" });

@@ -12,7 +12,11 @@ Agren, Acta Oncol 1987;26:377; Webb & Nahum, PMB 1993;38:653) over the target RO
   the voxels outside the target whose uptake is at least a quarter of the target's median (soft tissue, not air
   or background; an *assumption* - pass a muscle or blood reference when the clinic measures one);
 - mean dose over the target = the record's ``recommended_total_dose_gy``; voxel bounds: the site's
-  ``min_total_dose_gy`` (no voxel below the site's minimum prescription) and ``max_voxel_dose_gy`` rails.
+  ``min_total_dose_gy`` (no voxel below the site's minimum prescription) and, as the upper bound,
+  :func:`painting_max_dose_gy`: the ``max_voxel_dose_gy`` rail divided by the ICRU 50/62 hotspot tolerance
+  (1.07), so that a plan delivering the map within +7 % stays within the hard rail; a prescription painted up to
+  the rail itself cannot be delivered without exceeding it. When the recommended total dose is above that bound
+  (the site's maximum total), the bound is the recommended dose (a uniform map: no room to paint below the rail).
 """
 
 from __future__ import annotations
@@ -124,14 +128,18 @@ def reference_uptake(uptake: np.ndarray, mask: np.ndarray) -> float:
     return float(np.median(outside))
 
 
-def prescription_map(record: dict[str, Any], pet: PETImages, *, site: str, rails: Rails | None = None,
-                     fmiso_reference_suv: float | None = None) -> PrescriptionMap:
-    """TCP-optimal dose-prescription map of one record on the patient's PET (see the module docstring)."""
-    rails = rails or load_rails()
-    bounds = rails.site(site)
-    pid = str(record.get("patient_id") or "")
-    if not pet.mask.any():
-        raise InputError(f"the target ROI {pet.target_roi} is empty", patient_id=pid)
+@dataclass(frozen=True)
+class TumourBiology:
+    """Clonogens per voxel and pO2 (mmHg; None: fully oxic) on the PET grid, from FDG and FMISO (module docstring)."""
+
+    clonogens: np.ndarray
+    po2_mmhg: np.ndarray | None
+    notes: list[str]
+
+
+def tumour_biology(pet: PETImages, *, patient_id: str = "", fmiso_reference_suv: float | None = None) -> TumourBiology:
+    """Clonogen number per voxel from FDG SUV and pO2 from FMISO uptake on the PET grid (the map's and the plan
+    evaluation's TCP inputs; Lazzeroni et al., J Nucl Med 2026)."""
     voxel_cc = float(np.prod(pet.reference.GetSpacing())) / 1000.0
     notes: list[str] = []
     if pet.fdg_suv is not None:
@@ -144,18 +152,40 @@ def prescription_map(record: dict[str, Any], pet: PETImages, *, site: str, rails
         ref = float(fmiso_reference_suv) if fmiso_reference_suv is not None else reference_uptake(pet.fmiso_suv,
                                                                                                    pet.mask)
         if not ref > 0:
-            raise InputError(f"fmiso_reference_suv must be > 0, got {ref}", patient_id=pid)
+            raise InputError(f"fmiso_reference_suv must be > 0, got {ref}", patient_id=patient_id or None)
         po2 = np.asarray(po2_from_fmiso(pet.fmiso_suv / ref))
         notes.append(f"FMISO uptake ratio to a reference uptake of {ref:.4g}")
     else:
         notes.append("no FMISO PET: the target is taken as fully oxic")
+    return TumourBiology(density * voxel_cc, po2, notes)
+
+
+#: ICRU 50/62: the planned dose may exceed the prescription by 7 % (the delivery margin below the hard rail).
+HOTSPOT_TOLERANCE = 1.07
+
+
+def painting_max_dose_gy(max_voxel_dose_gy: float, recommended_total_dose_gy: float) -> float:
+    """The highest voxel prescription: the hard rail / 1.07, at least the recommended total, at most the rail."""
+    return min(max_voxel_dose_gy, max(max_voxel_dose_gy / HOTSPOT_TOLERANCE, recommended_total_dose_gy))
+
+
+def prescription_map(record: dict[str, Any], pet: PETImages, *, site: str, rails: Rails | None = None,
+                     fmiso_reference_suv: float | None = None) -> PrescriptionMap:
+    """TCP-optimal dose-prescription map of one record on the patient's PET (see the module docstring)."""
+    rails = rails or load_rails()
+    bounds = rails.site(site)
+    pid = str(record.get("patient_id") or "")
+    if not pet.mask.any():
+        raise InputError(f"the target ROI {pet.target_roi} is empty", patient_id=pid)
+    biology = tumour_biology(pet, patient_id=pid, fmiso_reference_suv=fmiso_reference_suv)
     try:
         result = tcp_optimal_painting(
-            density * voxel_cc, record["alpha_per_gy"], record["beta_per_gy2"], record["recommended_n_fractions"],
-            max_dose_gy=bounds.max_voxel_dose_gy, min_dose_gy=bounds.min_total_dose_gy, po2_mmhg=po2,
+            biology.clonogens, record["alpha_per_gy"], record["beta_per_gy2"], record["recommended_n_fractions"],
+            max_dose_gy=painting_max_dose_gy(bounds.max_voxel_dose_gy, float(record["recommended_total_dose_gy"])),
+            min_dose_gy=bounds.min_total_dose_gy, po2_mmhg=biology.po2_mmhg,
             target_tcp=None, mean_dose_gy=record["recommended_total_dose_gy"], mask=pet.mask)
     except InputError as exc:
         raise InputError(exc.reason, patient_id=pid, fix=exc.fix) from exc
     inside = result.dose_gy[pet.mask]
     return PrescriptionMap(result.dose_gy, pet.reference, pet.mask, pet.modalities, result.tcp,
-                           float(inside.mean()), float(inside.min()), float(inside.max()), notes)
+                           float(inside.mean()), float(inside.min()), float(inside.max()), list(biology.notes))

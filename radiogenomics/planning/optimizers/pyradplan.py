@@ -1,4 +1,8 @@
-"""Plan an `objectives.json` (format radiogenomics-objectives/1, contract §7) with pyRadPlan.
+"""pyRadPlan as the plan optimizer: the :class:`PyRadPlanOptimizer` adapter (patient anatomy) and the TG119 example.
+
+:class:`PyRadPlanOptimizer` implements :class:`radiogenomics.planning.optimizers.base.Optimizer` on the patient's
+own CT and structures (``pyRadPlan.ct.create_ct`` / ``pyRadPlan.cst.create_voi``); :func:`plan_with_pyradplan`
+plans an ``objectives.json`` on pyRadPlan's TG119 phantom (an example only).
 
 pyRadPlan (a Python reimplementation of matRad, https://github.com/e0404/pyRadPlan) is the downstream optimizer:
 each structure gets the objectives file's alpha/beta as `VOI.alpha_x` / `VOI.beta_x`, the target's
@@ -29,7 +33,13 @@ from pyRadPlan.optimization.objectives import MaxDVH, MinDVH, SquaredDeviation, 
 from pyRadPlan.optimization.objectives._objective import Objective, ParameterMetadata
 
 from radiogenomics.errors import InputError
-from radiogenomics.serving.optimizer.objectives import validate_objectives
+from radiogenomics.planning.objectives import validate_objectives
+from radiogenomics.planning.optimizers.base import (
+    OptimizedPlan,
+    PlanningError,
+    PlanProblem,
+    UnsupportedObjective,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +49,6 @@ DVH_METRICS = ("mean_gy", "d95_gy", "d50_gy", "d2_gy", "max_gy")
 # priority 100; AAPM TG-119, Ezzell et al., Med Phys 36:5359, 2009, as set up in matRad's TG119.mat).
 NORMAL_TISSUE_DOSE_FRACTION = 0.6
 NORMAL_TISSUE_PRIORITY = 100.0
-
-
-class PlanningError(RuntimeError):
-    """The optimizer ran but produced no usable plan (e.g. all-zero fluence)."""
 
 
 class UpperGEUD(Objective):  # type: ignore[misc]  # pyRadPlan is untyped
@@ -289,8 +295,8 @@ def _objective(spec: Mapping[str, Any], n_fractions: float, where: str) -> Any:
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{where}: objective {dict(spec)} is incomplete or invalid ({exc})",
                          fix="see contract §7 for the fields of each objective type") from exc
-    raise InputError(f"{where}: unknown objective type {kind!r}",
-                     fix="use target_effect, min_dvh, max_dvh, max_dose, mean_dose or geud")
+    raise UnsupportedObjective(f"{where}: objective type {kind!r} is not supported by pyRadPlan here",
+                               fix="use target_effect, min_dvh, max_dvh, max_dose, mean_dose, geud or dose_map")
 
 
 def _assign_objectives(cst: Any, document: Mapping[str, Any], mapping: Mapping[str, str],
@@ -405,3 +411,167 @@ def plan_with_pyradplan(objectives: Mapping[str, Any] | Path, *, ct: Any = None,
 def mapping_target(mapping: Mapping[str, str], document: Mapping[str, Any]) -> str:
     """The pyRadPlan structure the (first) target of the objectives maps onto."""
     return next(mapping[str(s["name"])] for s in document["structures"] if s.get("role") == "target")
+
+
+#: pyRadPlan's overlap priorities (matRad's: the lower number owns a voxel in two structures): the target first,
+#: then the organs at risk, the body outline (normal tissue) last.
+_OVERLAP_PRIORITY = {"target": 1, "oar": 2, "external": 3}
+_VOI_TYPE = {"target": "TARGET", "oar": "OAR", "external": "OAR"}
+
+
+def _image_like(array: np.ndarray, reference: Any, pixel: int) -> Any:
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(reference)
+    return sitk.Cast(image, pixel)
+
+
+def extended_map_per_fraction(dose_map_gy: np.ndarray, mask: np.ndarray, n_fractions: int) -> np.ndarray:
+    """The voxel prescription per fraction, extended outside the target by its nearest target voxel's value.
+
+    pyRadPlan resamples an image reference onto the dose grid with a B-spline; the map is 0 outside the target,
+    so a target voxel on the dose grid next to the edge would be pulled towards 0. Extending the map by nearest
+    neighbour (scipy's exact Euclidean distance transform) keeps every target voxel's reference at the map's level.
+    """
+    from scipy import ndimage
+
+    inside = mask & np.isfinite(dose_map_gy)
+    if not inside.any():
+        raise InputError("the dose-prescription map has no value inside the target",
+                         fix="re-run `radiogenomics handoff` with the patient's PET and target")
+    _, nearest = ndimage.distance_transform_edt(~inside, return_indices=True)
+    filled = dose_map_gy[tuple(nearest)]
+    return np.asarray(filled / float(n_fractions), dtype=np.float32)
+
+
+class PyRadPlanOptimizer:
+    """Photon IMRT with pyRadPlan (SVD pencil beam, scipy L-BFGS-B) on the patient's own CT and structures.
+
+    Objectives (``objectives.json``, total doses) become per-fraction pyRadPlan objectives (:func:`_objective`);
+    ``dose_map`` becomes ``SquaredMimicking`` of the voxel prescription per fraction (dose painting by numbers);
+    ``target_effect`` uses the RBE = 1 LQ matrices of the structures' alpha/beta (:func:`attach_lq_matrices`). The
+    body outline gets the normal-tissue overdosing objective (60 % of the dose per fraction, priority 100) unless
+    it has objectives of its own. The dose is computed on the dose grid and resampled (linear) onto the CT grid.
+    """
+
+    name = "pyradplan"
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return version("pyradplan")
+
+    def _objectives(self, problem: PlanProblem, structure: Any, ct_image: Any) -> list[Any]:
+        from pyRadPlan.optimization.objectives import SquaredMimicking
+
+        where = f"patient {problem.patient_id}, structure {structure.name!r}"
+        objectives = []
+        for spec in structure.objectives:
+            if spec.get("type") == "dose_map":
+                if problem.dose_map_gy is None:
+                    raise InputError(f"{where}: a dose_map objective but no dose-prescription map",
+                                     patient_id=problem.patient_id,
+                                     fix="keep dose_prescription.nii.gz beside objectives.json")
+                reference = extended_map_per_fraction(problem.dose_map_gy, structure.mask, problem.n_fractions)
+                objectives.append(SquaredMimicking(priority=float(spec.get("priority", 1.0)),
+                                                   d_ref=_image_like(reference, ct_image, 8)))  # sitkFloat32
+            else:
+                objectives.append(_objective(spec, float(problem.n_fractions), where))
+        if structure.role == "external" and not objectives:
+            objectives.append(SquaredOverdosing(priority=NORMAL_TISSUE_PRIORITY,
+                                                d_max=NORMAL_TISSUE_DOSE_FRACTION * problem.dose_per_fraction_gy))
+        return objectives
+
+    def __init__(self) -> None:
+        self._cached: tuple[str, Any] | None = None  # (geometry key, (ct, cst, stf, pln, dij)) of the last patient
+
+    @staticmethod
+    def _geometry_key(problem: PlanProblem) -> str:
+        import hashlib
+
+        digest = hashlib.sha256(repr((problem.patient_id, problem.settings, problem.ct.GetSize(),
+                                      problem.ct.GetSpacing(), problem.ct.GetOrigin())).encode())
+        for s in problem.structures:
+            digest.update(f"{s.name}|{s.role}|{s.alpha_per_gy!r}|{s.beta_per_gy2!r}".encode())
+            digest.update(np.packbits(s.mask).tobytes())
+        digest.update(np.ascontiguousarray(sitk_array(problem.ct)).tobytes())
+        return digest.hexdigest()
+
+    def _geometry(self, problem: PlanProblem) -> tuple[Any, Any, Any, Any, Any, float]:
+        """CT, structures, beams and the physical dij; reused when the next problem has the same anatomy."""
+        import SimpleITK as sitk
+        from pyRadPlan.cst import create_cst, create_voi
+        from pyRadPlan.ct import create_ct
+
+        key = self._geometry_key(problem)
+        if self._cached is not None and self._cached[0] == key:
+            return (*self._cached[1], 0.0)
+        start = time.perf_counter()
+        settings = problem.settings
+        ct = create_ct(cube_hu=sitk.Cast(problem.ct, sitk.sitkFloat32))
+        vois = []
+        for structure in problem.structures:
+            if not structure.mask.any():
+                raise InputError(f"structure {structure.name!r} is empty", patient_id=problem.patient_id,
+                                 fix="check the structure's mask or label in the cohort")
+            vois.append(create_voi(
+                name=structure.name, voi_type=_VOI_TYPE[structure.role],
+                mask=_image_like(structure.mask.astype(np.uint8), problem.ct, sitk.sitkUInt8), ct_image=ct,
+                alpha_x=float(structure.alpha_per_gy), beta_x=float(structure.beta_per_gy2),
+                overlap_priority=_OVERLAP_PRIORITY[structure.role]))
+        cst = create_cst(vois, ct=ct)
+        pln = PhotonPlan(machine="Generic")
+        angles = settings.angles
+        pln.prop_stf = {"generator": "photonIMRT", "bixel_width": float(settings.bixel_width_mm),
+                        "gantry_angles": angles, "couch_angles": [0.0] * len(angles)}
+        grid_mm = max(float(settings.dose_grid_mm), *(float(s) for s in problem.ct.GetSpacing()))
+        pln.prop_dose_calc = {"engine": "SVDPB", "dose_grid": {"resolution": dict.fromkeys("xyz", grid_mm)}}
+        stf = generate_stf(ct, cst, pln)
+        dij = calc_dose_influence(ct, cst, stf, pln)
+        self._cached = (key, (ct, cst, stf, pln, dij))
+        return ct, cst, stf, pln, dij, time.perf_counter() - start
+
+    def optimize(self, problem: PlanProblem, *, progress: bool = False) -> OptimizedPlan:
+        """Plan ``problem``; PlanningError when the fluence comes back all zero or not finite."""
+        import SimpleITK as sitk
+
+        start = time.perf_counter()
+        with _quiet_progress(progress):
+            ct, cst, stf, pln, dij, geometry_s = self._geometry(problem)
+            by_name = {s.name: s for s in problem.structures}
+            for voi in cst.vois:
+                voi.objectives = self._objectives(problem, by_name[voi.name], problem.ct)
+            pln.num_of_fractions = int(problem.n_fractions)
+            if any(spec.get("type") == "target_effect" for s in problem.structures for spec in s.objectives):
+                attach_lq_matrices(dij, cst)
+            pln.prop_opt = {"convert_dose_objectives": False, "solver": "scipy",
+                            "max_iter": int(problem.settings.max_iter)}
+            info: dict[str, Any] = {}
+            fluence = np.asarray(fluence_optimization(ct, cst, stf, dij, pln, opt_info=info))
+            result_info = info.get("result_info") or {}
+            if not np.isfinite(fluence).all() or not np.any(fluence > 0):
+                raise PlanningError(f"patient {problem.patient_id}: pyRadPlan returned zero or non-finite fluence "
+                                    f"after {info.get('num_iter')} iteration(s) ({result_info.get('message', '')!s})")
+            per_fraction = dij.compute_result_ct_grid(fluence)["physical_dose"]
+        dose = np.clip(sitk.GetArrayFromImage(per_fraction).astype(np.float64), 0.0, None) * problem.n_fractions
+        iterations = info.get("num_iter")
+        message = str(result_info.get("message", ""))
+        converged = bool(result_info.get("success", False))  # scipy: False at the iteration limit
+        history = info.get("obj_history") or []
+        seconds = time.perf_counter() - start
+        logger.info("pyRadPlan plan for %s (%s): %s iterations, %.1f s", problem.patient_id, problem.label,
+                    iterations, seconds)
+        grid_mm = float(dij.dose_grid.resolution_vector[0])
+        return OptimizedPlan(dose_gy=dose, optimizer=self.name, optimizer_version=self.version(),
+                             iterations=None if iterations is None else int(iterations), converged=converged,
+                             message=message, seconds=seconds, n_beamlets=int(fluence.size),
+                             objective_value=float(history[-1]) if history else None,
+                             details={"dose_engine": "SVDPB", "solver": "scipy L-BFGS-B", "dose_grid_mm": grid_mm,
+                                      "geometry_seconds": round(geometry_s, 3), "geometry_reused": geometry_s == 0.0})
+
+
+def sitk_array(image: Any) -> np.ndarray:
+    import SimpleITK as sitk
+
+    return np.asarray(sitk.GetArrayViewFromImage(image))

@@ -9,7 +9,9 @@ has are listed, and ``structure_source`` says where the list came from (``patien
   target volume; targets are recognised by role and RTROIInterpretedType, never taken for OARs) with the
   patient's alpha/beta from the record and
   - ``target_effect``: the LQ effect per fraction ``alpha d + beta d^2`` at the record's recommended dose per
-    fraction d (Fowler, Br J Radiol 1989;62:679);
+    fraction d (Fowler, Br J Radiol 1989;62:679); with a dose-prescription map, ``dose_map`` (``file``: the map
+    beside the objectives; dose painting by numbers) leads, ``target_effect`` drops to priority 1 and the other
+    target objectives follow the map's range;
   - ``min_dvh``: D95 >= 95 % of the recommended total dose, and ``max_dose``: at most 107 % of it (capped by the
     site's ``max_voxel_dose_gy`` rail) - the ICRU 50/62 homogeneity convention, dose within +7 % / -5 % of the
     prescription (ICRU Reports 50, 1993, and 62, 1999);
@@ -24,7 +26,7 @@ has are listed, and ``structure_source`` says where the list came from (``patien
 
 The record's flags are copied into ``flags`` (population fallback, out of distribution ... still get
 objectives); ``notes`` explains what was left out. :func:`validate_objectives` checks a document against the
-JSON Schema ``serving/data/objectives.schema.json``.
+JSON Schema ``planning/data/objectives.schema.json``.
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ COVERAGE_VOLUME_PCT = 95.0
 COVERAGE_DOSE_FRACTION = 0.95
 HOTSPOT_DOSE_FRACTION = 1.07
 #: Relative weights for the optimizer (the contract's example values; an optimizer may rescale them).
-PRIORITY = {"target_effect": 1000.0, "min_dvh": 500.0, "target_max_dose": 300.0, "max_dose": 800.0,
-            "mean_dose": 400.0, "geud": 400.0}
+PRIORITY = {"target_effect": 1000.0, "target_effect_with_map": 1.0, "min_dvh": 500.0, "target_max_dose": 300.0,
+            "max_dose": 800.0, "mean_dose": 400.0, "geud": 400.0}
 CONVENTIONS = {
     "doses": "total physical dose in Gy over the course, unless a name says per fraction",
     "target_effect": "LQ effect per fraction alpha*d + beta*d^2 at the recommended dose per fraction "
@@ -133,7 +135,7 @@ def _oar_structure(name: str, n_fractions: float, rails: Rails, tissues: TissueT
 
 
 def _target_structure(record: Mapping[str, Any], target: Resolved, site: str | None, rails: Rails,
-                      total_gy: float, d_gy: float) -> dict[str, Any]:
+                      total_gy: float, d_gy: float, dose_map: Mapping[str, Any] | None = None) -> dict[str, Any]:
     alpha = _number(record, "alpha_per_gy")
     beta = record.get("beta_per_gy2")
     if isinstance(beta, bool) or not isinstance(beta, int | float) or not math.isfinite(beta) or beta < 0:
@@ -141,17 +143,36 @@ def _target_structure(record: Mapping[str, Any], target: Resolved, site: str | N
                          fix="give a record of contract section 2")
     hotspot = HOTSPOT_DOSE_FRACTION * total_gy
     hotspot_source = "ICRU 50/62: at most 107 % of the prescription"
+    hotspot_priority = PRIORITY["target_max_dose"]
+    coverage = COVERAGE_DOSE_FRACTION * total_gy
+    coverage_source = "ICRU 50/62: D95 >= 95 % of the prescription"
+    if dose_map is not None:  # the map's own range: no cap below its maximum, no coverage above its minimum
+        hotspot = HOTSPOT_DOSE_FRACTION * float(dose_map["max_gy"])
+        hotspot_source = "ICRU 50/62: at most 107 % of the dose-prescription map's maximum"
+        coverage = COVERAGE_DOSE_FRACTION * float(dose_map["min_gy"])
+        coverage_source = "ICRU 50/62: D95 >= 95 % of the dose-prescription map's minimum"
     if site is not None:
         cap = rails.site(site).max_voxel_dose_gy
         if cap < hotspot:
             hotspot, hotspot_source = cap, f"site {site} max_voxel_dose_gy rail ({rails.site(site).source})"
+            hotspot_priority = PRIORITY["max_dose"]  # a hard rail: as strong as a serial organ's limit
+    effect: dict[str, Any] = {
+        "type": "target_effect", "effect_per_fraction": alpha * d_gy + float(beta) * d_gy**2,
+        "priority": PRIORITY["target_effect"],
+        "source": f"alpha*d + beta*d^2 at d = {d_gy:.4g} Gy (Fowler 1989), patient alpha/beta from the model"}
+    leading = [effect]
+    if dose_map is not None:  # the map leads; the uniform effect stays, at a priority that cannot compete
+        effect["priority"] = PRIORITY["target_effect_with_map"]
+        effect["source"] += "; with dose painting the dose_map objective leads (this one only at priority 1)"
+        leading.append({"type": "dose_map", "file": str(dose_map["file"]), "priority": PRIORITY["target_effect"],
+                        "source": "dose painting by numbers: each target voxel's total dose follows the TCP-optimal "
+                                  "dose-prescription map (Bentzen 2005; Brahme & Agren 1987), mean = the "
+                                  "recommended total dose"})
     objectives = [
-        {"type": "target_effect", "effect_per_fraction": alpha * d_gy + float(beta) * d_gy**2,
-         "priority": PRIORITY["target_effect"],
-         "source": f"alpha*d + beta*d^2 at d = {d_gy:.4g} Gy (Fowler 1989), patient alpha/beta from the model"},
-        {"type": "min_dvh", "dose_gy": COVERAGE_DOSE_FRACTION * total_gy, "volume_pct": COVERAGE_VOLUME_PCT,
-         "priority": PRIORITY["min_dvh"], "source": "ICRU 50/62: D95 >= 95 % of the prescription"},
-        {"type": "max_dose", "dose_gy": hotspot, "priority": PRIORITY["target_max_dose"], "source": hotspot_source},
+        *leading,
+        {"type": "min_dvh", "dose_gy": coverage, "volume_pct": COVERAGE_VOLUME_PCT,
+         "priority": PRIORITY["min_dvh"], "source": coverage_source},
+        {"type": "max_dose", "dose_gy": hotspot, "priority": hotspot_priority, "source": hotspot_source},
     ]
     entry: dict[str, Any] = {"name": target.structure, "role": "target", "tg263_name": _tg263(target.role),
                              "alpha_per_gy": alpha, "beta_per_gy2": float(beta),
@@ -185,8 +206,14 @@ def _pick_target(structures: Sequence[Resolved], target_name: str) -> tuple[Reso
 
 def build_objectives(record: Mapping[str, Any], *, site: str | None = None, oars: Sequence[str] | None = None,
                      target_name: str = "GTV", rails: Rails | None = None, tissues: TissueTable | None = None,
-                     structures: Sequence[Resolved] | None = None) -> dict[str, Any]:
+                     structures: Sequence[Resolved] | None = None,
+                     dose_map: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``radiogenomics-objectives/1`` document of one prescription record (see the module docstring).
+
+    ``dose_map`` ({``file``, ``min_gy``, ``max_gy``}: the voxel dose-prescription map beside the objectives file):
+    the target's ``dose_map`` objective leads (dose painting by numbers; ``target_effect`` stays at priority 1) and
+    the target's other objectives follow the map's range (coverage at 95 % of its minimum, hotspot at 107 % of its
+    maximum, never above the site's ``max_voxel_dose_gy``).
 
     ``structures``: the patient's own structures (role, name in the patient's files, RTROIInterpretedType; e.g.
     :meth:`radiogenomics.cohort.Cohort.resolve_structure` of each images.csv row): the target is the one of role
@@ -235,7 +262,10 @@ def build_objectives(record: Mapping[str, Any], *, site: str | None = None, oars
         else:
             notes.append("no organs at risk: give the site or the OAR names")
     seen = {target.structure}
-    entries = [_target_structure(record, target, site, rails, total, d)]
+    entries = [_target_structure(record, target, site, rails, total, d, dose_map)]
+    if dose_map is not None:
+        notes.append(f"dose painting by numbers: the target's dose_map objective ({dose_map['file']}) leads; the "
+                     "uniform target_effect stays at priority 1")
     for oar in oar_list:
         if oar.structure in seen:
             continue
@@ -257,8 +287,8 @@ def build_objectives(record: Mapping[str, Any], *, site: str | None = None, oars
 
 @lru_cache(maxsize=1)
 def objectives_schema() -> dict[str, Any]:
-    """The JSON Schema of ``radiogenomics-objectives/1`` (``serving/data/objectives.schema.json``)."""
-    return dict(json.loads(resources.files("radiogenomics.serving").joinpath(SCHEMA_RESOURCE).read_text()))
+    """The JSON Schema of ``radiogenomics-objectives/1`` (``planning/data/objectives.schema.json``)."""
+    return dict(json.loads(resources.files("radiogenomics.planning").joinpath(SCHEMA_RESOURCE).read_text()))
 
 
 def validate_objectives(doc: Any) -> None:

@@ -5,7 +5,7 @@ in-process (``models:/radiogenomics-prescriber@champion``) or through the REST A
 token) - and writes, for each patient, ``DIR/<patient_id>/``:
 
 - ``prescription.json``: the prescription record (contract section 2);
-- ``objectives.json``: :func:`~radiogenomics.serving.optimizer.objectives.build_objectives` (validated);
+- ``objectives.json``: :func:`~radiogenomics.planning.objectives.build_objectives` (validated);
 - with a cohort that has FDG and/or FMISO PET for the patient: ``dose_prescription.nii.gz`` and the DICOM RT
   Dose ``dose_prescription.dcm``, the TCP-optimal map of :mod:`.dose_map`.
 
@@ -35,10 +35,10 @@ from radiogenomics.cohort.roles import Resolved
 from radiogenomics.errors import InputError
 from radiogenomics.features import naming
 from radiogenomics.models.gate import check_record
+from radiogenomics.planning import records as record_source
+from radiogenomics.planning.dose_map import PrescriptionMap, load_pet, prescription_map
+from radiogenomics.planning.objectives import build_objectives, validate_objectives
 from radiogenomics.radiobiology.rails import load_rails
-from radiogenomics.serving.optimizer import records as record_source
-from radiogenomics.serving.optimizer.dose_map import PrescriptionMap, load_pet, prescription_map
-from radiogenomics.serving.optimizer.objectives import build_objectives, validate_objectives
 
 log = logging.getLogger(__name__)
 
@@ -173,10 +173,7 @@ class _Writer:
         structures = None
         if self.cohort is not None and pid in self.cohort.patient_ids:
             structures = patient_structures(self.cohort, pid) or None  # none: the site's template, said in notes
-        objectives = build_objectives(record, site=site, oars=self.oars, target_name=self.target_name,
-                                      structures=structures)
-        validate_objectives(objectives)
-        notes = list(objectives["notes"])
+        notes: list[str] = []
         dose_map = None
         if self.cohort is None:
             notes.append("no cohort given: no dose-prescription map")
@@ -190,19 +187,26 @@ class _Writer:
                 dose_map = prescription_map(dict(record), pet, site=site,
                                             fmiso_reference_suv=self.fmiso_reference_suv)
                 notes.extend(dose_map.notes)
+        map_stats = None if dose_map is None else {"file": MAP_FILES[0], "min_gy": dose_map.min_dose_gy,
+                                                   "max_gy": dose_map.max_dose_gy}
+        objectives = build_objectives(record, site=site, oars=self.oars, target_name=self.target_name,
+                                      structures=structures, dose_map=map_stats)
+        validate_objectives(objectives)
+        notes = list(objectives["notes"]) + notes
         staging = Path(tempfile.mkdtemp(prefix=f".{pid}.", suffix=".tmp", dir=self.out_dir))
         try:
             written = _stage_patient(staging, record, objectives, dose_map)
             _publish(staging, self.out_dir / pid, written)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        target = objectives["structures"][0]["objectives"][0]
+        d = float(record["recommended_dose_per_fraction_gy"])
         return PatientHandoff(
             patient_id=pid, files=[f"{pid}/{name}" for name in written], alpha_per_gy=float(record["alpha_per_gy"]),
             recommended_total_dose_gy=float(record["recommended_total_dose_gy"]),
             recommended_n_fractions=float(record["recommended_n_fractions"]),
             recommended_dose_per_fraction_gy=float(record["recommended_dose_per_fraction_gy"]),
-            effect_per_fraction=float(target["effect_per_fraction"]), n_oars=len(objectives["structures"]) - 1,
+            effect_per_fraction=float(record["alpha_per_gy"]) * d + float(record["beta_per_gy2"]) * d**2,
+            n_oars=len(objectives["structures"]) - 1,
             flags=list(objectives["flags"]), notes=notes,
             map_modalities=dose_map.modalities if dose_map else [],
             map_mean_dose_gy=dose_map.mean_dose_gy if dose_map else None,
