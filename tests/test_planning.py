@@ -270,3 +270,24 @@ def test_bad_inputs_are_clear_errors(case: dict[str, Any], tmp_path: Path) -> No
         plan_cohort(handoff, case["cohort"], tmp_path / "plans", settings=SETTINGS)
     reasons = pd.read_csv(tmp_path / "plans" / "failures.csv")
     assert "does not belong to prescription.json" in reasons.reason[0]
+
+
+def test_the_example_prints_the_lazzeroni_style_table(case: dict[str, Any], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[1] / "examples" / "plan_cohort.py"
+    proc = subprocess.run([sys.executable, str(script), str(case["result"].out_dir), "--csv", str(tmp_path / "t.csv")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "TCP >= 0.9 with every hard rail met" in proc.stdout and "standard uniform" in proc.stdout
+    written = pd.read_csv(tmp_path / "t.csv")
+    assert sorted(written.patient_id) == sorted(case["ids"][:3])
+    summary = pd.read_csv(case["result"].summary_csv).set_index("patient_id")
+    for _, row in written.iterrows():
+        evaluation = _evaluation(case, case["ids"].index(row.patient_id))
+        assert row.tcp_planned == pytest.approx(evaluation["tcp"]["planned"]["tcp"], rel=1e-9, abs=1e-12)
+        assert row.tcp_uniform_reference == pytest.approx(summary.loc[row.patient_id, "tcp_uniform_reference"])
+    missing = subprocess.run([sys.executable, str(script), str(tmp_path / "none")], capture_output=True, text=True,
+                             timeout=120)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
