@@ -189,7 +189,7 @@ def test_through_the_rest_api(full: HandoffResult, bundle: Bundle, registry: Pat
                          http_client=client)
         assert [p.patient_id for p in result.patients] == ids and result.source.startswith("API")
         assert [f[0] for f in result.failures] == ["NOT_A_PATIENT"]
-        from radiogenomics.serving.schemas import json_safe
+        from radiogenomics.jsonio import json_safe
         from radiogenomics.training.registry.prediction import load_prescriber
 
         prescriber, info = load_prescriber(MODEL)

@@ -17,7 +17,6 @@ fails (not in the table, bad input, no safe dose, unreadable images) is listed i
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -34,6 +33,7 @@ import pandas as pd
 from radiogenomics.cohort.roles import Resolved
 from radiogenomics.errors import InputError
 from radiogenomics.features import naming
+from radiogenomics.jsonio import json_bytes
 from radiogenomics.models.gate import check_record
 from radiogenomics.planning import records as record_source
 from radiogenomics.planning.dose_map import PrescriptionMap, load_pet, prescription_map
@@ -94,12 +94,6 @@ class HandoffResult:
         return self.out_dir / MANIFEST_FILE
 
 
-def _json_bytes(value: Any) -> bytes:
-    from radiogenomics.serving.schemas import json_safe
-
-    return (json.dumps(json_safe(value), indent=1, allow_nan=False) + "\n").encode("utf-8")
-
-
 def _select(table: pd.DataFrame, patients: Sequence[str] | None) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """The rows to predict (request order) and failures for ids that are unknown or unsafe as folder names."""
     if naming.PATIENT_ID not in table.columns:
@@ -140,8 +134,8 @@ def _stage_patient(staging: Path, record: Mapping[str, Any], objectives: Mapping
                    dose_map: PrescriptionMap | None) -> list[str]:
     from radiogenomics.radiobiology.export import write_prescription
 
-    (staging / PRESCRIPTION_FILE).write_bytes(_json_bytes(dict(record)))
-    (staging / OBJECTIVES_FILE).write_bytes(_json_bytes(dict(objectives)))
+    (staging / PRESCRIPTION_FILE).write_bytes(json_bytes(dict(record)))
+    (staging / OBJECTIVES_FILE).write_bytes(json_bytes(dict(objectives)))
     written = [PRESCRIPTION_FILE, OBJECTIVES_FILE]
     if dose_map is not None:
         write_prescription(dose_map.dose_gy, dose_map.reference, staging, patient_id=str(record["patient_id"]),
@@ -302,7 +296,7 @@ def handoff(model_uri: str, features: Path, out_dir: Path, *, patients: Sequence
                 "model_uri": result.model_uri, "model_version": version, "source": source,
                 "patients": [asdict(p) for p in written],
                 "failures": [{"patient_id": p, "reason": r} for p, r in failures]}
-    atomic_write_bytes(out_dir / MANIFEST_FILE, _json_bytes(manifest))
+    atomic_write_bytes(out_dir / MANIFEST_FILE, json_bytes(manifest))
     if not written:
         raise InputError(f"no patient could be handed off ({len(failures)} failed); reasons in "
                          f"{out_dir / FAILURES_FILE}", fix="see the reasons; check --patients and the inputs")

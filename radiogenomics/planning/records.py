@@ -56,7 +56,7 @@ def with_dose_summaries(table: pd.DataFrame, dvhs: Mapping[str, Mapping[str, Any
 
 def patient_payload(row: Mapping[str, Any]) -> dict[str, Any]:
     """``{"patient_id", "features"}`` of one feature-table row: missing values left out, numpy as Python."""
-    from radiogenomics.serving.schemas import json_safe
+    from radiogenomics.jsonio import json_safe
 
     features: dict[str, Any] = {}
     for name, value in row.items():

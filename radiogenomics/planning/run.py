@@ -36,6 +36,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from radiogenomics.errors import InputError
+from radiogenomics.jsonio import json_bytes
 from radiogenomics.planning.anatomy import Anatomy, load_anatomy
 from radiogenomics.planning.evaluation import FORMAT, Biology, evaluate_plan
 from radiogenomics.planning.optimizers.base import (
@@ -82,12 +83,6 @@ class PlanRunResult:
     @property
     def summary_csv(self) -> Path:
         return self.out_dir / SUMMARY_FILE
-
-
-def _json_bytes(value: Any) -> bytes:
-    from radiogenomics.serving.schemas import json_safe
-
-    return (json.dumps(json_safe(value), indent=1, allow_nan=False) + "\n").encode("utf-8")
 
 
 def _read_json(path: Path, patient_id: str, what: str) -> dict[str, Any]:
@@ -316,7 +311,7 @@ class _Planner:
             if uniform is not None:
                 write_dose_nifti(image_from_array(uniform, ct), staging / UNIFORM_FILE)
                 written.append(UNIFORM_FILE)
-            (staging / EVALUATION_FILE).write_bytes(_json_bytes(evaluation))
+            (staging / EVALUATION_FILE).write_bytes(json_bytes(evaluation))
             written.append(EVALUATION_FILE)
             target = self.out_dir / patient_id
             target.mkdir(parents=True, exist_ok=True)
@@ -417,7 +412,7 @@ def plan_cohort(handoff_dir: Path, cohort: Path, out_dir: Path, *, patients: Seq
                              for p in plans],
                 "failures": [{"patient_id": p, "reason": r} for p, r in failures],
                 "share_tcp_ge_0_9_hard_rails_met": share_controlled(table)}
-    atomic_write_bytes(out_dir / MANIFEST_FILE, _json_bytes(manifest))
+    atomic_write_bytes(out_dir / MANIFEST_FILE, json_bytes(manifest))
     if not plans:
         raise InputError(f"no patient could be planned ({len(failures)} failed); reasons in {out_dir / FAILURES_FILE}",
                          fix="see the reasons")

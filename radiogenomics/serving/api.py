@@ -46,6 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from radiogenomics import __version__
 from radiogenomics.errors import InputError
 from radiogenomics.features import naming
+from radiogenomics.jsonio import json_safe
 from radiogenomics.models.inputs import SITE_COLUMN, closest_name, is_gate_column
 from radiogenomics.serving import schemas
 from radiogenomics.serving.auth_limit import AuthFailureLimiter, AuthFailureLimits, write_summaries
@@ -54,7 +55,6 @@ from radiogenomics.serving.schemas import (
     PrescriptionRequest,
     ServeLimits,
     ValidationErrorResponse,
-    json_safe,
 )
 from radiogenomics.serving.state import LoadedModel, ServingState
 

@@ -9,11 +9,9 @@ against it).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 #: Pseudonymous patient id: letters, digits, ``.``, ``_``, ``-`` (never a name or a hospital number).
@@ -229,16 +227,3 @@ class ObjectivesResponse(BaseModel):
 
     record: Record
     objectives: dict[str, Any]
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with numpy scalars as Python numbers and non-finite floats as None (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
