@@ -1,0 +1,151 @@
+"""Adaptive re-prescription after K delivered fractions: the remaining course that keeps the projected TCP.
+
+Method (docs/adaptive.md):
+
+1. **Delivered**: K fractions of dose d_del. Surviving clonogens per target voxel after them, from the LQ model with
+   the *baseline* oxygenation (the conservative choice: reoxygenation during the first K fractions is not credited)
+   ``N_K,i = N_0,i exp(-K (alpha_0,i d_del + beta_0,i d_del^2))`` (Webb & Nahum, Phys Med Biol 1993;38:653; oxygen
+   effect alpha OMF, beta OMF^2, Alper & Howard-Flanders 1956).
+2. **Updated radiobiology**: the mid-treatment FMISO pO2 per voxel gives ``alpha_K,i = alpha OMF(pO2_K,i)`` (and
+   beta OMF^2) for the remaining fractions.
+3. **Target**: the TCP the baseline course was projected to reach with the baseline biology,
+   ``TCP_target = exp(-sum_i N_0,i SF_0,i(n_base, d))``.
+4. **Remaining course**: the fewest whole fractions n_rem at the course's dose per fraction d whose TCP with the
+   updated biology, ``exp(-sum_i N_K,i exp(-n_rem (alpha_K,i d + beta_K,i d^2)))``, reaches TCP_target - compared
+   as the expected number of surviving clonogens at the end of the course (-ln TCP, in log space), which stays
+   exact where TCP itself underflows to 0 (a resistant, hypoxic tumour); then bounded
+   by the site's total-dose rails (never below the minimum total dose, never above the maximum: the adapted total
+   K d_del + n_rem d). Unchanged oxygenation gives n_rem = n_base - K (no adaptation, exactly); full reoxygenation
+   gives fewer fractions (de-escalation, to the site's floor at most); worse hypoxia more (escalation, to the
+   site's maximum at most).
+
+``tcp_baseline`` / ``tcp_adapted``: the projected TCP of the baseline course's remaining fractions and of the
+adapted remaining fractions, both with the updated biology and the surviving clonogens N_K.
+
+Everything here is a pure numpy function; the images are read by :mod:`radiogenomics.planning.adaptive`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from radiogenomics.errors import InputError
+from radiogenomics.radiobiology.tcp import effective_lq
+
+#: ln(expected survivors) is compared with this absolute tolerance (float rounding of sums over ~1e5 voxels).
+LOG_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class Course:
+    """A regimen: ``n_fractions`` of ``dose_per_fraction_gy``."""
+
+    n_fractions: int
+    dose_per_fraction_gy: float
+
+    @property
+    def total_gy(self) -> float:
+        return self.n_fractions * self.dose_per_fraction_gy
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """The remaining course and the figures behind it (module docstring)."""
+
+    delivered: Course
+    remaining: Course
+    baseline_remaining: Course
+    tcp_target: float
+    tcp_baseline: float
+    tcp_adapted: float
+    surviving_clonogens: float
+    bound: str | None  # "site_min_total", "site_max_total" or None
+
+    @property
+    def adapted_total_dose_gy(self) -> float:
+        return self.delivered.total_gy + self.remaining.total_gy
+
+
+def _log_sf(dose_per_fraction_gy: float, alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    return -(alpha * dose_per_fraction_gy + beta * dose_per_fraction_gy**2)
+
+
+def tcp_of_remaining(log_clonogens: np.ndarray, log_sf_per_fraction: np.ndarray, n_fractions: float) -> float:
+    """Poisson TCP ``exp(-sum exp(ln N_i + n ln SF_i))``, summed in log space."""
+    from scipy.special import logsumexp
+
+    if log_clonogens.size == 0:
+        return 1.0
+    total = logsumexp(log_clonogens + n_fractions * log_sf_per_fraction)
+    return float(math.exp(-math.exp(total))) if total < 700 else 0.0
+
+
+def log_survivors(log_clonogens: np.ndarray, log_sf_per_fraction: np.ndarray, n_fractions: float) -> float:
+    """ln of the expected number of surviving clonogens, ``ln sum_i N_i SF_i^n`` (= ln(-ln TCP))."""
+    from scipy.special import logsumexp
+
+    if log_clonogens.size == 0:
+        return -math.inf
+    return float(logsumexp(log_clonogens + n_fractions * log_sf_per_fraction))
+
+
+def adapt_course(clonogens: Any, alpha_per_gy: float, beta_per_gy2: float, *, baseline: Course, delivered: Course,
+                 po2_baseline_mmhg: Any = None, po2_mid_mmhg: Any = None, min_total_dose_gy: float,
+                 max_total_dose_gy: float, max_n_fractions: int = 60) -> Adaptation:
+    """The remaining course after ``delivered`` (see the module docstring).
+
+    ``clonogens``: baseline clonogen number per target voxel; ``po2_*``: pO2 per voxel (None: oxic).
+    InputError when the delivered fractions are not fewer than the baseline course's or the inputs are not finite.
+    """
+    n0 = np.asarray(clonogens, dtype=np.float64).ravel()
+    if n0.size == 0 or not np.isfinite(n0).all() or (n0 < 0).any():
+        raise InputError("clonogens must be finite, non-negative and not empty")
+    if delivered.n_fractions >= baseline.n_fractions or delivered.n_fractions < 1:
+        raise InputError(f"{delivered.n_fractions} delivered fraction(s) of a {baseline.n_fractions}-fraction course: "
+                         "nothing left to adapt", fix="image mid-treatment, after 1 .. n-1 fractions")
+    a0, b0 = effective_lq(alpha_per_gy, beta_per_gy2, po2_baseline_mmhg)
+    ak, bk = effective_lq(alpha_per_gy, beta_per_gy2, po2_mid_mmhg)
+    a0, b0 = (np.broadcast_to(v, n0.shape) for v in (a0, b0))
+    ak, bk = (np.broadcast_to(v, n0.shape) for v in (ak, bk))
+    keep = n0 > 0
+    log_n0 = np.log(n0[keep])
+    d = baseline.dose_per_fraction_gy
+    sf0 = _log_sf(d, a0[keep], b0[keep])
+    target = tcp_of_remaining(log_n0, sf0, baseline.n_fractions)
+    target_log = log_survivors(log_n0, sf0, baseline.n_fractions)
+    log_nk = log_n0 + delivered.n_fractions * _log_sf(delivered.dose_per_fraction_gy, a0[keep], b0[keep])
+    sfk = _log_sf(d, ak[keep], bk[keep])
+    left = baseline.n_fractions - delivered.n_fractions
+    n_rem = next((n for n in range(0, max_n_fractions + 1)
+                  if log_survivors(log_nk, sfk, n) <= target_log + LOG_TOLERANCE), max_n_fractions)
+    bound = None
+    floor = max(0, math.ceil((min_total_dose_gy - delivered.total_gy) / d - 1e-9))
+    ceiling = max(0, math.floor((max_total_dose_gy - delivered.total_gy) / d + 1e-9))
+    if n_rem < floor:
+        n_rem, bound = floor, "site_min_total"
+    elif n_rem > ceiling:
+        n_rem, bound = ceiling, "site_max_total"
+    return Adaptation(delivered=delivered, remaining=Course(n_rem, d), baseline_remaining=Course(left, d),
+                      tcp_target=target, tcp_baseline=tcp_of_remaining(log_nk, sfk, left),
+                      tcp_adapted=tcp_of_remaining(log_nk, sfk, n_rem),
+                      surviving_clonogens=float(np.exp(log_nk).sum()), bound=bound)
+
+
+def eqd2(dose_gy: Any, n_fractions: float, alpha_beta_gy: float) -> Any:
+    """EQD2 of ``dose_gy`` in ``n_fractions`` (Withers 1983: D (d + a/b) / (2 + a/b), d = D / n)."""
+    dose = np.asarray(dose_gy, dtype=np.float64)
+    if n_fractions <= 0:
+        return np.zeros_like(dose)
+    return dose * (dose / n_fractions + alpha_beta_gy) / (2.0 + alpha_beta_gy)
+
+
+def course_eqd2(share: Any, delivered: Course, remaining: Course, alpha_beta_gy: float) -> Any:
+    """EQD2 per voxel of a two-part course at an organ: ``share`` = the organ voxel's dose per Gy of the target's
+    (its planned dose / the prescription), delivered part + remaining part (EQD2 adds; Withers 1983)."""
+    s = np.asarray(share, dtype=np.float64)
+    return (eqd2(s * delivered.total_gy, delivered.n_fractions, alpha_beta_gy)
+            + eqd2(s * remaining.total_gy, remaining.n_fractions, alpha_beta_gy))
