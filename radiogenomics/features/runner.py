@@ -230,42 +230,16 @@ def _iter_pool(groups: Sequence[Group], cache_dir: str | None, workers: int,
                          reason="the worker process died while computing (crash or out of memory)")
 
 
-def _check_reachable(address: str) -> None:
-    """Fail fast (InputError) when nothing listens at a tcp:// scheduler address."""
-    import socket
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(address if "://" in address else f"tcp://{address}")
-    if parts.scheme not in ("tcp", "tls") or not parts.hostname or not parts.port:
-        return  # other protocols (inproc, ucx): let distributed handle them
-    try:
-        with socket.create_connection((parts.hostname, parts.port), timeout=5):
-            pass
-    except OSError as exc:
-        raise InputError(f"cannot connect to the Dask scheduler at {address}: {exc}",
-                         fix="start one with `dask scheduler` / `dask worker`, or drop --dask") from exc
-
-
 def _iter_dask(groups: Sequence[Group], cache_dir: str | None, address: str) -> Iterator[ItemResult]:
-    try:
-        from distributed import Client
+    from radiogenomics.dask_cluster import connect
+
+    with connect(address) as client:
         from distributed import as_completed as dask_as_completed
-    except ImportError as exc:  # pragma: no cover - optional extra
-        raise InputError("--dask needs the 'distributed' package",
-                         fix="pip install 'radiogenomics[distributed]'") from exc
-    _check_reachable(address)
-    try:
-        client = Client(address, timeout="20s")
-    except (OSError, TimeoutError) as exc:
-        raise InputError(f"cannot connect to the Dask scheduler at {address}: {exc}",
-                         fix="start one with `dask scheduler` / `dask worker`, or drop --dask") from exc
-    try:
+
         futures = [client.submit(run_patient, group, cache_dir, pure=False, key=f"rg-{i}-{group[0][0].patient_id}")
                    for i, group in enumerate(groups)]
         for future in dask_as_completed(futures):
             yield from future.result()
-    finally:
-        client.close()
 
 
 @contextmanager

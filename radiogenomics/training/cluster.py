@@ -35,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from radiogenomics.dask_cluster import connect
 from radiogenomics.errors import InputError
 from radiogenomics.progress import ProgressUpdate, progress_bar
 from radiogenomics.training.candidates import CandidateContext
@@ -44,9 +45,6 @@ from radiogenomics.training.splits import Fold
 
 log = logging.getLogger(__name__)
 
-#: Loggers to which distributed (and the web libraries under it) attach their own stderr handlers on import.
-DISTRIBUTED_LOGGERS = ("distributed", "distributed.client", "distributed.gc", "bokeh", "tornado",
-                       "tornado.application")
 #: Name of the final search and refit unit of a candidate (the outer folds' units are named by their fold).
 FINAL = "final"
 
@@ -134,59 +132,6 @@ def run_unit(unit: Unit, data: tuple[pd.DataFrame, Any]) -> UnitResult:
         final = cv.final() if unit.fold is None else None
     return UnitResult(fold, final, cv.trials, list(notes), records, time.perf_counter() - started,
                       f"{os.uname().nodename}:{os.getpid()}")
-
-
-class _ToDebug(logging.Handler):
-    """Re-logs a library's record at DEBUG on this module's logger (the run's log file; stderr only with -v)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        log.debug("%s %s: %s", record.levelname, record.name, record.getMessage())
-
-
-@contextmanager
-def distributed_logs_at_debug() -> Iterator[None]:
-    """While inside, distributed's own stderr handlers are replaced by a re-log at DEBUG (quiet by default)."""
-    saved = []
-    for name in DISTRIBUTED_LOGGERS:
-        logger = logging.getLogger(name)
-        saved.append((logger, logger.handlers, logger.propagate))
-        logger.handlers, logger.propagate = [_ToDebug()], False
-    try:
-        yield
-    finally:
-        for logger, handlers, propagate in saved:
-            logger.handlers, logger.propagate = handlers, propagate
-
-
-def check_scheduler(address: str) -> None:
-    """InputError (exit 2) when the distributed package is missing or nothing listens at ``address``."""
-    from radiogenomics.features.runner import _check_reachable
-
-    try:
-        import distributed  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - optional extra
-        raise InputError("--dask needs the 'distributed' package",
-                         fix="pip install 'radiogenomics[distributed]'") from exc
-    _check_reachable(address)
-
-
-@contextmanager
-def connect(address: str) -> Iterator[Any]:
-    """A ``distributed.Client`` on the scheduler at ``address``, closed on exit; distributed's log records go to
-    DEBUG meanwhile (:func:`distributed_logs_at_debug`). Nothing listening is an InputError."""
-    check_scheduler(address)
-    from distributed import Client
-
-    with distributed_logs_at_debug():
-        try:
-            client = Client(address, timeout="20s")
-        except (OSError, TimeoutError) as exc:
-            raise InputError(f"cannot connect to the Dask scheduler at {address}: {exc}",
-                             fix="start one with `dask scheduler` / `dask worker`, or drop --dask") from exc
-        try:
-            yield client
-        finally:
-            client.close()
 
 
 class DaskTraining:

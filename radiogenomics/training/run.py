@@ -463,7 +463,7 @@ def train(cohort: Path | str, features: Path | str | None = None, config: TrainC
     validate_candidates(cfg)
     cohort_patient_ids(cohort)
     if dask_address:
-        from radiogenomics.training.cluster import check_scheduler
+        from radiogenomics.dask_cluster import check_scheduler
 
         check_scheduler(dask_address)  # before any extraction or MLflow run
     out_dir.mkdir(parents=True, exist_ok=True)
