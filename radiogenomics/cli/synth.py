@@ -28,6 +28,9 @@ def synth(
                                    help="Voxel spacing X,Y,Z in mm (e.g. 0.98,0.98,3.0, anisotropic clinical CT); "
                                         "the field of view is then grid size x spacing, the patient the same."),
     workers: int = typer.Option(_default_workers(), "--workers", help="Worker processes (default: min(2, CPUs))."),
+    mid_treatment_fraction: int = typer.Option(0, "--mid-treatment-fraction", metavar="K",
+                                               help="Also write FDG and FMISO PET after K delivered fractions "
+                                                    "(images.csv timepoint fraction_K; 0 = off, the default)."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace the generator's files (tables, cohort.yaml, images/) in a "
                                         "non-empty OUT."),
@@ -41,11 +44,14 @@ def synth(
     Example: radiogenomics synth cohort --patients 200 --seed 0
 
     Clinical size: radiogenomics synth big --patients 2 --grid-size 512,512,150 --spacing-mm 0.98,0.98,3.0
+
+    Mid-treatment PET (week 2): radiogenomics synth adaptive --patients 20 --mid-treatment-fraction 10
     """
     from radiogenomics.cli.console import out as console
     from radiogenomics.cli.console import progress_bar
     from radiogenomics.synthetic import generate_cohort
-    from radiogenomics.synthetic.generate import _check_args, _check_out_dir
+    from radiogenomics.synthetic.generate import _check_args, _check_out_dir, check_mid_treatment_fraction
+    from radiogenomics.synthetic.model import SynthParameters
 
     if patients < 1:
         raise InputError(f"--patients must be >= 1 (got {patients}).")
@@ -55,6 +61,10 @@ def synth(
         raise InputError(f"--workers must be >= 1 (got {workers}).")
     # every refusal before anything is created: no empty folder is left behind
     _check_args(patients, seed, grid_size, workers, spacing_mm or None)
+    if mid_treatment_fraction < 0:
+        raise InputError(f"--mid-treatment-fraction must be >= 1, or 0 for none (got {mid_treatment_fraction}).")
+    mid = mid_treatment_fraction or None
+    check_mid_treatment_fraction(mid, SynthParameters())
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError("OUT exists and is not empty.", file=str(out),
                          fix="choose a new folder, or pass --overwrite to replace the cohort in it.")
@@ -63,7 +73,8 @@ def synth(
     start = time.perf_counter()
     with progress_bar("synthesising patients") as update:
         path = generate_cohort(out, n_patients=patients, seed=seed, grid_size=grid_size, workers=workers,
-                               progress=update, overwrite=overwrite, spacing_mm=spacing_mm or None)
+                               progress=update, overwrite=overwrite, spacing_mm=spacing_mm or None,
+                               mid_treatment_fraction=mid)
     seconds = time.perf_counter() - start
     _summary(path, seconds, console)
 
@@ -85,5 +96,11 @@ def _summary(path: Path, seconds: float, console: Console) -> None:
                   f"median follow-up {patients['lc_months'].median():.1f} months")
     console.print(f"  grade >= 2 xerostomia {100 * (patients['tox_xerostomia'] >= 2).mean():.0f} %, "
                   f"dysphagia {100 * (patients['tox_dysphagia'] >= 2).mean():.0f} %")
+    if "mid_fraction" in truth.columns:
+        k = int(truth["mid_fraction"].iloc[0])
+        console.print(f"  mid-treatment PET after {k} fractions (timepoint fraction_{k}): hypoxic fraction "
+                      f"{truth['hypoxic_fraction_baseline'].mean():.2f} -> {truth['hypoxic_fraction_mid'].mean():.2f}"
+                      f" (mean), FDG SUV {truth['fdg_suv_mean_baseline'].mean():.1f} -> "
+                      f"{truth['fdg_suv_mean_mid'].mean():.1f}")
     console.print("  tables: patients.csv, images.csv, expression.csv, dvh.csv; truth.csv is for evaluation only")
     console.print(f"  check it with: radiogenomics validate {path}", highlight=False)

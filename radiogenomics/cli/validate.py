@@ -40,7 +40,8 @@ def validate(
         if report.structures:
             out.print("structure roles (images.csv roi -> the structure in the mask file):", highlight=False)
             for s in report.structures:
-                out.print(f"  {s['patient_id']} {s['modality']}: {s['role']} -> {s['structure']} ({s['how']}; "
+                at = f" ({s['timepoint']})" if s.get("timepoint") else ""
+                out.print(f"  {s['patient_id']} {s['modality']}{at}: {s['role']} -> {s['structure']} ({s['how']}; "
                           f"{s['kind']})", markup=False, highlight=False, soft_wrap=True)
         out.print(f"{report.n_patients} patients, {report.n_image_rows} image rows, tables: "
                   f"{', '.join(report.tables) or 'none'}; {len(report.errors)} error(s), "

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import SimpleITK as sitk
@@ -24,13 +25,33 @@ from radiogenomics.cohort.roles import HOW_LABEL, HOW_LABEL_NAME, Resolved, alia
 from radiogenomics.cohort.roles import YAML_KEY as STRUCTURE_ALIASES_KEY
 from radiogenomics.cohort.rsi_gene_map import YAML_KEY, gene_map_from_yaml, merge_gene_maps, slot_columns
 from radiogenomics.cohort.rtstruct import resolve_rtstruct_role
-from radiogenomics.cohort.tables import parse_dvh, parse_images, parse_patients
+from radiogenomics.cohort.tables import check_timepoints, parse_dvh, parse_images, parse_patients
 from radiogenomics.errors import InputError
+
+
+class DeliveredCourse(NamedTuple):
+    """What was delivered before a mid-treatment timepoint (contract section 8).
+
+    ``n_fractions``: patients.csv ``delivered_n_fractions`` when given, else K of ``fraction_K``. ``dose_gy``:
+    ``delivered_dose_gy`` when given, else ``n_fractions`` fractions of the patient's regimen (total_dose_gy /
+    n_fractions each); None when neither is known. ``source``: ``patients.csv`` or ``timepoint``.
+    """
+
+    n_fractions: int
+    dose_gy: float | None
+    source: str
 
 
 @dataclass
 class Cohort:
-    """A loaded cohort. `images` has absolute paths; `expression` is indexed by patient_id."""
+    """A loaded cohort. `images` has absolute paths; `expression` is indexed by patient_id.
+
+    ``images`` holds the **planning** rows of images.csv only (blank or ``planning`` timepoint): what extract,
+    train, predict, plan and report read, so mid-treatment imaging never enters features, DVHs or dose maps.
+    ``all_images`` holds every row, mid-treatment (``fraction_K``) ones included, with the canonical
+    ``timepoint`` column; select from it with :meth:`image_rows` (``timepoint=None`` for every timepoint). A
+    cohort without mid-treatment rows has ``images`` equal to ``all_images``.
+    """
 
     root: Path
     patients: pd.DataFrame
@@ -42,6 +63,13 @@ class Cohort:
     rsi_gene_map: dict[str, str] = field(default_factory=dict)
     #: cohort.yaml ``structure_aliases``: role -> names of that structure in the patients' mask files.
     structure_aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: every images.csv row at every timepoint (None on construction: ``images`` is then split into both).
+    all_images: pd.DataFrame | None = None
+
+    def __post_init__(self) -> None:
+        if self.all_images is None:
+            self.all_images = self.images
+        self.images = planning_rows(self.all_images)
 
     @property
     def patient_ids(self) -> list[str]:
@@ -52,13 +80,60 @@ class Cohort:
         """Columns of patients.csv other than the ID: the clinical covariates and outcomes."""
         return [c for c in self.patients.columns if c != "patient_id"]
 
-    def image_rows(self, patient_id: str | None = None, modality: str | None = None) -> pd.DataFrame:
-        rows = self.images
+    def image_rows(self, patient_id: str | None = None, modality: str | None = None,
+                   timepoint: str | None = schema.PLANNING) -> pd.DataFrame:
+        """images.csv rows of a patient / modality at a timepoint: ``planning`` (the default: the baseline images
+        every existing caller reads), ``fraction_K`` (any spelling :func:`~radiogenomics.cohort.schema.
+        parse_timepoint` accepts, e.g. ``Fraction_010``), or None for every timepoint. ValueError for a
+        timepoint that is none of these."""
+        if timepoint is None:
+            rows = self.all_images if self.all_images is not None else self.images
+        else:
+            canonical = schema.parse_timepoint(timepoint)
+            if canonical is None:
+                raise ValueError(f"timepoint {timepoint!r} is neither 'planning' nor 'fraction_K' (K >= 1)")
+            if canonical == schema.PLANNING:
+                rows = self.images
+            else:
+                rows = self.all_images if self.all_images is not None else self.images
+                rows = rows[_timepoints_of(rows) == canonical]
         if patient_id is not None:
             rows = rows[rows["patient_id"] == patient_id]
         if modality is not None:
             rows = rows[rows["modality"] == modality]
         return rows
+
+    def timepoints(self, patient_id: str | None = None) -> list[str]:
+        """The timepoints with images (of ``patient_id``, else of any patient), chronologically: ``planning``
+        first, then ``fraction_K`` by K. Empty for a patient without images.csv rows."""
+        rows = self.all_images if self.all_images is not None else self.images
+        if patient_id is not None:
+            rows = rows[rows["patient_id"] == patient_id]
+        found = {str(t) for t in _timepoints_of(rows)}
+        valid = [t for t in found if schema.parse_timepoint(t) == t]
+        return sorted(valid, key=schema.timepoint_sort_key)
+
+    def delivered_course(self, patient_id: str, timepoint: str) -> DeliveredCourse:
+        """What the patient had received at a ``fraction_K`` timepoint (see :class:`DeliveredCourse`)."""
+        k = schema.timepoint_fraction(timepoint)
+        if k is None:
+            raise ValueError("the planning timepoint has no delivered fractions; give a 'fraction_K' timepoint")
+        row = self.patients[self.patients["patient_id"].astype(str) == str(patient_id)]
+        if row.empty:
+            raise KeyError(f"patient {patient_id!r} is not in patients.csv")
+
+        def cell(col: str) -> float | None:
+            if col not in row.columns or pd.isna(row[col].iat[0]):
+                return None
+            return float(row[col].iat[0])
+
+        n_given, dose_given = cell("delivered_n_fractions"), cell("delivered_dose_gy")
+        n = int(n_given) if n_given is not None else k
+        if dose_given is not None:
+            return DeliveredCourse(n, dose_given, "patients.csv")
+        total, n_total = cell("total_dose_gy"), cell("n_fractions")
+        dose = total / n_total * n if total is not None and n_total else None
+        return DeliveredCourse(n, dose, "patients.csv" if n_given is not None else "timepoint")
 
     def read_image(self, row: pd.Series) -> sitk.Image:
         return read_image(row["image"])
@@ -87,6 +162,22 @@ class Cohort:
         if structure:
             return Resolved(role=role, structure=structure, how=HOW_LABEL_NAME)
         return Resolved(role=role, structure=role, how=f"{HOW_LABEL} {int(row['label'])}")
+
+
+def _timepoints_of(rows: pd.DataFrame) -> pd.Series:
+    """The canonical timepoint of each row (``planning`` for a frame without the column)."""
+    if schema.TIMEPOINT_COLUMN not in rows.columns:
+        return pd.Series(schema.PLANNING, index=rows.index, dtype=object)
+    return rows[schema.TIMEPOINT_COLUMN].map(lambda t: schema.parse_timepoint(t) or str(t))
+
+
+def planning_rows(images: pd.DataFrame) -> pd.DataFrame:
+    """The planning rows of an images frame (blank or ``planning`` timepoint), renumbered 0..n-1; the frame itself
+    when every row is a planning row (so a cohort without mid-treatment imaging is read exactly as before)."""
+    keep = _timepoints_of(images) == schema.PLANNING
+    if bool(keep.all()):
+        return images
+    return images[keep.to_numpy()].reset_index(drop=True)
 
 
 def row_structure(row: Mapping[str, object] | pd.Series) -> str | None:
@@ -181,6 +272,7 @@ def load_tables(root: Path, rsi_gene_map: Mapping[str, str] | None = None) -> tu
         slots, declared = rsi_genes(gene_map), layout
         expression, found = _parse(lambda p: read_expression(p, declared, ids, slots), source, declared.label,
                                    problems)
+    problems.extend(check_timepoints(images, patients))
     dvh = None
     if (root / schema.DVH_FILE).exists():
         dvh, found = _parse(lambda p: parse_dvh(p, ids), root / schema.DVH_FILE, schema.DVH_FILE, problems)

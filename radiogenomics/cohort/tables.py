@@ -86,11 +86,12 @@ def parse_patients(path: Path, file: str = schema.PATIENTS_FILE) -> tuple[pd.Dat
 
     bounds = {"age_years": (0.0, schema.MAX_PLAUSIBLE_AGE_YEARS),
               "total_dose_gy": (0.0, schema.MAX_PLAUSIBLE_TOTAL_DOSE_GY),
-              "lc_months": (0.0, 1200.0)}
+              "lc_months": (0.0, 1200.0), "delivered_dose_gy": (0.0, schema.MAX_PLAUSIBLE_TOTAL_DOSE_GY)}
     for col in schema.PATIENT_FLOAT_COLUMNS:
         if col in raw.columns:
             out[col] = _numeric_column(raw[col], col, bounds[col], where, problems, integer=False)
-    int_bounds = {"n_fractions": (1.0, float(schema.MAX_PLAUSIBLE_N_FRACTIONS)), "lc_event": (0.0, 1.0)}
+    int_bounds = {"n_fractions": (1.0, float(schema.MAX_PLAUSIBLE_N_FRACTIONS)), "lc_event": (0.0, 1.0),
+                  "delivered_n_fractions": (0.0, float(schema.MAX_PLAUSIBLE_N_FRACTIONS))}
     for col in schema.PATIENT_INT_COLUMNS:
         if col in raw.columns:
             out[col] = _numeric_column(raw[col], col, int_bounds[col], where, problems, integer=True)
@@ -106,6 +107,7 @@ def parse_patients(path: Path, file: str = schema.PATIENTS_FILE) -> tuple[pd.Dat
                              f"{value:.1f} Gy per fraction (total_dose_gy / n_fractions) is implausible.",
                              "check that total_dose_gy is the total in Gy (not cGy) and n_fractions the count.",
                              **where(i, "total_dose_gy"))  # type: ignore[arg-type]
+    _check_delivered(out, where, problems)
     if {"lc_event", "lc_months"} <= set(out.columns):
         for i, (event, months) in enumerate(zip(out["lc_event"], out["lc_months"], strict=True), start=1):
             if not pd.isna(event) and pd.isna(months):
@@ -116,6 +118,73 @@ def parse_patients(path: Path, file: str = schema.PATIENTS_FILE) -> tuple[pd.Dat
         if col in out.columns:
             out[col] = out[col].astype(object).where(out[col] != "", None)
     return out.reset_index(drop=True), problems
+
+
+def _check_delivered(out: pd.DataFrame, where, problems: ProblemList) -> None:  # type: ignore[no-untyped-def]
+    """The optional ``delivered_n_fractions`` / ``delivered_dose_gy`` (contract section 8: what was delivered before
+    mid-treatment adaptation) against the course and the site's dose-per-fraction rails."""
+    if not {"delivered_n_fractions", "delivered_dose_gy"} & set(out.columns):
+        return
+    n_total = _float_values(out, "n_fractions")
+    dose_total = _float_values(out, "total_dose_gy")
+    n_done = _float_values(out, "delivered_n_fractions")
+    dose_done = _float_values(out, "delivered_dose_gy")
+    rails = _site_dpf_rails()
+    for i in range(len(out)):
+        row = i + 1
+        if np.isfinite(n_done[i]) and np.isfinite(n_total[i]) and n_done[i] > n_total[i]:
+            problems.add("delivered_exceeds_course",
+                         f"delivered_n_fractions {n_done[i]:g} is more than the course's n_fractions {n_total[i]:g}.",
+                         "delivered_n_fractions counts the fractions given before the mid-treatment imaging; it "
+                         "cannot exceed n_fractions.", **where(row, "delivered_n_fractions"))
+        if np.isfinite(dose_done[i]) and np.isfinite(dose_total[i]) and dose_done[i] > dose_total[i] * 1.001:
+            problems.add("delivered_exceeds_course",
+                         f"delivered_dose_gy {dose_done[i]:g} is more than the course's total_dose_gy "
+                         f"{dose_total[i]:g}.", "check both doses (Gy, not cGy); delivered_dose_gy is the dose "
+                         "given before the mid-treatment imaging.", severity="warning",
+                         **where(row, "delivered_dose_gy"))
+        if not (np.isfinite(n_done[i]) and np.isfinite(dose_done[i])):
+            continue
+        if n_done[i] == 0:
+            if dose_done[i] > 0:
+                problems.add("implausible_dose_per_fraction",
+                             f"delivered_dose_gy {dose_done[i]:g} Gy in 0 delivered fractions.",
+                             "give the number of fractions that delivered that dose.",
+                             **where(row, "delivered_n_fractions"))
+            continue
+        dpf = dose_done[i] / n_done[i]
+        if dpf > schema.MAX_PLAUSIBLE_DOSE_PER_FRACTION_GY:
+            problems.add("implausible_dose_per_fraction",
+                         f"{dpf:.1f} Gy per fraction (delivered_dose_gy / delivered_n_fractions) is implausible.",
+                         "check that delivered_dose_gy is in Gy (not cGy) and delivered_n_fractions the count.",
+                         **where(row, "delivered_dose_gy"))
+            continue
+        site = out["site"].iat[i] if "site" in out.columns else None
+        lo, hi = rails.get(str(site), (None, None))
+        if lo is not None and hi is not None and not lo - 1e-9 <= dpf <= hi + 1e-9:
+            problems.add("delivered_dose_per_fraction_outside_rails",
+                         f"{dpf:.3g} Gy per fraction delivered (delivered_dose_gy / delivered_n_fractions) is outside "
+                         f"the {site} rails [{lo:g}, {hi:g}] Gy per fraction.",
+                         "check delivered_dose_gy and delivered_n_fractions; the adapted course is checked against "
+                         "these rails.", severity="warning", **where(row, "delivered_dose_gy"))
+
+
+def _float_values(frame: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in frame.columns:
+        return np.full(len(frame), np.nan)
+    return pd.to_numeric(frame[col], errors="coerce").astype(float).to_numpy(dtype=float, na_value=np.nan)
+
+
+def _site_dpf_rails() -> dict[str, tuple[float, float]]:
+    """site -> (min, max) dose per fraction of the packaged rails (empty when they cannot be read)."""
+    from radiogenomics.radiobiology.rails import load_rails
+
+    try:
+        rails = load_rails()
+    except Exception:  # pragma: no cover - the packaged table is tested elsewhere; never block parsing on it
+        return {}
+    return {site: (float(r.min_dose_per_fraction_gy), float(r.max_dose_per_fraction_gy))
+            for site, r in rails.sites.items()}
 
 
 def _check_choice(raw: pd.DataFrame, col: str, allowed: tuple[str, ...], blank_ok: bool, where,  # type: ignore[no-untyped-def]
@@ -163,13 +232,13 @@ def _numeric_column(values: pd.Series, col: str, bounds: tuple[float, float], wh
 
 
 def _range_code(col: str, below: bool) -> str:
-    if col in ("total_dose_gy", "dose_gy") and below:
+    if col in ("total_dose_gy", "dose_gy", "delivered_dose_gy") and below:
         return "negative_dose"
     if col == "lc_event":
         return "invalid_lc_event"
     if col.startswith(schema.TOX_PREFIX):
         return "invalid_tox_grade"
-    if col in ("total_dose_gy", "dose_gy"):
+    if col in ("total_dose_gy", "dose_gy", "delivered_dose_gy"):
         return "implausible_dose"
     return f"out_of_range_{col}"
 
@@ -183,6 +252,10 @@ def _range_fix(col: str) -> str:
         return "give the delivered total dose in Gy (not cGy); it must be >= 0."
     if col == "n_fractions":
         return "give the number of delivered fractions (>= 1)."
+    if col == "delivered_dose_gy":
+        return "give the dose delivered before the mid-treatment imaging in Gy (not cGy); it must be >= 0."
+    if col == "delivered_n_fractions":
+        return "give the number of fractions delivered before the mid-treatment imaging (>= 0)."
     return f"check the units of {col}."
 
 
@@ -194,11 +267,11 @@ def parse_images(path: Path, root: Path, patient_ids: set[str] | None,
     columns = list(schema.IMAGES_COLUMNS)
     if not _check_columns(raw, header, schema.IMAGES_REQUIRED, file, problems):
         return pd.DataFrame(columns=columns), problems
-    for col in ("mask", "roi", "label", "structure"):
+    for col in ("mask", "roi", "label", "structure", schema.TIMEPOINT_COLUMN):
         if col not in raw.columns:
             raw[col] = ""
     rows: list[dict[str, object]] = []
-    seen: dict[tuple[str, str, str], int] = {}
+    seen: dict[tuple[str, str, str, str], int] = {}
     for i, rec in enumerate(raw.to_dict("records"), start=1):
         pid, modality, roi = rec["patient_id"], rec["modality"], rec["roi"]
         loc = {"file": file, "row": i, "patient_id": pid or None}
@@ -243,18 +316,75 @@ def parse_images(path: Path, root: Path, patient_ids: set[str] | None,
                              column="label", **loc)
             else:
                 label = int(number)
-        key = (pid, modality, roi)
+        timepoint = schema.parse_timepoint(rec[schema.TIMEPOINT_COLUMN])
+        if timepoint is None:
+            problems.add("invalid_timepoint", f"timepoint '{rec[schema.TIMEPOINT_COLUMN]}' is not blank, "
+                         f"'{schema.PLANNING}' or 'fraction_K' with K >= 1 delivered fractions.",
+                         "leave it blank (or write 'planning') for the planning image; write e.g. 'fraction_10' for "
+                         "imaging after 10 delivered fractions.", column=schema.TIMEPOINT_COLUMN, **loc)
+            timepoint = rec[schema.TIMEPOINT_COLUMN]
+        key = (pid, modality, roi, timepoint)
         if key in seen:
+            at = "planning image" if timepoint == schema.PLANNING else f"{timepoint} image"
             problems.add("duplicate_image_row",
-                         f"({pid}, {modality}, {roi or 'no ROI'}) also appears in row {seen[key]}.",
-                         "keep one row per (patient, modality, ROI).", **loc)
+                         f"({pid}, {modality}, {roi or 'no ROI'}) has another {at} in row {seen[key]}.",
+                         "keep one row per (patient, modality, ROI) at each timepoint (blank timepoint = planning).",
+                         **loc)
         else:
             seen[key] = i
         rows.append({"patient_id": pid, "modality": modality, "image": image, "mask": mask,
-                     "roi": roi, "label": label, "structure": rec["structure"] or None,
+                     "roi": roi, "label": label, "structure": rec["structure"] or None, "timepoint": timepoint,
                      "image_rel": rec["image"], "mask_rel": rec["mask"]})
     frame = pd.DataFrame(rows, columns=[*columns, "image_rel", "mask_rel"])
     return frame, problems
+
+
+def check_timepoints(images: pd.DataFrame, patients: pd.DataFrame,
+                     file: str = schema.IMAGES_FILE) -> ProblemList:
+    """Cross-table checks of images.csv ``timepoint`` (rows in file order, as :func:`parse_images` returns them):
+    a ``fraction_K`` row needs K < the patient's ``n_fractions`` (some of the course must remain) and, where
+    patients.csv gives ``delivered_n_fractions``, K <= it (imaging after fractions that were not delivered); a
+    mid-treatment row without a planning row of its patient and modality is a warning (no baseline)."""
+    problems = ProblemList()
+    if images.empty or schema.TIMEPOINT_COLUMN not in images.columns or "patient_id" not in patients.columns:
+        return problems
+    ids = patients["patient_id"].astype(object).where(patients["patient_id"].notna(), None)
+    courses: dict[str, tuple[float, float]] = {}
+    n_total, n_done = _float_values(patients, "n_fractions"), _float_values(patients, "delivered_n_fractions")
+    for i, pid in enumerate(ids):
+        if pid is not None and str(pid) not in courses:
+            courses[str(pid)] = (n_total[i], n_done[i])
+    planning = {(str(p), str(m)) for p, m, t in zip(images["patient_id"], images["modality"],
+                                                   images[schema.TIMEPOINT_COLUMN], strict=True)
+                if t == schema.PLANNING}
+    warned: set[tuple[str, str, str]] = set()
+    for i, rec in enumerate(images.to_dict("records"), start=1):
+        timepoint = str(rec[schema.TIMEPOINT_COLUMN])
+        if schema.parse_timepoint(timepoint) in (None, schema.PLANNING):
+            continue
+        k = schema.timepoint_fraction(timepoint) or 0
+        pid = str(rec["patient_id"])
+        loc = {"file": file, "row": i, "patient_id": pid or None, "column": schema.TIMEPOINT_COLUMN}
+        total, done = courses.get(pid, (math.nan, math.nan))
+        if np.isfinite(total) and k >= total:
+            problems.add("timepoint_after_course",
+                         f"{timepoint} is imaging after {k} fractions, but the patient's course has {total:g} "
+                         f"(n_fractions in patients.csv): nothing would remain to adapt.",
+                         f"K counts the fractions delivered before the imaging; it must be below {total:g} "
+                         "(or correct n_fractions).", **loc)
+        elif np.isfinite(done) and k > done:
+            problems.add("timepoint_after_delivered",
+                         f"{timepoint} is imaging after {k} fractions, but patients.csv says "
+                         f"delivered_n_fractions = {done:g}.",
+                         "make the timepoint's K at most delivered_n_fractions (the fractions given before the "
+                         "imaging), or correct delivered_n_fractions.", **loc)
+        if (pid, str(rec["modality"])) not in planning and (pid, str(rec["modality"]), timepoint) not in warned:
+            warned.add((pid, str(rec["modality"]), timepoint))
+            problems.add("no_planning_image",
+                         f"{timepoint} {rec['modality']} image has no planning {rec['modality']} image of the same "
+                         "patient to compare with.", "add the planning (baseline) image of that modality (blank "
+                         "timepoint), or remove the row.", severity="warning", **loc)
+    return problems
 
 
 def _resolve(root: Path, text: str) -> Path:

@@ -64,10 +64,11 @@ def validate_cohort(path: str | Path, *, check_images: bool = True,
     report = ValidationReport(root=root)
     if cohort is not None:
         report.n_patients = len(cohort.patients)
-        report.n_image_rows = len(cohort.images)
+        all_rows = cohort.all_images if cohort.all_images is not None else cohort.images
+        report.n_image_rows = len(all_rows)
         report.tables = [f for f in (schema.PATIENTS_FILE, schema.IMAGES_FILE, schema.EXPRESSION_FILE,
                                      schema.DVH_FILE) if (root / f).exists()]
-        if check_images and len(cohort.images):
+        if check_images and len(all_rows):
             problems.extend(_check_image_rows(cohort, progress, report.structures))
     report.problems = list(problems)
     return report
@@ -94,8 +95,9 @@ def _check_image_rows(cohort: Cohort, progress: Callable[[int, int], None] | Non
     cache = _ImageCache()
     checked_images: set[Path] = set()
     checked_series: dict[tuple[Path, Path], bool] = {}
-    rows = cohort.images
+    rows = cohort.all_images if cohort.all_images is not None else cohort.images  # every timepoint
     total = len(rows)
+    compared: set[tuple[Path, Path]] = set()
     for done, row in enumerate(rows.itertuples(index=False), start=1):
         if progress:
             progress(done, total)
@@ -113,9 +115,38 @@ def _check_image_rows(cohort: Cohort, progress: Callable[[int, int], None] | Non
         if image_path not in checked_images:
             checked_images.add(image_path)
             problems.extend(_check_voxels(image, row.modality, loc))
+        if getattr(row, "timepoint", schema.PLANNING) != schema.PLANNING:
+            problems.extend(_compare_with_planning(cache, cohort, row, image, done, compared))
         if row.modality == schema.DOSE_MODALITY or row.mask is None or not Path(row.mask).exists():
             continue
         problems.extend(_check_mask(cache, Path(row.mask), image, row, cohort, structures, checked_series))
+    return problems
+
+
+def _compare_with_planning(cache: _ImageCache, cohort: Cohort, row, image: sitk.Image, row_number: int,  # type: ignore[no-untyped-def]
+                           compared: set[tuple[Path, Path]]) -> ProblemList:
+    """A mid-treatment image on another grid than the planning image of its modality is allowed: noted once per
+    pair of files (a warning), since voxelwise comparison with the baseline then needs a registration."""
+    problems = ProblemList()
+    planning = cohort.image_rows(str(row.patient_id), str(row.modality))
+    if planning.empty:
+        return problems  # no_planning_image, reported by the table checks
+    reference = Path(planning["image"].iloc[0])
+    pair = (reference, Path(row.image))
+    if pair in compared or reference == pair[1] or not reference.exists():
+        return problems
+    compared.add(pair)
+    baseline = cache.get(reference)
+    if isinstance(baseline, InputError):
+        return problems
+    differences = geometry_differences(baseline, image)
+    if differences:
+        problems.add("timepoint_grid_differs",
+                     f"the {row.timepoint} {row.modality} image is on another grid than the planning "
+                     f"{row.modality} image {planning['image_rel'].iloc[0]} ({'; '.join(differences)}).",
+                     "allowed (its own mask must match it); compare it with the baseline through a registration, "
+                     "or resample it onto the planning grid.", severity="warning", patient_id=row.patient_id,
+                     file=str(row.image_rel), row=row_number, column="image")
     return problems
 
 
@@ -201,8 +232,11 @@ def _check_mask(cache: _ImageCache, mask_path: Path, image: sitk.Image, row, coh
 
 
 def _resolution(row, resolved: Resolved) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    return {"patient_id": row.patient_id, "modality": row.modality, **resolved.to_dict(),
-            "file": str(row.mask_rel)}
+    out = {"patient_id": row.patient_id, "modality": row.modality, **resolved.to_dict(), "file": str(row.mask_rel)}
+    timepoint = getattr(row, "timepoint", schema.PLANNING)
+    if timepoint != schema.PLANNING:  # planning rows keep the keys they always had
+        out["timepoint"] = timepoint
+    return out
 
 
 def problems_frame(report: ValidationReport) -> pd.DataFrame:

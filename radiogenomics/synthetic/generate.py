@@ -18,7 +18,7 @@ import pandas as pd
 from radiogenomics import __version__
 from radiogenomics.errors import InputError
 from radiogenomics.synthetic import anatomy as anat
-from radiogenomics.synthetic import genomics, imaging, outcomes
+from radiogenomics.synthetic import genomics, imaging, midtreatment, outcomes
 from radiogenomics.synthetic.model import Centre, SynthParameters, draw_centres, draw_patient
 from radiogenomics.synthetic.writer import write_csv, write_nifti, write_yaml
 
@@ -40,6 +40,9 @@ OUTPUT_FILES = ("cohort.yaml", "patients.csv", "images.csv", "expression.csv", "
 MODALITY_FILES: tuple[tuple[str, str], ...] = (
     ("CT", "ct.nii.gz"), ("PET_FDG", "pet_fdg.nii.gz"), ("PET_FMISO", "pet_fmiso.nii.gz"),
 )
+#: (modality, file name pattern) of the mid-treatment images (``--mid-treatment-fraction K``; ``{k}`` is K)
+MID_MODALITY_FILES: tuple[tuple[str, str], ...] = (("PET_FDG", "pet_fdg_fx{k}.nii.gz"),
+                                                   ("PET_FMISO", "pet_fmiso_fx{k}.nii.gz"))
 DOSE_FILE = "dose.nii.gz"
 LABELS_FILE = "labels.nii.gz"
 DVH_BIN_GY = 0.5
@@ -66,6 +69,7 @@ class PatientTask:
     out_dir: str
     image_shape: tuple[int, int, int] | None = None  # (x, y, z) voxels of the written images; None = the model grid
     spacing_mm: tuple[float, float, float] | None = None  # (x, y, z); None = the 128 x 128 x 160 mm field of view
+    mid_treatment_fraction: int | None = None  # K: also write FDG and FMISO PET after K fractions (None = off)
 
 
 def _sig(x: float, digits: int = 6) -> float:
@@ -114,6 +118,14 @@ def simulate_patient(task: PatientTask) -> dict[str, Any]:
                                       "dysphagia", params)
     expression = genomics.expression_profile(r_expr, patient, hypoxic_fraction, params)
 
+    mid = None
+    if task.mid_treatment_fraction is not None:  # an eighth stream: the seven above are untouched
+        r_mid = np.random.default_rng(seq.spawn(1)[0])
+        mid = midtreatment.simulate_mid_treatment(r_mid, task.mid_treatment_fraction, fields, gtv_dose, patient,
+                                                  params, vcc)
+        fmiso_mid = imaging.fmiso_pet(r_mid, anatomy, mid.fields, patient, params)
+        fdg_mid = imaging.fdg_pet(r_mid, anatomy, fields, patient, params, tumour_suv=mid.fdg_tumour_suv)
+
     # --- files ----------------------------------------------------------------------------------------
     pid = patient.patient_id
     rel = f"{IMAGES_DIR}/{pid}"
@@ -135,6 +147,19 @@ def simulate_patient(task: PatientTask) -> dict[str, Any]:
                                "mask": f"{rel}/{LABELS_FILE}", "roi": roi, "label": label})
     image_rows.append({"patient_id": pid, "modality": "DOSE", "image": f"{rel}/{DOSE_FILE}", "mask": "",
                        "roi": "", "label": None})
+    if mid is not None:
+        timepoint = f"fraction_{mid.fraction}"
+        for row in image_rows:
+            row["timepoint"] = "planning"
+        for (modality, pattern), array in zip(MID_MODALITY_FILES, (fdg_mid, fmiso_mid), strict=True):
+            name = pattern.format(k=mid.fraction)
+            if task.image_shape is not None:
+                array = on_image_grid(array, geometry, grid, "pet")  # type: ignore[arg-type]
+            write_nifti(array, grid, folder / name)
+            for roi, label in anat.ROIS:
+                image_rows.append({"patient_id": pid, "modality": modality, "image": f"{rel}/{name}",
+                                   "mask": f"{rel}/{LABELS_FILE}", "roi": roi, "label": label,
+                                   "timepoint": timepoint})
 
     dvh_rows: list[tuple[str, str, float, float]] = []
     image_vcc = float(np.prod(grid.spacing)) / 1000.0  # dvh.csv describes the written dose grid and label map
@@ -164,6 +189,8 @@ def simulate_patient(task: PatientTask) -> dict[str, Any]:
         "pcm_mean_dose_gy": _sig(geud_d), "ct_texture_amp_hu": _sig(fields.texture_amp_hu),
         "local_failure": int(lc.failure),
     }
+    if mid is not None:
+        truth_row.update({k: (v if isinstance(v, int) else _sig(float(v))) for k, v in mid.truth.items()})
     return {"index": task.index, "patient": patient_row, "truth": truth_row,
             "expression": {"patient_id": pid, **expression}, "images": image_rows, "dvh": dvh_rows}
 
@@ -323,10 +350,13 @@ def _run(tasks: list[PatientTask], workers: int,
 
 def _tables(records: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
     patients = pd.DataFrame([r["patient"] for r in records], columns=list(PATIENT_COLUMNS))
-    truth = pd.DataFrame([r["truth"] for r in records], columns=list(TRUTH_COLUMNS))
+    with_mid = any("mid_fraction" in r["truth"] for r in records)
+    truth_columns = [*TRUTH_COLUMNS, *(midtreatment.MID_TRUTH_COLUMNS if with_mid else ())]
+    truth = pd.DataFrame([r["truth"] for r in records], columns=truth_columns)
     expression = pd.DataFrame([r["expression"] for r in records], columns=["patient_id", *genomics.all_genes()])
     images = pd.DataFrame([row for r in records for row in r["images"]],
-                          columns=["patient_id", "modality", "image", "mask", "roi", "label"])
+                          columns=["patient_id", "modality", "image", "mask", "roi", "label",
+                                   *(["timepoint"] if with_mid else [])])
     images["label"] = images["label"].astype("Int64")
     dvh = pd.DataFrame([row for r in records for row in r["dvh"]],
                        columns=["patient_id", "structure", "dose_gy", "volume_cc"])
@@ -338,7 +368,8 @@ def generate_cohort(out_dir: str | Path, n_patients: int, seed: int,
                     grid_size: int | tuple[int, int, int] | str = 64, workers: int = 1,
                     progress: Callable[[int, int], None] | None = None, *, overwrite: bool = False,
                     params: SynthParameters | None = None,
-                    spacing_mm: tuple[float, float, float] | str | None = None) -> Path:
+                    spacing_mm: tuple[float, float, float] | str | None = None,
+                    mid_treatment_fraction: int | None = None) -> Path:
     """Write a synthetic head-and-neck cohort (format v1 + ``truth.csv``) into ``out_dir`` and return it.
 
     Deterministic by ``seed``: the tables are byte-identical whatever ``workers`` is (each patient draws
@@ -355,11 +386,18 @@ def generate_cohort(out_dir: str | Path, n_patients: int, seed: int,
     truth.csv and patients.csv values) at every such grid and at 64. Coarser cubic grids (16-63, the fast test
     grids) are simulated at their own resolution as before.
 
+    ``mid_treatment_fraction`` K (default None: off, and the cohort is exactly the one without it) also writes,
+    for every patient, an FDG and an FMISO PET after K delivered fractions (images.csv rows with ``timepoint``
+    ``fraction_K``, on the planning grid and label map) and the mid-treatment truth (reoxygenation, clonogen
+    survival, metabolic response) in truth.csv; the baseline patient is unchanged (docs/synthetic-cohort.md,
+    "Mid-treatment imaging").
+
     Every argument is checked before anything is created; if writing fails, a folder this call created is
     removed again (an existing one is left, with whatever the generator had written into it).
     """
     shape, spacing = _check_args(n_patients, seed, grid_size, workers, spacing_mm)
     params = params or SynthParameters()
+    check_mid_treatment_fraction(mid_treatment_fraction, params)
     out = Path(out_dir)
     _check_out_dir(out, overwrite)
     cubic = shape[0] == shape[1] == shape[2]
@@ -373,14 +411,15 @@ def generate_cohort(out_dir: str | Path, n_patients: int, seed: int,
         tasks = [PatientTask(index=i, n_patients=n_patients, entropy=int(seed),
                              spawn_key=(*patient_seq.spawn_key, i), centres=centres, params=params,
                              grid_size=shape[0] if model_only else MODEL_GRID_SIZE, out_dir=str(out),
-                             image_shape=None if model_only else shape, spacing_mm=spacing)
+                             image_shape=None if model_only else shape, spacing_mm=spacing,
+                             mid_treatment_fraction=mid_treatment_fraction)
                  for i in range(n_patients)]
         log.info("synthesising %d patients (seed %d, %s voxels, %d worker(s)) into %s", n_patients, seed,
                  "x".join(map(str, shape)), workers, out)
         records = _run(tasks, workers, progress)
         for name, frame in _tables(records).items():
             write_csv(frame, out / name)
-        _write_meta(out, seed, n_patients, shape, spacing, model_only)
+        _write_meta(out, seed, n_patients, shape, spacing, model_only, mid_treatment_fraction)
     except BaseException:
         if created:
             shutil.rmtree(out, ignore_errors=True)
@@ -389,8 +428,20 @@ def generate_cohort(out_dir: str | Path, n_patients: int, seed: int,
     return out
 
 
+def check_mid_treatment_fraction(k: int | None, params: SynthParameters) -> None:
+    """InputError unless ``k`` is None or 1 <= k < the fewest fractions of any regimen the generator draws."""
+    if k is None:
+        return
+    shortest = min(n for _, n, _ in params.regimens)
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= int(k) < shortest:
+        raise InputError(f"the mid-treatment fraction must be an integer in 1..{shortest - 1} (the shortest course "
+                         f"drawn has {shortest} fractions), got {k!r}.",
+                         fix="e.g. --mid-treatment-fraction 10 (imaging in week 2 of a 30-35 fraction course).")
+
+
 def _write_meta(out: Path, seed: int, n_patients: int, shape: tuple[int, int, int],
-                spacing: tuple[float, float, float] | None, model_only: bool) -> None:
+                spacing: tuple[float, float, float] | None, model_only: bool,
+                mid_treatment_fraction: int | None = None) -> None:
     if model_only:
         grid_spacing = list(anat.make_geometry(shape[0], (0.0, 0.0, 0.0)).spacing)
     else:
@@ -407,4 +458,6 @@ def _write_meta(out: Path, seed: int, n_patients: int, shape: tuple[int, int, in
                       "model_grid_size": int(shape[0]) if model_only else MODEL_GRID_SIZE,
                       "truth": "truth.csv"},
     }
+    if mid_treatment_fraction is not None:
+        meta["generator"]["mid_treatment_fraction"] = int(mid_treatment_fraction)  # type: ignore[index]
     write_yaml(meta, out / "cohort.yaml")

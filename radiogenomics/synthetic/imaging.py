@@ -129,16 +129,22 @@ def _pet(rng: np.random.Generator, anatomy: Anatomy, activity: np.ndarray, fwhm_
     return quantise(np.clip(img * scale, 0.0, None), 1.0 / 1024.0)
 
 
+def fdg_tumour_suv(fields: TumourFields, params: SynthParameters) -> np.ndarray:
+    """Noise-free tumour SUV of each GTV voxel: linear in log10 clonogen density, at least ``fdg_suv_min``."""
+    suv = params.fdg_suv_at_mean + params.fdg_suv_per_log10 * (fields.log10_density
+                                                               - params.log10_density_mean)
+    return np.maximum(suv, params.fdg_suv_min)
+
+
 def fdg_pet(rng: np.random.Generator, anatomy: Anatomy, fields: TumourFields, patient: PatientLatent,
-            params: SynthParameters) -> np.ndarray:
-    """FDG PET in SUV: tumour uptake linear in log10 clonogen density."""
+            params: SynthParameters, tumour_suv: np.ndarray | None = None) -> np.ndarray:
+    """FDG PET in SUV: tumour uptake linear in log10 clonogen density (:func:`fdg_tumour_suv`), or ``tumour_suv``
+    (the GTV voxels' SUV, e.g. at a mid-treatment timepoint)."""
     act = _lookup(anatomy.tissue, TISSUE_FDG)
     box = anatomy.gtv_box
     in_gtv = anatomy.labels[box] == LABEL_GTV
-    suv = params.fdg_suv_at_mean + params.fdg_suv_per_log10 * (fields.log10_density
-                                                               - params.log10_density_mean)
     sub = act[box]
-    sub[in_gtv] = np.maximum(suv, params.fdg_suv_min)
+    sub[in_gtv] = fdg_tumour_suv(fields, params) if tumour_suv is None else tumour_suv
     act[box] = sub
     return _pet(rng, anatomy, act, patient.centre.pet_fwhm_mm, patient.centre.pet_fdg_scale, params.pet_noise)
 

@@ -118,6 +118,18 @@ class SynthParameters:
     #: ordinal grades: P(grade >= g) = LKB(TD50 * factor_g); grade 2 uses the tabulated TD50
     grade_td50_factors: tuple[float, float, float, float] = (0.55, 1.0, 1.35, 1.8)
 
+    # --- mid-treatment imaging (generate_cohort(mid_treatment_fraction=K) only) ---------------------
+    #: reoxygenation fraction r by week 2 ~ Beta(a, b): HPV+ mean 0.33, HPV- mean 0.2 (assumption, calibrated so
+    #: that about half of the HPV+ patients hypoxic at baseline resolve by fraction 10, as in the FMISO re-scans
+    #: of Riaz et al. JNCI 2021 / Lee et al. JCO 2024;42:940 (30 ROC); unverified numbers)
+    reoxygenation_beta_hpv_pos: tuple[float, float] = (1.5, 3.0)
+    reoxygenation_beta_hpv_neg: tuple[float, float] = (1.0, 4.0)
+    reoxygenation_reference_fractions: int = 10   # r is reached after this many fractions (week 2)
+    reoxygenation_oxic_po2_mmhg: float = 30.0      # the oxic level voxels move towards (assumption)
+    fdg_response_exponent: float = 0.07    # tumour SUV excess x SF^kappa (partial metabolic response; unverified)
+    fdg_response_floor_suv: float = 1.5    # residual uptake of the responding tumour bed (inflammation; assumption)
+    mtv_threshold_suv: float = 2.5         # metabolically active volume: tumour SUV >= 2.5 (common fixed threshold)
+
     # --- outcome timing ------------------------------------------------------------------------
     failure_median_months: float = 10.0    # most H&N local failures occur within 2 years
     failure_log_sd: float = 0.55
