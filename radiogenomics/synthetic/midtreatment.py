@@ -15,9 +15,9 @@ model, so the baseline patient (tables, images, truth, outcomes) is the same wit
   mid-treatment pO2, i.e. linear reoxygenation over the K fractions):
   ``SF_i = exp(-K (alpha OMF_i d_i + beta OMF_i^2 d_i^2))``, ``d_i`` the voxel's planned dose per fraction. FDG
   falls far less than the clonogens (doomed cells keep metabolising, inflammation adds uptake): the tumour SUV
-  above a residual floor is scaled by ``SF_i^kappa`` (``kappa`` 0.1: SF 3e-4 after 10 x 2 Gy gives about half the
-  excess uptake, the 30-50 % SUV fall reported at week 2-3; unverified). Voxels falling below the MTV threshold
-  leave the metabolically active volume.
+  above a residual floor is scaled by ``SF_i^kappa`` (``kappa`` 0.07: SF 1e-3 after 10 x 2 Gy keeps about 60 % of
+  the excess uptake, a mean GTV SUV fall of about 30 %, as reported at week 2-3; unverified). Voxels falling below
+  the MTV threshold leave the metabolically active volume.
 
 Documented in docs/synthetic-cohort.md, "Mid-treatment imaging".
 """
