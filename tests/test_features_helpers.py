@@ -38,3 +38,14 @@ def subset_cohort(src: Path, dst: Path, n_patients: int) -> list[str]:
 def write_fast_params(path: Path) -> Path:
     path.write_text(FAST_PARAMS)
     return path
+
+
+def test_delivered_columns_are_not_clinical_features() -> None:
+    """What was delivered before a mid-treatment timepoint is known only during the course (contract section 8)."""
+    import pandas as pd
+
+    from radiogenomics.features.fusion import clinical_frame
+
+    patients = pd.DataFrame({"patient_id": ["P1"], "age_years": [61], "delivered_n_fractions": [10],
+                             "delivered_dose_gy": [20.0]})
+    assert list(clinical_frame(patients).columns) == ["clinical.age_years"]

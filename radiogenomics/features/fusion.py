@@ -71,12 +71,18 @@ def column_names(kind: str, modality: str, roi: str, keys: tuple[str, ...], item
     raise ValueError(f"unknown item kind {kind!r}")
 
 
+#: patients.csv columns about the course so far (contract section 8): never features.
+MID_COURSE_COLUMNS = ("delivered_n_fractions", "delivered_dose_gy")
+
+
 def clinical_frame(patients: pd.DataFrame) -> pd.DataFrame:
     """Every patients.csv column but the ID: ``outcome.<column>`` for outcome-like names (``lc_*``, ``tox_*``,
     ``*_event``, ``*_months``, ``os_*``, ``pfs_*``, see :func:`~radiogenomics.features.schema.is_outcome_name`),
     ``clinical.<column>`` for the rest (treatment variables such as ``total_dose_gy`` keep this name; their
-    schema group is ``treatment``)."""
+    schema group is ``treatment``). What was delivered before a mid-treatment timepoint (``delivered_*``, contract
+    section 8) is not a feature: it is known only during the course, and `adapt` reads it from the cohort."""
     table = patients.set_index(naming.PATIENT_ID)
+    table = table.drop(columns=[c for c in table.columns if str(c) in MID_COURSE_COLUMNS])
     table.index = table.index.map(str)
     out = table.copy()
     out.columns = [naming.outcome_column(str(c)) if is_outcome_name(str(c)) and naming.slug(str(c)) not in
