@@ -22,9 +22,14 @@ process. It prints both geometries, the clinical/native time ratio (target <= 3x
 item (decode + box + pyradiomics) against plain pyradiomics with its default settings on the same image and mask
 (target >= 5x faster), and the peak memory of the extraction at each size.
 
+With ``--deep`` (issue 18.3) it runs only this: the same two one-patient cohorts, and per CT/GTV and PET_FDG/GTV
+deep item (preprocessing and embedding, images decoded beforehand) the time and the peak memory the item adds to a
+warmed-up process, with the whole image resampled (before) and with the box only (after), each in a fresh process;
+the before/after ratios and the clinical/native ratio of each path.
+
     python benchmarks/extract.py [--patients 16] [--grid 64] [--workers 2] [--filters original,log,wavelet]
                                  [--cohort DIR] [--keep DIR] [--clinical-grid 512,512,150]
-                                 [--clinical-spacing 0.98,0.98,3.0]
+                                 [--clinical-spacing 0.98,0.98,3.0] [--deep]
 """
 
 from __future__ import annotations
@@ -73,21 +78,86 @@ def ct_gtv_item(cohort: Path, repeats: int = 3) -> dict[str, float]:
     return {"ours_s": min(ours), "pyradiomics_default_s": min(theirs)}
 
 
+def one_patient(work: Path, args: argparse.Namespace, name: str) -> Path:
+    """The one-patient cohort of ``name`` ("native": ``--grid``; "clinical": ``--clinical-grid`` and
+    ``--clinical-spacing``), the same seed, generated once under ``work``."""
+    from radiogenomics.synthetic.generate import generate_cohort
+
+    grid, spacing = (str(args.grid), None) if name == "native" else (args.clinical_grid, args.clinical_spacing)
+    cohort = work / f"one-{name}"
+    if not (cohort / "patients.csv").exists():
+        start = time.perf_counter()
+        generate_cohort(cohort, n_patients=1, seed=args.seed, grid_size=grid, spacing_mm=spacing, workers=1,
+                        overwrite=True)
+        print(f"synth {name}: {time.perf_counter() - start:.1f} s")
+    return cohort
+
+
+def deep_item(cohort: Path, modality: str, path: str, repeats: int = 5) -> dict[str, float]:
+    """(child process, one per path so peaks do not mix) Best-of-``repeats`` seconds of one deep GTV item of
+    ``modality`` (preprocessing to the encoder input, then the embedding), images decoded beforehand, and the peak
+    resident memory it adds to the warmed-up process. ``path``: "full" (resample the whole image, then cut the
+    box: before issue 18.3) or "box" (resample the box only: after)."""
+    import pandas as pd
+    import torch
+
+    from radiogenomics.features import deep
+    from radiogenomics.features.tasks import PatientReader
+
+    rows = pd.read_csv(cohort / "images.csv", dtype=str)
+    row = rows[(rows["modality"] == modality) & (rows["roi"] == "GTV")].iloc[0]
+    image, mask = str(cohort / row["image"]), str(cohort / row["mask"])
+    config = deep.DeepConfig()
+    preprocess = deep._preprocess_full if path == "full" else deep.preprocess
+    reader = PatientReader()
+    reader.image(image)
+    reader.image(mask)
+    deep.embed(torch.zeros((1, 2, *config.box_voxels)), config)  # encoder built and run once, as in a worker
+    before_mb = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        x = preprocess(image, mask, "GTV", int(row["label"]), modality, config, row["patient_id"], reader=reader)
+        deep.embed(x[None], config)
+        times.append(time.perf_counter() - start)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": min(times), "added_peak_mb": max(0.0, peak_mb - before_mb)}
+
+
+def deep_comparison(work: Path, args: argparse.Namespace) -> None:
+    """Per-item time and added peak memory of the deep path (issue 18.3), native vs clinical geometry, before (whole
+    image resampled) and after (box only), each in a fresh process."""
+    import SimpleITK as sitk
+
+    results: dict[tuple[str, str, str], dict[str, float]] = {}
+    for name in ("native", "clinical"):
+        cohort = one_patient(work, args, name)
+        ct = sitk.ReadImage(str(cohort / "images" / "SYN0001" / "ct.nii.gz"))
+        print(f"{name:8s} geometry: CT {'x'.join(map(str, ct.GetSize()))} voxels of "
+              f"{'x'.join(f'{v:g}' for v in ct.GetSpacing())} mm")
+        for modality in ("CT", "PET_FDG"):
+            for path in ("full", "box"):
+                _, out = _timed([sys.executable, __file__, "--deep-item", str(cohort), modality, path])
+                results[name, modality, path] = json.loads(out.strip().splitlines()[-1])
+            full, box = results[name, modality, "full"], results[name, modality, "box"]
+            print(f"  deep {modality}/GTV item: whole image {full['seconds']:.3f} s, +{full['added_peak_mb']:.0f} MB "
+                  f"peak; box only {box['seconds']:.3f} s, +{box['added_peak_mb']:.0f} MB peak -> "
+                  f"{full['seconds'] / box['seconds']:.1f}x faster, "
+                  f"{full['added_peak_mb'] / max(box['added_peak_mb'], 1.0):.1f}x less added memory")
+    for modality in ("CT", "PET_FDG"):
+        for path in ("full", "box"):
+            ratio = results["clinical", modality, path]["seconds"] / results["native", modality, path]["seconds"]
+            print(f"clinical / native deep {modality} item time, {'whole image' if path == 'full' else 'box only'}: "
+                  f"{ratio:.2f}x")
+
+
 def clinical_comparison(work: Path, args: argparse.Namespace) -> None:
     """Native vs clinical geometry for one patient (same seed: the same patient), and the CT/GTV item ratio."""
     import SimpleITK as sitk
 
-    from radiogenomics.synthetic.generate import generate_cohort
-
-    grids = {"native": (str(args.grid), None), "clinical": (args.clinical_grid, args.clinical_spacing)}
     seconds: dict[str, float] = {}
-    for name, (grid, spacing) in grids.items():
-        cohort = work / f"one-{name}"
-        if not (cohort / "patients.csv").exists():
-            start = time.perf_counter()
-            generate_cohort(cohort, n_patients=1, seed=args.seed, grid_size=grid, spacing_mm=spacing, workers=1,
-                            overwrite=True)
-            print(f"synth {name}: {time.perf_counter() - start:.1f} s")
+    for name in ("native", "clinical"):
+        cohort = one_patient(work, args, name)
         ct = sitk.ReadImage(str(cohort / "images" / "SYN0001" / "ct.nii.gz"))
         out = work / f"one-{name}.parquet"
         cmd = [sys.executable, "-m", "radiogenomics", "extract", str(cohort), "--out", str(out), "--workers", "1",
@@ -158,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clinical-grid", default="512,512,150",
                         help="voxels X,Y,Z of the clinical-size patient ('none' to skip)")
     parser.add_argument("--clinical-spacing", default="0.98,0.98,3.0", help="its spacing X,Y,Z in mm")
+    parser.add_argument("--deep", action="store_true",
+                        help="only the deep path (issue 18.3): per-item time and peak memory, native vs clinical, "
+                             "whole-image resampling vs box only")
+    parser.add_argument("--deep-item", nargs=3, metavar=("COHORT", "MODALITY", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     filters = tuple(f.strip() for f in args.filters.split(",") if f.strip())
@@ -167,10 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.item_only:
         print(json.dumps(ct_gtv_item(args.item_only)))
         return 0
+    if args.deep_item:
+        print(json.dumps(deep_item(Path(args.deep_item[0]), args.deep_item[1], args.deep_item[2])))
+        return 0
 
     load_at_start = os.getloadavg()[0]
     work = args.keep or Path(tempfile.mkdtemp(prefix="rg-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.deep:
+        deep_comparison(work, args)
+        return 0
     cohort = args.cohort
     if cohort is None:
         from radiogenomics.synthetic.generate import generate_cohort

@@ -9,6 +9,10 @@ Pipeline of MONAI dictionary transforms on ``{"image", "mask"}``:
 5. ``RoiBoxCropd``: a fixed box of ``box_voxels`` centred on the ROI's bounding box (zero-padded at the
    edges), so every embedding sees the same physical field of view.
 
+Steps 3-5 are computed on the box only (:mod:`radiogenomics.features.deep_crop`: the same sample coordinates and
+the same numbers as resampling the whole image, at the cost of the box); :func:`_preprocess_full` is the whole-image
+reference.
+
 The encoder is :class:`monai.networks.nets.ResNet` with image and mask as two input channels and
 ``feed_forward=False`` (global average pooling), giving ``block_inplanes[-1]`` features. No pretrained
 weights are downloaded: weights come from a user checkpoint (see :func:`save_checkpoint`) or, by default, a
@@ -197,13 +201,24 @@ def _transforms(config: DeepConfig, modality: str) -> Any:
                                          b_min=0.0, b_max=1.0, clip=True)
     else:
         intensity = NormalizeIntensityd(keys="image", nonzero=True)
-    return lambda patient_id, reader=None: Compose([
-        LoadCohortImaged(patient_id, reader),
-        Orientationd(keys=["image", "mask"], axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-        Spacingd(keys=["image", "mask"], pixdim=config.spacing_mm, mode=("bilinear", "nearest")),
-        intensity,
-        RoiBoxCropd(config.box_voxels),
-    ])
+    orientation = Orientationd(keys=["image", "mask"], axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))
+    spacing = Spacingd(keys=["image", "mask"], pixdim=config.spacing_mm, mode=("bilinear", "nearest"))
+    box = RoiBoxCropd(config.box_voxels)
+
+    def run(data: Mapping[Hashable, Any], patient_id: str, reader: Any = None, full: bool = False) -> Any:
+        import torch
+
+        from radiogenomics.features.deep_crop import resample_box
+
+        loaded = orientation(LoadCohortImaged(patient_id, reader)(data))
+        if not full:  # the same numbers as the full path below, resampled on the box only
+            x = resample_box(loaded, spacing, intensity, config.box_voxels)
+            if x is not None:
+                return x
+        out = Compose([spacing, intensity, box])(loaded)
+        return torch.cat([out["image"].as_tensor(), (out["mask"].as_tensor() > 0.5).float()], dim=0)
+
+    return run
 
 
 def preprocess(image: str, mask: str, roi: str, label: int, modality: str, config: DeepConfig,
@@ -212,11 +227,17 @@ def preprocess(image: str, mask: str, roi: str, label: int, modality: str, confi
     """The encoder input: a (2, *box_voxels) float tensor, channels image and ROI mask (``roi`` is the role;
     ``structure`` and ``aliases`` as for :func:`radiogenomics.cohort.read_mask`; ``reader``: the patient task's
     :class:`radiogenomics.features.tasks.PatientReader`, whose decoded files are reused)."""
-    import torch
+    return _transforms(config, modality)({"image": image, "mask": (mask, roi, label, structure, aliases)},
+                                         patient_id, reader)
 
-    data = _transforms(config, modality)(patient_id, reader)({"image": image,
-                                                       "mask": (mask, roi, label, structure, aliases)})
-    return torch.cat([data["image"].as_tensor(), (data["mask"].as_tensor() > 0.5).float()], dim=0)
+
+def _preprocess_full(image: str, mask: str, roi: str, label: int, modality: str, config: DeepConfig,
+                     patient_id: str = "", *, structure: str | None = None, aliases: tuple[str, ...] = (),
+                     reader: Any = None) -> Any:
+    """:func:`preprocess` by resampling the whole image and mask before cutting the box: the reference that
+    :mod:`radiogenomics.features.deep_crop` reproduces bit for bit (``tests/test_features_deep_crop.py``)."""
+    return _transforms(config, modality)({"image": image, "mask": (mask, roi, label, structure, aliases)},
+                                         patient_id, reader, full=True)
 
 
 def embed(inputs: Any, config: DeepConfig) -> np.ndarray:
