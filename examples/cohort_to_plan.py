@@ -88,7 +88,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
                              fix="use more --patients")
         lap("train")
         patient = args.patient or str(read_feature_table(features)["patient_id"].iloc[0])
-        handed = handoff(MODEL_URI, features, out / "handoff", patients=[patient], cohort=cohort, oars=[OAR])
+        # no cohort: a dose-prescription map lies on the patient's PET grid, which the TG119 phantom is not
+        # (`radiogenomics plan` plans the map on the patient's own CT: examples/plan_cohort.py)
+        handed = handoff(MODEL_URI, features, out / "handoff", patients=[patient], oars=[OAR])
     if not handed.patients:
         raise InputError(f"the hand-off wrote nothing for {patient}: {handed.failures}", patient_id=patient)
     objectives = out / "handoff" / patient / "objectives.json"

@@ -206,7 +206,7 @@ def test_every_flag_is_in_the_objectives_schema_and_explained_on_the_planner_pag
 
     from radiogenomics.models.gate import FLAGS
 
-    schema = json.loads(resources.files("radiogenomics.serving").joinpath("data/objectives.schema.json").read_text())
+    schema = json.loads(resources.files("radiogenomics.planning").joinpath("data/objectives.schema.json").read_text())
     assert set(schema["properties"]["flags"]["items"]["enum"]) == set(FLAGS)
     page = resources.files("radiogenomics.serving").joinpath("static/app.js").read_text()
     block = page[page.index("const FLAG_TEXT"):page.index("});", page.index("const FLAG_TEXT"))]

@@ -12,7 +12,7 @@ from radiogenomics.radiobiology.adaptive import Course, adapt_course, course_eqd
 from radiogenomics.radiobiology.oxygen import omf_from_po2
 
 ALPHA, BETA = 0.3, 0.03
-BASE, DELIVERED = Course(35, 2.0), Course(10, 2.0)
+LEFT, DELIVERED = Course(25, 2.0), Course(10, 2.0)
 RAILS = {"min_total_dose_gy": 60.0, "max_total_dose_gy": 80.0}
 
 
@@ -23,7 +23,8 @@ def _clonogens(n: int = 2000, total: float = 1e7) -> np.ndarray:
 def test_unchanged_oxygenation_is_no_adaptation() -> None:
     rng = np.random.default_rng(0)
     po2 = rng.uniform(0.5, 60.0, 2000)
-    result = adapt_course(_clonogens(), ALPHA, BETA, baseline=BASE, delivered=DELIVERED, po2_baseline_mmhg=po2,
+    result = adapt_course(_clonogens(), ALPHA, BETA, baseline_remaining=LEFT, delivered=DELIVERED,
+                          po2_baseline_mmhg=po2,
                           po2_mid_mmhg=po2, **RAILS)
     assert result.remaining == Course(25, 2.0) and result.bound is None
     assert result.tcp_adapted == pytest.approx(result.tcp_target, abs=1e-9)
@@ -38,7 +39,7 @@ def test_one_oxic_compartment_matches_the_closed_form() -> None:
     target = math.exp(-n0 * math.exp(-35 * (ALPHA * 2 + BETA * 4)))
     log_nk = math.log(n0) - 10 * (ALPHA * 2 + BETA * 4)
     # the same patient, oxic at baseline: the delivered part uses baseline alpha; the rest pO2 -> alpha unchanged
-    result = adapt_course([n0], ALPHA, BETA, baseline=BASE, delivered=DELIVERED, **RAILS)
+    result = adapt_course([n0], ALPHA, BETA, baseline_remaining=LEFT, delivered=DELIVERED, **RAILS)
     expected = math.ceil((log_nk - math.log(-math.log(target))) / (ALPHA * 2 + BETA * 4) - 1e-9)
     assert result.remaining.n_fractions == expected == 25
     assert result.tcp_target == pytest.approx(target, rel=1e-12)
@@ -48,15 +49,18 @@ def test_one_oxic_compartment_matches_the_closed_form() -> None:
 def test_full_reoxygenation_deescalates_to_the_floor_and_persisting_hypoxia_escalates_to_the_ceiling() -> None:
     hypoxic = np.where(np.arange(2000) < 200, 2.0, 60.0)  # 10 % of the clonogens at 2 mmHg
     oxic = np.full(2000, 60.0)
-    down = adapt_course(_clonogens(), ALPHA, BETA, baseline=BASE, delivered=DELIVERED, po2_baseline_mmhg=hypoxic,
+    down = adapt_course(_clonogens(), ALPHA, BETA, baseline_remaining=LEFT, delivered=DELIVERED,
+                          po2_baseline_mmhg=hypoxic,
                         po2_mid_mmhg=oxic, **RAILS)
     assert down.remaining.n_fractions == 20 and down.bound == "site_min_total"  # 10 x 2 + 20 x 2 = 60 Gy floor
     assert down.adapted_total_dose_gy == RAILS["min_total_dose_gy"]
     assert down.tcp_adapted >= down.tcp_target - 1e-9 and down.tcp_baseline >= down.tcp_adapted
     worse = np.where(np.arange(2000) < 1200, 1.0, 60.0)  # 60 % at 1 mmHg
-    up = adapt_course(_clonogens(), ALPHA, BETA, baseline=BASE, delivered=DELIVERED, po2_baseline_mmhg=hypoxic,
+    up = adapt_course(_clonogens(), ALPHA, BETA, baseline_remaining=LEFT, delivered=DELIVERED,
+                          po2_baseline_mmhg=hypoxic,
                       po2_mid_mmhg=worse, **RAILS)
     assert up.remaining.n_fractions == 30 and up.bound == "site_max_total"  # 80 Gy ceiling
+    assert up.adapted_total_dose_gy == RAILS["max_total_dose_gy"]
     assert up.tcp_adapted < up.tcp_target
 
 
@@ -66,7 +70,7 @@ def test_partial_reoxygenation_lands_between_and_follows_the_oxygen_effect() -> 
     counts = []
     for po2 in (2.0, 3.0, 5.0, 8.0, 16.0, 60.0):
         mid = np.where(np.arange(2000) < 200, po2, 60.0)
-        counts.append(adapt_course(_clonogens(), ALPHA, BETA, baseline=BASE, delivered=DELIVERED,
+        counts.append(adapt_course(_clonogens(), ALPHA, BETA, baseline_remaining=LEFT, delivered=DELIVERED,
                                    po2_baseline_mmhg=hypoxic, po2_mid_mmhg=mid, min_total_dose_gy=20.0,
                                    max_total_dose_gy=120.0).remaining.n_fractions)
     assert counts[0] == 25 and all(b <= a for a, b in zip(counts, counts[1:], strict=False)) and counts[-1] < 25
@@ -76,7 +80,7 @@ def test_partial_reoxygenation_lands_between_and_follows_the_oxygen_effect() -> 
 def test_a_tumour_projected_to_fail_is_compared_in_log_space() -> None:
     """TCP underflows to 0 for a large hypoxic tumour; the expected survivors still order the courses."""
     po2 = np.full(2000, 0.5)
-    same = adapt_course(_clonogens(total=1e10), ALPHA, BETA, baseline=BASE, delivered=DELIVERED,
+    same = adapt_course(_clonogens(total=1e10), ALPHA, BETA, baseline_remaining=LEFT, delivered=DELIVERED,
                         po2_baseline_mmhg=po2, po2_mid_mmhg=po2, min_total_dose_gy=20.0, max_total_dose_gy=120.0)
     assert same.tcp_target == 0.0 and same.remaining.n_fractions == 25
 
@@ -94,6 +98,17 @@ def test_eqd2_against_published_values() -> None:
 
 def test_bad_courses_are_errors() -> None:
     with pytest.raises(InputError, match="nothing left to adapt"):
-        adapt_course(_clonogens(), ALPHA, BETA, baseline=BASE, delivered=Course(35, 2.0), **RAILS)
+        adapt_course(_clonogens(), ALPHA, BETA, baseline_remaining=Course(0, 2.0), delivered=Course(35, 2.0), **RAILS)
     with pytest.raises(InputError, match="finite"):
-        adapt_course([np.nan], ALPHA, BETA, baseline=BASE, delivered=DELIVERED, **RAILS)
+        adapt_course([np.nan], ALPHA, BETA, baseline_remaining=LEFT, delivered=DELIVERED, **RAILS)
+
+
+def test_a_bound_is_reached_exactly_when_the_delivered_dose_per_fraction_differs() -> None:
+    """10 x 2.12 Gy delivered, 2.143 Gy planned for the rest: the floor of 60 Gy is met exactly, not overshot."""
+    hypoxic = np.where(np.arange(2000) < 200, 2.0, 60.0)
+    result = adapt_course(_clonogens(), ALPHA, BETA, baseline_remaining=Course(18, 60.0 / 28),
+                          delivered=Course(10, 2.12),
+                          po2_baseline_mmhg=hypoxic, po2_mid_mmhg=np.full(2000, 60.0), **RAILS)
+    assert result.bound == "site_min_total"
+    assert result.adapted_total_dose_gy == pytest.approx(60.0, abs=1e-9)
+    assert result.remaining.dose_per_fraction_gy <= 60.0 / 28

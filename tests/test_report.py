@@ -24,7 +24,7 @@ from radiogenomics.report.prescriptions import read_records
 from radiogenomics.training.registry.prediction import write_records
 
 MODEL = "models:/radiogenomics-prescriber@champion"
-SECTIONS = ["cohort", "model", "km-gard", "prescriptions", "dose-map"]
+SECTIONS = ["cohort", "model", "km-gard", "prescriptions", "dose-map", "plans"]
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +43,18 @@ def records(bundle: Bundle, registry: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def full_report(bundle: Bundle, registry: str, records: list[dict], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from radiogenomics.planning import handoff, plan_cohort
+    from radiogenomics.planning.optimizers.base import PlanSettings
+
     folder = tmp_path_factory.mktemp("report")
     predictions = folder / "prescriptions.csv"
     write_records(records, predictions)
-    result = build_report(folder / "report.html", cohort=bundle.cohort, model_uri=MODEL, predictions=predictions)
+    pids = [r["patient_id"] for r in records[:2]]
+    handoff(MODEL, bundle.features_path, folder / "handoff", patients=pids, cohort=bundle.cohort)
+    plan_cohort(folder / "handoff", bundle.cohort, folder / "plans",
+                settings=PlanSettings(beams=3, dose_grid_mm=8.0, max_iter=40))
+    result = build_report(folder / "report.html", cohort=bundle.cohort, model_uri=MODEL, predictions=predictions,
+                          plans=folder / "plans")
     assert result.missing == {}
     return result.path
 
@@ -56,8 +64,9 @@ def test_report_is_self_contained_and_complete(full_report: Path, records: list[
     assert external_references(html) == []
     assert "<script" not in html.lower()
     sizes = embedded_pngs(html)
-    # overview (2), KM, prescriptions scatter, dose slice + histogram; no calibration without a training run
-    assert len(sizes) == 6 and all(w > 200 and h > 150 for w, h in sizes)
+    # overview (2), KM, prescriptions scatter, dose slice + histogram, planned-dose slice + DVHs; no calibration
+    # without a training run
+    assert len(sizes) == 8 and all(w > 200 and h > 150 for w, h in sizes)
     texts = section_texts(html)
     assert list(texts) == SECTIONS
     assert not any("Not shown" in t for t in texts.values())
@@ -69,6 +78,7 @@ def test_report_is_self_contained_and_complete(full_report: Path, records: list[
     flagged = sum(bool(r["flags"]) for r in records)
     assert html.count('class="flagged"') == flagged
     assert "computed here with the hand-off's TCP-optimal painting" in texts["dose-map"]
+    assert "planned on their own CT and structures" in texts["plans"] and "TCP standard" in texts["plans"]
 
 
 def test_report_in_headless_chromium(full_report: Path, records: list[dict], tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import sys
 import typer
 
 from radiogenomics import __version__
+from radiogenomics.cli import adapt as adapt_cmd
 from radiogenomics.cli import cache as cache_cmd
 from radiogenomics.cli import demo as demo_cmd
 from radiogenomics.cli import extract as extract_cmd
@@ -62,6 +63,7 @@ app.command("predict")(predict_cmd.predict)
 app.command("promote")(promote_cmd.promote)
 app.command("handoff")(handoff_cmd.handoff)
 app.command("plan")(plan_cmd.plan)
+app.command("adapt")(adapt_cmd.adapt)
 app.command("serve")(serve_cmd.serve)
 app.add_typer(token_cmd.token_app, name="token")
 app.add_typer(cache_cmd.cache_app, name="cache")

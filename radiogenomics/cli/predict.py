@@ -16,6 +16,7 @@ also those the model has no feature of.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -40,6 +41,33 @@ def predict(
     workers: int = typer.Option(0, "--workers", help="Feature extraction processes (0 = all cores, 1 = in-process)."),
 ) -> None:
     """Write one prescription record per patient from a registered model (failures listed beside the output)."""
+    from radiogenomics.training.registry.prediction import write_records
+
+    records, failures, info, failures_path = predict_cohort(cohort, model, out, workers=workers, **regimen_options(
+        n_fractions, dose_per_fraction_gy, target_gard))
+    write_records(records, out)
+    typer.echo(f"{len(records)} prescription record(s) from {info.uri or model} -> {out}")
+    report_failures(failures, failures_path)
+
+
+def regimen_options(n_fractions: int | None, dose_per_fraction_gy: float | None,
+                    target_gard: float | None) -> dict[str, Any]:
+    return {"n_fractions": n_fractions, "dose_per_fraction_gy": dose_per_fraction_gy, "target_gard": target_gard}
+
+
+def report_failures(failures: list[tuple[str, str]], failures_path: Path) -> None:
+    if failures:
+        shown = "; ".join(f"{pid}: {reason}" for pid, reason in failures[:3])
+        typer.echo(f"{len(failures)} patient(s) failed ({shown}{' ...' if len(failures) > 3 else ''}); "
+                   f"all reasons in {failures_path}", err=True)
+
+
+def predict_cohort(cohort: Path, model: str, out: Path, *, workers: int, **regimen: Any
+                   ) -> tuple[list[dict[str, Any]], list[tuple[str, str]], Any, Path]:
+    """`predict`'s steps up to the records (also `adapt`'s baseline): (records, failures, model info, failures file).
+
+    Writes the side files beside ``out`` (features, model schema, failures); InputError when no patient could be
+    predicted."""
     import pandas as pd
 
     from radiogenomics.features.pipeline import ExtractOptions, extract
@@ -48,7 +76,6 @@ def predict(
     from radiogenomics.training.registry.prediction import (
         load_prescriber,
         predict_isolating_failures,
-        write_records,
         write_reference_schema,
     )
 
@@ -56,12 +83,11 @@ def predict(
         raise InputError(f"cohort folder {cohort} does not exist", fix="give the path of a cohort folder")
     if out.suffix not in OUTPUT_SUFFIXES:
         raise InputError(f"the output must end in {', '.join(OUTPUT_SUFFIXES)}, got {out.name}",
-                         fix="use --out PRESCRIPTIONS.csv, .parquet or .json")
+                         fix="use --out FILE.csv, .parquet or .json")
     if workers < 0:
         raise InputError(f"--workers must be >= 0, got {workers}")
     out = output_file(out.resolve(), "prescription file")
     stem = output_stem(out)
-    regimen = {"n_fractions": n_fractions, "dose_per_fraction_gy": dose_per_fraction_gy, "target_gard": target_gard}
     prescriber, info = load_prescriber(model)
     reference = out.with_name(f"{stem}.model-schema.parquet")
     features_path = out.with_name(f"{stem}.features.parquet")
@@ -82,9 +108,4 @@ def predict(
     if not records:
         raise InputError(f"no patient could be predicted ({len(failures)} failed); reasons in {failures_path}",
                          fix="see the reasons and correct the cohort or the regimen options")
-    write_records(records, out)
-    typer.echo(f"{len(records)} prescription record(s) from {info.uri or model} -> {out}")
-    if failures:
-        shown = "; ".join(f"{pid}: {reason}" for pid, reason in failures[:3])
-        typer.echo(f"{len(failures)} patient(s) failed ({shown}{' ...' if len(failures) > 3 else ''}); "
-                   f"all reasons in {failures_path}", err=True)
+    return records, failures, info, failures_path

@@ -50,7 +50,7 @@ FLAGS: tuple[str, ...] = (
     "out_of_distribution", "clipped_max", "clipped_min", "population_fallback", "missing_genomics",
     "missing_imaging", "unrecognised_structure", "site_not_in_training", "implausible_parameter", "oar_limited",
     "oar_limit_exceeded", "oar_soft_limit_exceeded", "oar_unchecked", "regimen_outside_training",
-    "toxicity_unavailable")
+    "toxicity_unavailable", "deescalated", "escalated", "adaptation_fallback")
 #: Relative tolerance of n x d = total in a record read back (JSON round trips keep 15+ digits).
 _PRODUCT_REL_TOL = 1e-6
 

@@ -104,17 +104,33 @@ def _sha256(*parts: bytes) -> str:
 
 
 def _dose_map_on_ct(path: Path, ct: sitk.Image, mask: np.ndarray, patient_id: str) -> np.ndarray:
-    """The voxel prescription resampled (linear) onto the CT grid; 0 outside the target."""
+    """The voxel prescription on the CT grid over the CT's target; 0 outside it.
+
+    The map lives on the PET grid and is non-zero inside the PET-grid target only; the CT-grid target differs at
+    its edge (another grid, another rasterisation). So the map is first extended outside its support by the
+    nearest prescribed voxel's value (exact Euclidean distance transform), then resampled linearly onto the CT:
+    every CT target voxel gets the prescription of the PET voxels around it, never a blend with the 0 outside.
+    """
+    from scipy import ndimage
+
     if not path.is_file():
         raise InputError(f"objectives.json names the dose map {path.name} but it is not there", patient_id=patient_id,
                          file=str(path), fix="re-run `radiogenomics handoff` with --cohort (PET)")
     image = sitk.ReadImage(str(path), sitk.sitkFloat64)
+    values = sitk.GetArrayFromImage(image)
+    support = values > 0
+    if not support.any():
+        raise InputError("the dose-prescription map is empty", patient_id=patient_id, file=str(path),
+                         fix="re-run `radiogenomics handoff` for the patient")
+    _, nearest = ndimage.distance_transform_edt(~support, return_indices=True)
+    filled = sitk.GetImageFromArray(values[tuple(nearest)])
+    filled.CopyInformation(image)
     same = image.GetSize() == ct.GetSize() and np.allclose(image.GetSpacing(), ct.GetSpacing(), rtol=1e-4) \
-        and np.allclose(image.GetOrigin(), ct.GetOrigin(), atol=1e-3)
-    if not same:
-        image = sitk.Resample(image, ct, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat64)
-    dose = sitk.GetArrayFromImage(image)
-    return np.where(mask, dose, 0.0)
+        and np.allclose(image.GetOrigin(), ct.GetOrigin(), atol=1e-3) \
+        and np.allclose(image.GetDirection(), ct.GetDirection(), atol=1e-6)
+    if not same:  # a CT voxel outside the PET's field of view gets the nearest PET voxel's value too
+        filled = sitk.Resample(filled, ct, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat64, True)
+    return np.where(mask, sitk.GetArrayFromImage(filled), 0.0)
 
 
 def _structures(objectives: Mapping[str, Any], anatomy: Anatomy) -> list[PlanStructure]:

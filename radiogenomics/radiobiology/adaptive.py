@@ -8,14 +8,15 @@ Method (docs/adaptive.md):
    effect alpha OMF, beta OMF^2, Alper & Howard-Flanders 1956).
 2. **Updated radiobiology**: the mid-treatment FMISO pO2 per voxel gives ``alpha_K,i = alpha OMF(pO2_K,i)`` (and
    beta OMF^2) for the remaining fractions.
-3. **Target**: the TCP the baseline course was projected to reach with the baseline biology,
-   ``TCP_target = exp(-sum_i N_0,i SF_0,i(n_base, d))``.
+3. **Target**: the TCP the baseline course (the delivered fractions, then the rest as planned: n_left fractions of
+   d) was projected to reach with the baseline biology, ``TCP_target = exp(-sum_i N_K,i SF_0,i(d)^n_left)``.
 4. **Remaining course**: the fewest whole fractions n_rem at the course's dose per fraction d whose TCP with the
    updated biology, ``exp(-sum_i N_K,i exp(-n_rem (alpha_K,i d + beta_K,i d^2)))``, reaches TCP_target - compared
    as the expected number of surviving clonogens at the end of the course (-ln TCP, in log space), which stays
    exact where TCP itself underflows to 0 (a resistant, hypoxic tumour); then bounded
-   by the site's total-dose rails (never below the minimum total dose, never above the maximum: the adapted total
-   K d_del + n_rem d). Unchanged oxygenation gives n_rem = n_base - K (no adaptation, exactly); full reoxygenation
+   by the site's total-dose rails (never below the minimum total dose, never above the maximum: at a bound the
+   bound's fractions share the dose left, so the adapted total K d_del + remaining equals the bound exactly).
+   Unchanged oxygenation gives n_rem = n_left (no adaptation, exactly); full reoxygenation
    gives fewer fractions (de-escalation, to the site's floor at most); worse hypoxia more (escalation, to the
    site's maximum at most).
 
@@ -93,46 +94,60 @@ def log_survivors(log_clonogens: np.ndarray, log_sf_per_fraction: np.ndarray, n_
     return float(logsumexp(log_clonogens + n_fractions * log_sf_per_fraction))
 
 
-def adapt_course(clonogens: Any, alpha_per_gy: float, beta_per_gy2: float, *, baseline: Course, delivered: Course,
-                 po2_baseline_mmhg: Any = None, po2_mid_mmhg: Any = None, min_total_dose_gy: float,
-                 max_total_dose_gy: float, max_n_fractions: int = 60) -> Adaptation:
+def adapt_course(clonogens: Any, alpha_per_gy: float, beta_per_gy2: float, *, baseline_remaining: Course,
+                 delivered: Course, po2_baseline_mmhg: Any = None, po2_mid_mmhg: Any = None,
+                 min_total_dose_gy: float, max_total_dose_gy: float, max_n_fractions: int = 60) -> Adaptation:
     """The remaining course after ``delivered`` (see the module docstring).
 
-    ``clonogens``: baseline clonogen number per target voxel; ``po2_*``: pO2 per voxel (None: oxic).
-    InputError when the delivered fractions are not fewer than the baseline course's or the inputs are not finite.
+    The baseline course is ``delivered`` then ``baseline_remaining`` (the rest as planned); the adapted remaining
+    course keeps its dose per fraction, except at a total-dose bound, where the bound's fractions share the dose
+    left exactly (the adapted total equals the bound). ``clonogens``: baseline clonogen number per target voxel;
+    ``po2_*``: pO2 per voxel (None: oxic). InputError for non-finite inputs or nothing left to adapt.
     """
     n0 = np.asarray(clonogens, dtype=np.float64).ravel()
     if n0.size == 0 or not np.isfinite(n0).all() or (n0 < 0).any():
         raise InputError("clonogens must be finite, non-negative and not empty")
-    if delivered.n_fractions >= baseline.n_fractions or delivered.n_fractions < 1:
-        raise InputError(f"{delivered.n_fractions} delivered fraction(s) of a {baseline.n_fractions}-fraction course: "
+    if baseline_remaining.n_fractions < 1 or delivered.n_fractions < 1:
+        raise InputError(f"{delivered.n_fractions} delivered fraction(s) and {baseline_remaining.n_fractions} left: "
                          "nothing left to adapt", fix="image mid-treatment, after 1 .. n-1 fractions")
-    a0, b0 = effective_lq(alpha_per_gy, beta_per_gy2, po2_baseline_mmhg)
-    ak, bk = effective_lq(alpha_per_gy, beta_per_gy2, po2_mid_mmhg)
-    a0, b0 = (np.broadcast_to(v, n0.shape) for v in (a0, b0))
-    ak, bk = (np.broadcast_to(v, n0.shape) for v in (ak, bk))
+    a0, b0 = (np.broadcast_to(v, n0.shape) for v in effective_lq(alpha_per_gy, beta_per_gy2, po2_baseline_mmhg))
+    ak, bk = (np.broadcast_to(v, n0.shape) for v in effective_lq(alpha_per_gy, beta_per_gy2, po2_mid_mmhg))
     keep = n0 > 0
-    log_n0 = np.log(n0[keep])
-    d = baseline.dose_per_fraction_gy
+    log_nk = np.log(n0[keep]) + delivered.n_fractions * _log_sf(delivered.dose_per_fraction_gy, a0[keep], b0[keep])
+    d = baseline_remaining.dose_per_fraction_gy
     sf0 = _log_sf(d, a0[keep], b0[keep])
-    target = tcp_of_remaining(log_n0, sf0, baseline.n_fractions)
-    target_log = log_survivors(log_n0, sf0, baseline.n_fractions)
-    log_nk = log_n0 + delivered.n_fractions * _log_sf(delivered.dose_per_fraction_gy, a0[keep], b0[keep])
+    target = tcp_of_remaining(log_nk, sf0, baseline_remaining.n_fractions)
+    target_log = log_survivors(log_nk, sf0, baseline_remaining.n_fractions)
     sfk = _log_sf(d, ak[keep], bk[keep])
-    left = baseline.n_fractions - delivered.n_fractions
     n_rem = next((n for n in range(0, max_n_fractions + 1)
                   if log_survivors(log_nk, sfk, n) <= target_log + LOG_TOLERANCE), max_n_fractions)
-    bound = None
-    floor = max(0, math.ceil((min_total_dose_gy - delivered.total_gy) / d - 1e-9))
-    ceiling = max(0, math.floor((max_total_dose_gy - delivered.total_gy) / d + 1e-9))
-    if n_rem < floor:
-        n_rem, bound = floor, "site_min_total"
-    elif n_rem > ceiling:
-        n_rem, bound = ceiling, "site_max_total"
-    return Adaptation(delivered=delivered, remaining=Course(n_rem, d), baseline_remaining=Course(left, d),
-                      tcp_target=target, tcp_baseline=tcp_of_remaining(log_nk, sfk, left),
-                      tcp_adapted=tcp_of_remaining(log_nk, sfk, n_rem),
+    remaining, bound = Course(n_rem, d), None
+    left_min = min_total_dose_gy - delivered.total_gy
+    left_max = max_total_dose_gy - delivered.total_gy
+    if remaining.total_gy < left_min - 1e-9:
+        n = max(1, math.ceil(left_min / d - 1e-9))
+        remaining, bound = Course(n, left_min / n), "site_min_total"
+    elif remaining.total_gy > left_max + 1e-9:
+        n = max(1, math.floor(left_max / d + 1e-9))
+        remaining, bound = Course(n, left_max / n), "site_max_total"
+    return Adaptation(delivered=delivered, remaining=remaining, baseline_remaining=baseline_remaining,
+                      tcp_target=target, tcp_baseline=tcp_of_remaining(log_nk, sfk, baseline_remaining.n_fractions),
+                      tcp_adapted=tcp_of_remaining(log_nk, _log_sf(remaining.dose_per_fraction_gy, ak[keep], bk[keep]),
+                                                   remaining.n_fractions),
                       surviving_clonogens=float(np.exp(log_nk).sum()), bound=bound)
+
+
+def course_tcp(clonogens: Any, alpha_per_gy: float, beta_per_gy2: float, *, delivered: Course, remaining: Course,
+               po2_baseline_mmhg: Any = None, po2_mid_mmhg: Any = None) -> float:
+    """TCP of a two-part course: ``delivered`` with the baseline oxygenation, then ``remaining`` with the
+    mid-treatment oxygenation (the figures :func:`adapt_course` reports, for any remaining course)."""
+    n0 = np.asarray(clonogens, dtype=np.float64).ravel()
+    a0, b0 = (np.broadcast_to(v, n0.shape) for v in effective_lq(alpha_per_gy, beta_per_gy2, po2_baseline_mmhg))
+    ak, bk = (np.broadcast_to(v, n0.shape) for v in effective_lq(alpha_per_gy, beta_per_gy2, po2_mid_mmhg))
+    keep = n0 > 0
+    log_nk = np.log(n0[keep]) + delivered.n_fractions * _log_sf(delivered.dose_per_fraction_gy, a0[keep], b0[keep])
+    return tcp_of_remaining(log_nk, _log_sf(remaining.dose_per_fraction_gy, ak[keep], bk[keep]),
+                            remaining.n_fractions)
 
 
 def eqd2(dose_gy: Any, n_fractions: float, alpha_beta_gy: float) -> Any:

@@ -281,6 +281,11 @@ def _objective(spec: Mapping[str, Any], n_fractions: float, where: str) -> Any:
     try:
         if kind == "target_effect":
             return SquaredDeviation(priority=priority, d_ref=float(spec["effect_per_fraction"]), quantity="effect")
+        if kind == "dose_map":
+            raise UnsupportedObjective(f"{where}: a dose_map objective needs the patient's own anatomy (the map lies "
+                                       "on the patient's PET grid)",
+                                       fix="plan it with `radiogenomics plan` (PyRadPlanOptimizer), or hand off "
+                                           "without --cohort for the TG119 example")
         dose = float(spec["dose_gy"]) / n_fractions
         if kind == "max_dose":
             return SquaredOverdosing(priority=priority, d_max=dose)
@@ -292,6 +297,8 @@ def _objective(spec: Mapping[str, Any], n_fractions: float, where: str) -> Any:
             return UpperGEUD(priority=priority, eud_max=dose, a=1.0)
         if kind == "geud":
             return UpperGEUD(priority=priority, eud_max=dose, a=float(spec["a"]))
+    except UnsupportedObjective:
+        raise
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{where}: objective {dict(spec)} is incomplete or invalid ({exc})",
                          fix="see contract §7 for the fields of each objective type") from exc

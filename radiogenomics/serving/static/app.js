@@ -52,6 +52,12 @@ const FLAG_TEXT = Object.freeze({
     "on: the toxicity is an extrapolation.",
   toxicity_unavailable: "A toxicity the model serves could not be computed for this patient (another site, or " +
     "the plan's dose features are missing).",
+  deescalated: "Adaptive re-prescription: the mid-treatment imaging lowers the total dose of the course " +
+    "(never below the site's minimum).",
+  escalated: "Adaptive re-prescription: the mid-treatment imaging raises the total dose of the course " +
+    "(never above the site's maximum or a hard organ limit).",
+  adaptation_fallback: "The mid-treatment image could not be used (missing, unreadable or without tumour " +
+    "uptake): the baseline course continues unchanged.",
 });
 const NO_SAFE_DOSE = "Both limits apply at once: no dose satisfies every safety rail, so there is no " +
   "recommendation. Review the organ limits and the regimen.";
