@@ -204,6 +204,8 @@ def test_a_violated_hard_rail_is_reported_with_the_structure_and_the_amount(case
     assert violation["achieved"] == pytest.approx(cord_max, rel=1e-6)
     assert violation["excess"] == pytest.approx(cord_max - violation["limit"], rel=1e-6)
     assert "spinal_cord" in violation["text"]
+    # a one-voxel rod is thinner than the 4 mm dose grid: the optimizer could not see it, and the evaluation says so
+    assert any("thinner than the dose grid" in n for n in evaluation["optimizer"]["notes"])
     rail = next(r for r in evaluation["rails"] if r["structure"] == "spinal_cord" and r["metric"] == "max_gy")
     assert rail["met"] is False and rail["hard"] is True
     # an unaffected patient meets the cord rail
@@ -229,6 +231,8 @@ def test_a_second_run_reuses_unchanged_plans(case: dict[str, Any]) -> None:
     again = plan_cohort(case["base"] / "handoff", case["cohort"], case["result"].out_dir,
                         patients=[case["ids"][0]], settings=SETTINGS)
     assert [p.reused for p in again.plans] == [True]
+    # the folder's table still lists every plan in it, not only this run's patient
+    assert sorted(pd.read_csv(again.summary_csv).patient_id) == sorted(case["ids"][:3])
     other = plan_cohort(case["base"] / "handoff", case["cohort"], case["base"] / "plans-other",
                         patients=[case["ids"][0]], settings=PlanSettings(beams=3, dose_grid_mm=6.0, max_iter=20),
                         uniform_reference=False)

@@ -88,8 +88,9 @@ def test_report_in_headless_chromium(full_report: Path, records: list[dict], tmp
     assert seen["images"] and all(ok and w > 200 and h > 150 for ok, w, h in seen["images"])  # type: ignore[union-attr]
     assert [h.split(". ", 1)[1] for h in seen["headings"]] == [  # type: ignore[union-attr]
         "Cohort overview", "Model performance", "Local control by GARD group", "Per-patient prescriptions",
-        "Dose-prescription map"]
-    assert seen["flagged_rows"] == sum(bool(r["flags"]) for r in records)
+        "Dose-prescription map", "Plans on the patients' anatomy"]
+    plans = pd.read_csv(full_report.parent / "plans" / "summary.csv")  # a plan breaking a hard rail is flagged too
+    assert seen["flagged_rows"] == sum(bool(r["flags"]) for r in records) + int((~plans["hard_rails_met"]).sum())
     assert screenshot.stat().st_size > 50_000 and int(seen["height"]) > 3000  # type: ignore[call-overload]
 
 

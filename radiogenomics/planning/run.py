@@ -12,8 +12,8 @@ The record is re-checked through the safety gate before planning (:func:`radioge
 the gate refuses, zero fluence) is listed in ``PLANS/failures.csv`` and the others complete. Files are written
 atomically (staging folder, ``os.replace``); a patient whose inputs (record, objectives, map, settings, optimizer
 version) are unchanged since an earlier run keeps its plan (``inputs_sha256`` in the evaluation) unless
-``overwrite``. ``PLANS/plans.json`` summarises the run and ``PLANS/summary.csv`` is the Lazzeroni-style table
-(docs/planning.md).
+``overwrite``. ``PLANS/plans.json`` summarises the run and ``PLANS/summary.csv`` is the Lazzeroni-style table of
+every plan in the folder (this run's and earlier runs' for other patients; docs/planning.md).
 """
 
 from __future__ import annotations
@@ -419,7 +419,7 @@ def plan_cohort(handoff_dir: Path, cohort: Path, out_dir: Path, *, patients: Seq
         progress(len(wanted), len(wanted), "")
     atomic_write_bytes(out_dir / FAILURES_FILE,
                        pd.DataFrame(failures, columns=["patient_id", "reason"]).to_csv(index=False).encode())
-    table = summary_rows(plans)
+    table = summary_rows(_folder_plans(out_dir, plans))  # every plan of the folder, not only this run's
     atomic_write_bytes(out_dir / SUMMARY_FILE, table.to_csv(index=False).encode())
     manifest = {"format": "radiogenomics-plans/1", "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "handoff": str(handoff_dir), "cohort": str(cohort), "optimizer": adapter.name,
@@ -433,6 +433,23 @@ def plan_cohort(handoff_dir: Path, cohort: Path, out_dir: Path, *, patients: Seq
         raise InputError(f"no patient could be planned ({len(failures)} failed); reasons in {out_dir / FAILURES_FILE}",
                          fix="see the reasons")
     return PlanRunResult(out_dir, plans, failures)
+
+
+def _folder_plans(out_dir: Path, planned: Sequence[PatientPlan]) -> list[PatientPlan]:
+    """This run's plans and the earlier ones in the folder (their plan_evaluation.json), in patient order."""
+    by_patient = {p.patient_id: p for p in planned}
+    for path in sorted(out_dir.glob(f"*/{EVALUATION_FILE}")):
+        pid = path.parent.name
+        if pid in by_patient:
+            continue
+        try:
+            evaluation = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            log.warning("plan: %s is unreadable (%s): left out of the summary", path, exc)
+            continue
+        if isinstance(evaluation, dict) and evaluation.get("format") == FORMAT:
+            by_patient[pid] = PatientPlan(pid, path.parent, evaluation, reused=True)
+    return [by_patient[p] for p in sorted(by_patient)]
 
 
 def share_controlled(table: pd.DataFrame, threshold: float = 0.9) -> float | None:

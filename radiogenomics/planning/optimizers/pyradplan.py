@@ -452,6 +452,22 @@ def extended_map_per_fraction(dose_map_gy: np.ndarray, mask: np.ndarray, n_fract
     return np.asarray(filled / float(n_fractions), dtype=np.float32)
 
 
+def optimisation_margin(mask: np.ndarray, ct: Any, margin_mm: float, body: np.ndarray | None) -> np.ndarray:
+    """The target grown by ``margin_mm`` (exact Euclidean distance on the CT's anisotropic grid), within the body.
+
+    The optimizer sees the dose on its dose grid; the plan is evaluated on the CT grid after linear resampling, where
+    a target voxel at the edge blends with dose-grid points outside the target (the penumbra). Optimising the target
+    one dose-grid spacing wider (a planning margin, as a PTV is for set-up; ICRU 62) keeps the interpolated dose
+    over the whole target; the evaluation and every reported number stay on the target itself.
+    """
+    from scipy import ndimage
+
+    spacing_zyx = tuple(float(s) for s in reversed(ct.GetSpacing()))
+    distance = ndimage.distance_transform_edt(~mask, sampling=spacing_zyx)
+    grown = distance <= margin_mm
+    return grown & body if body is not None else grown
+
+
 class PyRadPlanOptimizer:
     """Photon IMRT with pyRadPlan (SVD pencil beam, scipy L-BFGS-B) on the patient's own CT and structures.
 
@@ -459,7 +475,8 @@ class PyRadPlanOptimizer:
     ``dose_map`` becomes ``SquaredMimicking`` of the voxel prescription per fraction (dose painting by numbers);
     ``target_effect`` uses the RBE = 1 LQ matrices of the structures' alpha/beta (:func:`attach_lq_matrices`). The
     body outline gets the normal-tissue overdosing objective (60 % of the dose per fraction, priority 100) unless
-    it has objectives of its own. The dose is computed on the dose grid and resampled (linear) onto the CT grid.
+    it has objectives of its own. The dose is computed on the dose grid and resampled (linear) onto the CT grid; the
+    target is optimised with a margin of one dose-grid spacing (:func:`optimisation_margin`), the map extended into it.
     """
 
     name = "pyradplan"
@@ -516,15 +533,19 @@ class PyRadPlanOptimizer:
             return (*self._cached[1], 0.0)
         start = time.perf_counter()
         settings = problem.settings
+        grid_mm = max(float(settings.dose_grid_mm), *(float(s) for s in problem.ct.GetSpacing()))
+        body = next((s.mask for s in problem.structures if s.role == "external"), None)
         ct = create_ct(cube_hu=sitk.Cast(problem.ct, sitk.sitkFloat32))
         vois = []
         for structure in problem.structures:
             if not structure.mask.any():
                 raise InputError(f"structure {structure.name!r} is empty", patient_id=problem.patient_id,
                                  fix="check the structure's mask or label in the cohort")
+            mask = optimisation_margin(structure.mask, problem.ct, grid_mm, body) if structure.role == "target" \
+                else structure.mask
             vois.append(create_voi(
                 name=structure.name, voi_type=_VOI_TYPE[structure.role],
-                mask=_image_like(structure.mask.astype(np.uint8), problem.ct, sitk.sitkUInt8), ct_image=ct,
+                mask=_image_like(mask.astype(np.uint8), problem.ct, sitk.sitkUInt8), ct_image=ct,
                 alpha_x=float(structure.alpha_per_gy), beta_x=float(structure.beta_per_gy2),
                 overlap_priority=_OVERLAP_PRIORITY[structure.role]))
         cst = create_cst(vois, ct=ct)
@@ -532,7 +553,6 @@ class PyRadPlanOptimizer:
         angles = settings.angles
         pln.prop_stf = {"generator": "photonIMRT", "bixel_width": float(settings.bixel_width_mm),
                         "gantry_angles": angles, "couch_angles": [0.0] * len(angles)}
-        grid_mm = max(float(settings.dose_grid_mm), *(float(s) for s in problem.ct.GetSpacing()))
         pln.prop_dose_calc = {"engine": "SVDPB", "dose_grid": {"resolution": dict.fromkeys("xyz", grid_mm)}}
         stf = generate_stf(ct, cst, pln)
         dij = calc_dose_influence(ct, cst, stf, pln)
@@ -545,7 +565,9 @@ class PyRadPlanOptimizer:
 
         start = time.perf_counter()
         with _quiet_progress(progress):
-            ct, cst, stf, pln, dij, geometry_s = self._geometry(problem)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)
+                ct, cst, stf, pln, dij, geometry_s = self._geometry(problem)
             by_name = {s.name: s for s in problem.structures}
             for voi in cst.vois:
                 voi.objectives = self._objectives(problem, by_name[voi.name], problem.ct)
@@ -555,7 +577,12 @@ class PyRadPlanOptimizer:
             pln.prop_opt = {"convert_dose_objectives": False, "solver": "scipy",
                             "max_iter": int(problem.settings.max_iter)}
             info: dict[str, Any] = {}
-            fluence = np.asarray(fluence_optimization(ct, cst, stf, dij, pln, opt_info=info))
+            with warnings.catch_warnings(record=True) as optimising:
+                warnings.simplefilter("always", UserWarning)
+                fluence = np.asarray(fluence_optimization(ct, cst, stf, dij, pln, opt_info=info))
+            notes = sorted({f"pyRadPlan: {w.message}: a structure thinner than the dose grid has no dose-grid voxel, "
+                            "so its objectives could not act (its evaluation on the CT grid stands)"
+                            for w in [*caught, *optimising] if "empty structure" in str(w.message)})
             result_info = info.get("result_info") or {}
             if not np.isfinite(fluence).all() or not np.any(fluence > 0):
                 raise PlanningError(f"patient {problem.patient_id}: pyRadPlan returned zero or non-finite fluence "
@@ -575,7 +602,8 @@ class PyRadPlanOptimizer:
                              message=message, seconds=seconds, n_beamlets=int(fluence.size),
                              objective_value=float(history[-1]) if history else None,
                              details={"dose_engine": "SVDPB", "solver": "scipy L-BFGS-B", "dose_grid_mm": grid_mm,
-                                      "geometry_seconds": round(geometry_s, 3), "geometry_reused": geometry_s == 0.0})
+                                      "geometry_seconds": round(geometry_s, 3), "geometry_reused": geometry_s == 0.0,
+                                      "notes": notes})
 
 
 def sitk_array(image: Any) -> np.ndarray:
