@@ -43,3 +43,15 @@ def prescriber(bundle: Any) -> Any:
     from radiogenomics.models.prescriber import Prescriber
 
     return Prescriber.from_training(bundle.table, bundle.schema, bundle.radiosensitivity, bundle.toxicity)
+
+
+@pytest.fixture(scope="module")
+def registry(bundle: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The session's prescriber registered once (``serving_factory.MODEL``: radiogenomics-prescriber@champion),
+    MLflow pointed at its store for the module; the registry folder."""
+    from prescriber_factory import session_base, use_tracking_uri
+    from serving_factory import shared_registry, tracking_uri
+
+    folder, _ = shared_registry(bundle, session_base(tmp_path_factory))
+    with use_tracking_uri(tracking_uri(folder)):
+        yield folder

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-from prescriber_factory import Bundle, session_base, use_tracking_uri
-from serving_factory import MODEL, shared_registry, tracking_uri
+from serving_factory import MODEL
 
 from radiogenomics.cli.app import main
 from radiogenomics.radiobiology.adaptive import Course
@@ -27,12 +25,6 @@ from radiogenomics.radiobiology.rails import load_rails
 
 K = 10
 
-
-@pytest.fixture(scope="module")
-def registry(bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    folder, _ = shared_registry(bundle, session_base(tmp_path_factory))
-    with use_tracking_uri(tracking_uri(folder)):
-        yield folder
 
 
 @pytest.fixture(scope="module")

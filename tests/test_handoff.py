@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-from prescriber_factory import Bundle, session_base, use_tracking_uri
+from prescriber_factory import Bundle
 from records_compare import assert_records_close
-from serving_factory import MODEL, new_token, shared_registry, tracking_uri
+from serving_factory import MODEL, new_token
 
 from radiogenomics.cli.app import main
 from radiogenomics.errors import InputError
@@ -21,13 +20,6 @@ from radiogenomics.models.prescriber import RECORD_FIELDS
 from radiogenomics.planning import HandoffResult, handoff, validate_objectives
 from radiogenomics.planning.dose_map import PETImages, prescription_map
 from radiogenomics.radiobiology import load_rails, read_rtdose_gy
-
-
-@pytest.fixture(scope="module")
-def registry(bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    folder, _ = shared_registry(bundle, session_base(tmp_path_factory))
-    with use_tracking_uri(tracking_uri(folder)):
-        yield folder
 
 
 @pytest.fixture(scope="module")

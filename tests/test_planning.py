@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-from prescriber_factory import Bundle, session_base, use_tracking_uri
-from serving_factory import MODEL, shared_registry, tracking_uri
+from prescriber_factory import Bundle
+from serving_factory import MODEL
 
 from radiogenomics.errors import InputError
 from radiogenomics.planning.optimizers.base import PlanningError, PlanProblem, PlanSettings, get_optimizer
@@ -30,12 +29,6 @@ from radiogenomics.planning.run import PlanRunResult, plan_cohort
 SETTINGS = PlanSettings(beams=5, dose_grid_mm=4.0, max_iter=150)
 CORD_LABEL, GTV_LABEL, PAROTID_R_LABEL = 4, 1, 3
 
-
-@pytest.fixture(scope="module")
-def registry(bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    folder, _ = shared_registry(bundle, session_base(tmp_path_factory))
-    with use_tracking_uri(tracking_uri(folder)):
-        yield folder
 
 
 def _labels(cohort: Path, pid: str) -> tuple[Path, np.ndarray, sitk.Image]:

@@ -67,9 +67,8 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-from prescriber_factory import Bundle, session_base, use_tracking_uri
 from public_data import dicompyler_dvh_test_file, dicompyler_example, radiomics_phantom
-from serving_factory import MODEL, shared_registry, tracking_uri
+from serving_factory import MODEL
 
 from radiogenomics.cli.app import main
 
@@ -301,13 +300,6 @@ def public(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Public]:
         mp.setenv("RADIOGENOMICS_CACHE_DIR", str(work / "feature-cache"))
         yield Public(phantom, example, cohort, work)
 
-
-@pytest.fixture(scope="module")
-def registry(bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The session's head-and-neck prescriber (24 synthetic patients) as ``radiogenomics-prescriber@champion``."""
-    folder, _ = shared_registry(bundle, session_base(tmp_path_factory))
-    with use_tracking_uri(tracking_uri(folder)):
-        yield folder
 
 
 @pytest.fixture(scope="module")
