@@ -157,7 +157,7 @@ def _transforms(config: DeepConfig, modality: str) -> Any:
             self.reader = reader
 
         def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-            from radiogenomics.features.tasks import PatientReader
+            from radiogenomics.features.reader import PatientReader
 
             d = dict(data)
             reader = self.reader or PatientReader()  # the patient task's: each file decoded once per patient
@@ -226,7 +226,7 @@ def preprocess(image: str, mask: str, roi: str, label: int, modality: str, confi
                reader: Any = None) -> Any:
     """The encoder input: a (2, *box_voxels) float tensor, channels image and ROI mask (``roi`` is the role;
     ``structure`` and ``aliases`` as for :func:`radiogenomics.cohort.read_mask`; ``reader``: the patient task's
-    :class:`radiogenomics.features.tasks.PatientReader`, whose decoded files are reused)."""
+    :class:`radiogenomics.features.reader.PatientReader`, whose decoded files are reused)."""
     return _transforms(config, modality)({"image": image, "mask": (mask, roi, label, structure, aliases)},
                                          patient_id, reader)
 

@@ -107,7 +107,9 @@ def compute_crop(rows: dict[str, pd.Series], spec: CropSpec, patient_id: str,
     ``spec.roi``'s structure: each row's ``structure`` cell, else cohort.yaml's ``aliases`` of the role, else the
     resolution of :func:`radiogenomics.cohort.read_mask`."""
     from radiogenomics.features.deep import DeepConfig, preprocess
+    from radiogenomics.features.reader import PatientReader
 
+    reader = PatientReader()  # the patient's label map decoded once for its three channels
     config = DeepConfig(spacing_mm=(spec.spacing_mm,) * 3, box_voxels=(int(spec.size),) * 3)
     n = int(spec.size)
     image = np.zeros((spec.n_channels, n, n, n), dtype=np.float32)
@@ -117,7 +119,7 @@ def compute_crop(rows: dict[str, pd.Series], spec: CropSpec, patient_id: str,
         if row is None:
             continue
         x = preprocess(str(row["image"]), str(row["mask"]), spec.roi, int(row["label"]), modality, config,
-                       patient_id, structure=row_structure(row), aliases=aliases).numpy()
+                       patient_id, structure=row_structure(row), aliases=aliases, reader=reader).numpy()
         image[c] = x[0]
         if not present.any():
             image[-1] = x[1]  # the ROI mask, from the first modality that has the ROI

@@ -475,8 +475,9 @@ class PyRadPlanOptimizer:
     ``dose_map`` becomes ``SquaredMimicking`` of the voxel prescription per fraction (dose painting by numbers);
     ``target_effect`` uses the RBE = 1 LQ matrices of the structures' alpha/beta (:func:`attach_lq_matrices`). The
     body outline gets the normal-tissue overdosing objective (60 % of the dose per fraction, priority 100) unless
-    it has objectives of its own. The dose is computed on the dose grid and resampled (linear) onto the CT grid; the
-    target is optimised with a margin of one dose-grid spacing (:func:`optimisation_margin`), the map extended into it.
+    it has objectives of its own. The dose is computed on the dose grid and resampled (linear) onto the CT grid; when
+    the dose grid is coarser than the CT, the target is optimised with a margin of one dose-grid spacing
+    (:func:`optimisation_margin`), the map extended into it.
     """
 
     name = "pyradplan"
@@ -541,8 +542,9 @@ class PyRadPlanOptimizer:
             if not structure.mask.any():
                 raise InputError(f"structure {structure.name!r} is empty", patient_id=problem.patient_id,
                                  fix="check the structure's mask or label in the cohort")
-            mask = optimisation_margin(structure.mask, problem.ct, grid_mm, body) if structure.role == "target" \
-                else structure.mask
+            coarser = grid_mm > max(float(s) for s in problem.ct.GetSpacing()) + 1e-6  # else nothing to blend
+            mask = optimisation_margin(structure.mask, problem.ct, grid_mm, body) \
+                if structure.role == "target" and coarser else structure.mask
             vois.append(create_voi(
                 name=structure.name, voi_type=_VOI_TYPE[structure.role],
                 mask=_image_like(mask.astype(np.uint8), problem.ct, sitk.sitkUInt8), ct_image=ct,
@@ -555,7 +557,12 @@ class PyRadPlanOptimizer:
                         "gantry_angles": angles, "couch_angles": [0.0] * len(angles)}
         pln.prop_dose_calc = {"engine": "SVDPB", "dose_grid": {"resolution": dict.fromkeys("xyz", grid_mm)}}
         stf = generate_stf(ct, cst, pln)
-        dij = calc_dose_influence(ct, cst, stf, pln)
+        try:
+            dij = calc_dose_influence(ct, cst, stf, pln)
+        except (ValueError, IndexError) as exc:  # pyRadPlan 0.5.0's ray tracer on rays that never reach the body
+            raise PlanningError(f"patient {problem.patient_id}: pyRadPlan could not compute the dose influence "
+                                f"({exc}): a beamlet that never enters the patient, e.g. a target at the edge of "
+                                "the CT's field of view") from exc
         self._cached = (key, (ct, cst, stf, pln, dij))
         return ct, cst, stf, pln, dij, time.perf_counter() - start
 
