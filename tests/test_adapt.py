@@ -128,7 +128,8 @@ def test_full_reoxygenation_deescalates_to_the_floor(adapted: dict[str, Any]) ->
         assert "deescalated" in r["flags"]
     assert r["adapted_total_dose_gy"] == pytest.approx(floor, abs=1e-9)
     assert r["adaptation"]["bound"] == "site_min_total"
-    assert r["tcp_adapted"] >= r["adaptation"]["tcp_target"] - 1e-9 or r["adaptation"]["bound"] == "site_min_total"
+    # at the floor the adapted course gives at least the baseline's projected TCP (reoxygenated: more control)
+    assert r["tcp_adapted"] >= r["adaptation"]["tcp_target"] - 1e-9
 
 
 def test_a_mid_treatment_image_on_another_grid_is_resampled(adapted: dict[str, Any]) -> None:
