@@ -129,12 +129,19 @@ def test_one_record_per_patient_imaged_at_the_timepoint(adapted: dict[str, Any])
 # ----------------------------------------------------------------------------------- 2./3. exact dose accounting
 
 
-def test_the_delivered_dose_is_ten_fractions_of_the_recommended_regimen(adapted: dict[str, Any]) -> None:
+def _regimen_dose_per_fraction(adapted: dict[str, Any], pid: str) -> float:
+    """The patient's own regimen (contract §1: patients.csv total_dose_gy / n_fractions, "the patient's own
+    regimen"), the regimen §8's "K fractions of the patient's regimen" refers to."""
+    row = adapted["patients"].loc[pid]
+    return float(row["total_dose_gy"]) / float(row["n_fractions"])
+
+
+def test_the_delivered_dose_is_ten_fractions_of_the_patients_regimen(adapted: dict[str, Any]) -> None:
     for pid, r in adapted["records"].items():
         if pid == DELIVERED_GIVEN:
             continue
         assert r["delivered_n_fractions"] == K_FRACTIONS, (pid, r["delivered_n_fractions"])
-        expected = K_FRACTIONS * float(r["recommended_dose_per_fraction_gy"])
+        expected = K_FRACTIONS * _regimen_dose_per_fraction(adapted, pid)
         assert abs(float(r["delivered_dose_gy"]) - expected) <= EXACT, (pid, r["delivered_dose_gy"], expected)
         # the recommended regimen delivers the recommended total (contract §2), so the baseline course is consistent
         assert float(r["recommended_n_fractions"]) * float(r["recommended_dose_per_fraction_gy"]) == pytest.approx(
@@ -147,7 +154,7 @@ def test_patients_csv_delivered_columns_override_the_timepoint(adapted: dict[str
     assert r["delivered_n_fractions"] == int(given["delivered_n_fractions"]) == K_FRACTIONS
     assert abs(float(r["delivered_dose_gy"]) - float(given["delivered_dose_gy"])) <= EXACT, (
         r["delivered_dose_gy"], given["delivered_dose_gy"])
-    assert abs(float(r["delivered_dose_gy"]) - K_FRACTIONS * float(r["recommended_dose_per_fraction_gy"])) > 0.5
+    assert abs(float(r["delivered_dose_gy"]) - K_FRACTIONS * _regimen_dose_per_fraction(adapted, DELIVERED_GIVEN)) > 0.5
 
 
 def test_the_adapted_total_is_delivered_plus_remaining_exactly(adapted: dict[str, Any]) -> None:
@@ -242,7 +249,9 @@ def test_an_implausible_mid_treatment_image_keeps_the_baseline_course(adapted: d
     assert abs(float(r["adapted_total_dose_gy"]) - float(r["baseline_total_dose_gy"])) <= EXACT, (
         pid, r["adapted_total_dose_gy"], r["baseline_total_dose_gy"])
     assert r["remaining_n_fractions"] == r["recommended_n_fractions"] - K_FRACTIONS, pid
-    assert abs(float(r["remaining_dose_per_fraction_gy"]) - float(r["recommended_dose_per_fraction_gy"])) <= EXACT
+    # the baseline course continued: its remaining fractions share the dose left to the recommended total
+    left = (float(r["baseline_total_dose_gy"]) - float(r["delivered_dose_gy"])) / r["remaining_n_fractions"]
+    assert abs(float(r["remaining_dose_per_fraction_gy"]) - left) <= EXACT, (pid, r["remaining_dose_per_fraction_gy"])
 
 
 # ------------------------------------------------------------------------------------ 7. the response, before/now

@@ -67,6 +67,7 @@ def adapt(
                                                                      f"(timepoint {canonical})")
     baseline_out = out.with_name(f"{out.stem}.baseline.json")
     records, failures, info, failures_path = predict_cohort(cohort, model, baseline_out, workers=workers)
+    write_adapted(records, baseline_out)  # the baseline records as predict gives them (JSON)
     by_patient = {str(r["patient_id"]): r for r in records}
     dvhs = cohort_dvhs(loaded, imaged)
     rails = load_rails()

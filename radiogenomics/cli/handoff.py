@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -46,8 +47,10 @@ def _patients(value: str | None) -> list[str] | None:
 
 
 def handoff(
-    model: str = typer.Option(..., "--model", help="MLflow model URI, e.g. models:/radiogenomics-prescriber@champion."),
-    features: Path = typer.Option(..., "--features", help="Feature table (Parquet from `radiogenomics extract`)."),
+    model: str | None = typer.Option(None, "--model",
+                                     help="MLflow model URI, e.g. models:/radiogenomics-prescriber@champion."),
+    features: Path | None = typer.Option(None, "--features",
+                                         help="Feature table (Parquet from `radiogenomics extract`)."),
     out: Path = typer.Option(..., "--out", help="Hand-off folder: DIR/<patient_id>/ per patient."),
     patients: str | None = typer.Option(None, "--patients", help="Comma-separated patient ids (default: all)."),
     cohort: Path | None = typer.Option(None, "--cohort", help="Cohort folder: PET for the dose-prescription maps, "
@@ -59,12 +62,33 @@ def handoff(
     target_gard: float | None = typer.Option(None, "--target-gard", help="Target GARD (default: the model's)."),
     n_fractions: int | None = typer.Option(None, "--n-fractions", help="Regimen: number of fractions."),
     dose_per_fraction_gy: float | None = typer.Option(None, "--dose-per-fraction-gy", help="Regimen: Gy/fraction."),
+    adapted: Path | None = typer.Option(None, "--adapted", help="Hand off the adapted records of `radiogenomics "
+                                                                "adapt` (.json/.csv; needs --cohort): objectives "
+                                                                "and map for the remaining fractions."),
 ) -> None:
     """Write prescription.json, objectives.json and (with PET) dose_prescription.nii.gz/.dcm per patient."""
     from radiogenomics.cli.console import out as console
     from radiogenomics.outputs import output_file
     from radiogenomics.planning.handoff import handoff as run_handoff
+    from radiogenomics.planning.handoff import handoff_adapted
 
+    if adapted is not None:
+        given = [name for name, value in (("--model", model), ("--features", features), ("--api-url", api_url),
+                                          ("--site", site), ("--target-gard", target_gard),
+                                          ("--n-fractions", n_fractions),
+                                          ("--dose-per-fraction-gy", dose_per_fraction_gy)) if value is not None]
+        if given:
+            raise InputError(f"--adapted takes the records as adapt wrote them: {', '.join(given)} cannot be used "
+                             "with it", fix="leave them out (the model and regimen are in the adapted records)")
+        if cohort is None or not cohort.is_dir():
+            raise InputError("--adapted needs --cohort, the cohort folder the records were adapted from",
+                             fix="add --cohort COHORT (planning and mid-treatment PET, structures)")
+        output_file(out.resolve() / "handoff.json", "hand-off folder")
+        _show(handoff_adapted(adapted, out, cohort=cohort, patients=_patients(patients)), console)
+        return
+    if model is None or features is None:
+        raise InputError("handoff needs --model and --features (or --adapted with --cohort)",
+                         fix="e.g. --model models:/radiogenomics-prescriber@champion --features features.parquet")
     if not features.is_file():
         raise InputError(f"feature table {features} does not exist", file=str(features),
                          fix="give the Parquet table written by `radiogenomics extract`")
@@ -80,6 +104,10 @@ def handoff(
     result = run_handoff(model, features, out, patients=_patients(patients), cohort=cohort, api_url=api_url,
                          token=token, n_fractions=n_fractions, dose_per_fraction_gy=dose_per_fraction_gy,
                          target_gard=target_gard, site=site)
+    _show(result, console)
+
+
+def _show(result: Any, console: Any) -> None:
     console.print(summary_table(result))
     typer.echo(f"{len(result.patients)} patient(s) from {result.model_uri} (version {result.model_version}, "
                f"{result.source}) -> {result.out_dir}")

@@ -2,8 +2,10 @@
 
 For a baseline record (``radiogenomics predict``) of a patient imaged at ``fraction_K``:
 
-1. **delivered**: K fractions of the record's recommended regimen (or patients.csv ``delivered_*``:
-   :meth:`radiogenomics.cohort.Cohort.delivered_course`);
+1. **delivered**: K fractions of the patient's regimen (patients.csv ``total_dose_gy`` / ``n_fractions``; or its
+   ``delivered_*``; without either, of the record's recommended dose per fraction:
+   :meth:`radiogenomics.cohort.Cohort.delivered_course`); the baseline course's remaining n - K fractions share
+   the dose left to the recommended total;
 2. **response** (against the planning PET, the mid-treatment images resampled linearly onto the planning PET's grid
    when theirs differs, both read inside the planning target): FMISO uptake ratio to its reference tissue (TBR: the
    hand-off's reference, docs/serving.md "The dose map"), hypoxic fraction (share of target voxels with pO2 below
@@ -37,7 +39,7 @@ import SimpleITK as sitk
 
 from radiogenomics.errors import InputError
 from radiogenomics.planning.dose_map import PETImages, load_pet, tumour_biology
-from radiogenomics.radiobiology.adaptive import Adaptation, Course, adapt_course, course_eqd2, course_tcp
+from radiogenomics.radiobiology.adaptive import Adaptation, Course, adapt_course, course_eqd2, course_tcp, eqd2
 from radiogenomics.radiobiology.imaging_maps import clonogen_density_from_suv
 
 log = logging.getLogger(__name__)
@@ -179,6 +181,32 @@ def whole_course_oar(limits: Sequence[tuple[str, Any, Any, float]], reference_gy
     return checks
 
 
+def delivered_oar_eqd2(limits: Sequence[tuple[str, Any, Any, float]], reference_gy: float,
+                       delivered: Course) -> list[dict[str, Any]]:
+    """Per organ with a limit, the EQD2 (Gy) the delivered fractions gave it, per limit kind (``max_dose``,
+    ``mean_dose``, ``geud`` at the endpoint's ``a``): the organ's dose bins scaled to the delivered course
+    (Withers 1983). The hand-off of the adapted course subtracts them from the limits."""
+    from radiogenomics.radiobiology.ntcp import geud, ntcp_parameters
+    from radiogenomics.radiobiology.rails import organ_key
+
+    rows = []
+    for name, dvh, limit, ab in limits:
+        share = np.asarray(dvh.dose_gy, dtype=np.float64) / reference_gy
+        volume = np.asarray(dvh.volume_cc, dtype=np.float64)
+        if volume.sum() <= 0:
+            continue
+        eq = np.asarray(eqd2(share * delivered.total_gy, delivered.n_fractions, ab))
+        row: dict[str, Any] = {"structure": name, "organ": organ_key(name), "alpha_beta_gy": ab,
+                               "max_dose": float(eqd2(dvh.max_dose_gy / reference_gy * delivered.total_gy,
+                                                      delivered.n_fractions, ab)),
+                               "mean_dose": float((eq * volume).sum() / volume.sum())}
+        if limit.endpoint is not None:
+            a = 1.0 / ntcp_parameters(limit.endpoint).n
+            row["geud"], row["geud_a"] = float(geud(eq, volume, a)), a
+        rows.append(row)
+    return rows
+
+
 def adapt_record(record: Mapping[str, Any], cohort: Any, timepoint: str, *, rails: Any,
                  oar_dvh: Mapping[str, Any] | None = None, fmiso_reference_suv: float | None = None,
                  target_name: str = "GTV") -> dict[str, Any]:
@@ -265,7 +293,9 @@ def adapt_record(record: Mapping[str, Any], cohort: Any, timepoint: str, *, rail
         "adaptation": {"method": "keep the baseline course's projected TCP (docs/adaptive.md)",
                        "tcp_target": None if adaptation is None else adaptation.tcp_target,
                        "bound": None if adaptation is None else adaptation.bound,
-                       "delivered_source": given.source, "whole_course_oar_checks": checks, "notes": notes},
+                       "delivered_source": given.source, "whole_course_oar_checks": checks,
+                       "delivered_oar_eqd2": delivered_oar_eqd2(limits, reference_gy, delivered) if limits else [],
+                       "notes": notes},
         "flags": _ordered(flags),
     })
     return out

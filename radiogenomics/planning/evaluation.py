@@ -20,7 +20,10 @@ file with their own DVH code and find the same numbers:
   (``uniform_reference``), each with its range over the record's RSI interval (alpha from RSI, Scott et al. 2017);
 - **ntcp**: LKB NTCP per endpoint and structure from the planned OAR doses, converted to EQD2 per voxel at the
   organ's alpha/beta (Burman 1991 / QUANTEC parameters, radiobiology/data/ntcp_parameters.yaml);
-- **optimizer**: name, version, iterations, whether it converged (``plan_not_converged`` otherwise).
+- **optimizer**: name, version, iterations, whether it converged (``plan_not_converged`` otherwise);
+- **adapted_course** (an adapted record, contract section 8): what was delivered; the plan covers the remaining
+  fractions, the site's maximum voxel dose counts the delivered dose, the TCP is the whole course's and the uniform
+  reference is the baseline course continued without adaptation.
 """
 
 from __future__ import annotations
@@ -184,8 +187,9 @@ def ntcp_rows(problem: PlanProblem, dose_gy: np.ndarray, n_fractions: int,
 
 
 def rail_rows(problem: PlanProblem, dose_gy: np.ndarray, n_fractions: int, site: str | None,
-              rails: Any, alpha_beta: Mapping[str, float]) -> list[dict[str, Any]]:
-    """Every rail limit on the planned dose: the OARs' (as converted in objectives.json) and the site's."""
+              rails: Any, alpha_beta: Mapping[str, float], delivered_gy: float = 0.0) -> list[dict[str, Any]]:
+    """Every rail limit on the planned dose: the OARs' (as converted in objectives.json: for an adapted course
+    what the delivered fractions left) and the site's (an adapted course: ``delivered_gy`` + the planned maximum)."""
     from radiogenomics.radiobiology.ntcp import ntcp_for_endpoint
 
     rows: list[dict[str, Any]] = []
@@ -217,11 +221,12 @@ def rail_rows(problem: PlanProblem, dose_gy: np.ndarray, n_fractions: int, site:
         bounds = rails.site(site)
         body = next((s for s in problem.structures if s.role == "external"), None)
         mask = body.mask if body is not None else np.ones(dose_gy.shape, dtype=bool)
-        achieved = float(np.asarray(dose_gy)[mask].max())
+        achieved = float(np.asarray(dose_gy)[mask].max()) + delivered_gy
         rows.append({"structure": body.name if body is not None else "(all voxels)", "metric": "max_gy",
                      "limit_gy": bounds.max_voxel_dose_gy, "achieved": achieved,
                      "met": _within(achieved, bounds.max_voxel_dose_gy, "upper"), "hard": True,
-                     "source": f"site {site} max_voxel_dose_gy ({bounds.source})"})
+                     "source": f"site {site} max_voxel_dose_gy ({bounds.source})"
+                               + (f"; the {delivered_gy:.4g} Gy delivered included" if delivered_gy else "")})
     return rows
 
 
@@ -253,7 +258,11 @@ def evaluate_plan(problem: PlanProblem, plan: OptimizedPlan, *, record: Mapping[
                   for s in problem.structures for spec in s.objectives]
     alpha_beta = {s.name: s.alpha_per_gy / s.beta_per_gy2 for s in problem.structures
                   if s.role == "oar" and s.beta_per_gy2 > 0}
-    rails_rows = rail_rows(problem, dose, n, site, rails, alpha_beta)
+    from radiogenomics.planning.remaining import is_adapted
+
+    adapted = is_adapted(record)
+    delivered_gy = float(record["delivered_dose_gy"]) if adapted else 0.0
+    rails_rows = rail_rows(problem, dose, n, site, rails, alpha_beta, delivered_gy)
     violations = [_violation(r) for r in rails_rows if not r["met"]]
     if any(v["hard"] for v in violations):
         flags.append("plan_violates_rail")
@@ -286,6 +295,17 @@ def evaluate_plan(problem: PlanProblem, plan: OptimizedPlan, *, record: Mapping[
                                                                                 biology, un)}
         else:
             tcp["uniform_reference"] = None
+    course: dict[str, Any] | None = None
+    if adapted:
+        course = {"timepoint": record["timepoint"], "delivered_n_fractions": int(record["delivered_n_fractions"]),
+                  "delivered_dose_gy": delivered_gy, "remaining_n_fractions": n,
+                  "adapted_total_dose_gy": float(record["adapted_total_dose_gy"]),
+                  "baseline_total_dose_gy": record.get("baseline_total_dose_gy")}
+        all_notes.append(f"adapted course at {record['timepoint']}: the plan covers the remaining {n} fraction(s); "
+                         "TCP is the whole course's (the clonogens surviving the delivered fractions, the "
+                         "mid-treatment pO2); NTCP is the remaining fractions' (the whole-course OAR sum is the "
+                         "adapted record's adaptation.whole_course_oar_checks); the uniform reference is the "
+                         "baseline course continued")
     ntcp = ntcp_rows(problem, dose, n, alpha_beta)
     uniform_ntcp = ntcp_rows(problem, uniform.dose_gy, int(uniform_regimen["n_fractions"]), alpha_beta) \
         if uniform is not None and uniform_regimen is not None else []
@@ -298,6 +318,7 @@ def evaluate_plan(problem: PlanProblem, plan: OptimizedPlan, *, record: Mapping[
             "regimen": {"n_fractions": n, "dose_per_fraction_gy": problem.dose_per_fraction_gy,
                         "total_dose_gy": n * problem.dose_per_fraction_gy, "source": "prescription record"},
             "painting": "dose_map" if problem.dose_map_gy is not None else "uniform",
+            **({"adapted_course": course} if course is not None else {}),
             "structures": structures, "objectives": objectives, "rails": rails_rows, "violations": violations,
             "tcp": tcp, "ntcp": ntcp,
             "uniform_reference": uniform.summary() if uniform is not None else None,

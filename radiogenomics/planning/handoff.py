@@ -13,6 +13,10 @@ Every file is written atomically (a staging folder in ``DIR``, then ``os.replace
 earlier run that this run does not produce (a map the patient no longer gets) are removed. A patient that
 fails (not in the table, bad input, no safe dose, unreadable images) is listed in ``DIR/failures.csv``
 (``patient_id, reason``) and the others complete. ``DIR/handoff.json`` summarises the run.
+
+:func:`handoff_adapted` hands off the adapted records of ``radiogenomics adapt`` (contract section 8) instead:
+``prescription.json`` is the adapted record, ``objectives.json`` covers the remaining fractions (OAR limits are what
+the delivered fractions left: :mod:`.remaining`) and the map is repainted from the mid-treatment PET.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ FAILURES_FILE = "failures.csv"
 MANIFEST_FILE = "handoff.json"
 #: A patient id is a folder name: pseudonymous characters only (the REST API's rule), never ``..``.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
+UNSAFE_ID = "the patient id is not pseudonymous ([A-Za-z0-9._-], at most 64): it names a folder of the hand-off"
 
 
 @dataclass
@@ -103,8 +108,7 @@ def _select(table: pd.DataFrame, patients: Sequence[str] | None) -> tuple[pd.Dat
     failures = []
     for pid in wanted:
         if not _SAFE_ID.match(pid):
-            failures.append((pid, "the patient id is not pseudonymous ([A-Za-z0-9._-], at most 64): it names a "
-                                  "folder of the hand-off"))
+            failures.append((pid, UNSAFE_ID))
         elif pid not in set(ids):
             failures.append((pid, "not in the feature table"))
     bad = {p for p, _ in failures}
@@ -161,9 +165,31 @@ class _Writer:
         self.out_dir, self.cohort = out_dir, cohort
         self.oars, self.target_name, self.fmiso_reference_suv = oars, target_name, fmiso_reference_suv
 
+    def _map(self, record: Mapping[str, Any], pid: str, site: str, notes: list[str]) -> PrescriptionMap | None:
+        """The record's dose map on the patient's PET (an adapted record's repainted for the remaining fractions);
+        None, with the reason in ``notes``, when the patient has no PET."""
+        from radiogenomics.planning.remaining import is_adapted, remaining_biology, remaining_prescription_map
+
+        if is_adapted(record):
+            biology = remaining_biology(record, self.cohort, target_name=self.target_name,
+                                        fmiso_reference_suv=self.fmiso_reference_suv)
+            if biology is None:
+                notes.append("no planning PET: no dose-prescription map")
+                return None
+            return remaining_prescription_map(record, biology, site=site)
+        pet, reason = load_pet(self.cohort, pid, self.target_name)
+        if pet is None:
+            notes.append(reason)
+            return None
+        return prescription_map(dict(record), pet, site=site, fmiso_reference_suv=self.fmiso_reference_suv)
+
     def write(self, record: Mapping[str, Any]) -> PatientHandoff:
+        from radiogenomics.planning.remaining import delivered_dose, is_adapted, remaining_view
+
         pid = str(record["patient_id"])
         site = str(record["site"])  # the site whose rails the record passed (check_record: always there)
+        adapted = is_adapted(record)
+        course = remaining_view(record) if adapted else record  # what the objectives and the map cover
         structures = None
         if self.cohort is not None and pid in self.cohort.patient_ids:
             structures = patient_structures(self.cohort, pid) or None  # none: the site's template, said in notes
@@ -174,17 +200,14 @@ class _Writer:
         elif pid not in self.cohort.patient_ids:
             notes.append("not in the cohort: no dose-prescription map")
         else:
-            pet, reason = load_pet(self.cohort, pid, self.target_name)
-            if pet is None:
-                notes.append(reason)
-            else:
-                dose_map = prescription_map(dict(record), pet, site=site,
-                                            fmiso_reference_suv=self.fmiso_reference_suv)
+            dose_map = self._map(record, pid, site, notes)
+            if dose_map is not None:
                 notes.extend(dose_map.notes)
         map_stats = None if dose_map is None else {"file": MAP_FILES[0], "min_gy": dose_map.min_dose_gy,
                                                    "max_gy": dose_map.max_dose_gy}
-        objectives = build_objectives(record, site=site, oars=self.oars, target_name=self.target_name,
-                                      structures=structures, dose_map=map_stats)
+        objectives = build_objectives(course, site=site, oars=self.oars, target_name=self.target_name,
+                                      structures=structures, dose_map=map_stats,
+                                      delivered=delivered_dose(record) if adapted else None)
         validate_objectives(objectives)
         notes = list(objectives["notes"]) + notes
         staging = Path(tempfile.mkdtemp(prefix=f".{pid}.", suffix=".tmp", dir=self.out_dir))
@@ -193,12 +216,12 @@ class _Writer:
             _publish(staging, self.out_dir / pid, written)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        d = float(record["recommended_dose_per_fraction_gy"])
+        d = float(course["recommended_dose_per_fraction_gy"])
         return PatientHandoff(
             patient_id=pid, files=[f"{pid}/{name}" for name in written], alpha_per_gy=float(record["alpha_per_gy"]),
-            recommended_total_dose_gy=float(record["recommended_total_dose_gy"]),
-            recommended_n_fractions=float(record["recommended_n_fractions"]),
-            recommended_dose_per_fraction_gy=float(record["recommended_dose_per_fraction_gy"]),
+            recommended_total_dose_gy=float(course["recommended_total_dose_gy"]),
+            recommended_n_fractions=float(course["recommended_n_fractions"]),
+            recommended_dose_per_fraction_gy=d,
             effect_per_fraction=float(record["alpha_per_gy"]) * d + float(record["beta_per_gy2"]) * d**2,
             n_oars=len(objectives["structures"]) - 1,
             flags=list(objectives["flags"]), notes=notes,
@@ -232,7 +255,6 @@ def handoff(model_uri: str, features: Path, out_dir: Path, *, patients: Sequence
     ``clinical.site`` (rails, default OARs); ``oars`` overrides the patient's OAR ROIs in the cohort (default) or
     the site's list. InputError when nothing could be written (after writing ``failures.csv``).
     """
-    from radiogenomics.features.cache import atomic_write_bytes
     from radiogenomics.features.schema import read_feature_table
 
     out_dir = Path(out_dir)
@@ -277,6 +299,15 @@ def handoff(model_uri: str, features: Path, out_dir: Path, *, patients: Sequence
         source = "none"
     writer = _Writer(out_dir, cohort=loaded_cohort, oars=oars, target_name=target_name,
                      fmiso_reference_suv=fmiso_reference_suv)
+    return _write_all(writer, records, failures, source, model_uri)
+
+
+def _write_all(writer: _Writer, records: Sequence[Mapping[str, Any]], failures: list[tuple[str, str]], source: str,
+               model_uri: str) -> HandoffResult:
+    """Every record's folder (a failing patient is listed and skipped), failures.csv and handoff.json."""
+    from radiogenomics.features.cache import atomic_write_bytes
+
+    out_dir = writer.out_dir
     written: list[PatientHandoff] = []
     rails = load_rails()
     for record in records:
@@ -312,3 +343,78 @@ def _check_model(records: Sequence[Mapping[str, Any]], model_uri: str) -> None:
     if served != {match.group(1)}:
         raise InputError(f"the API serves {', '.join(sorted(served))}, not {match.group(1)} of {model_uri}",
                          fix="point --api-url at a server of that model or change --model")
+
+
+def read_adapted(path: Path) -> list[dict[str, Any]]:
+    """The records of ``radiogenomics adapt``'s output: JSON ``{"records": [...]}`` or CSV (nested fields as JSON
+    strings). InputError naming the file when it is neither, or holds no adapted record."""
+    import json
+
+    from radiogenomics.planning.remaining import ADAPTED_KEYS
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"adapted records {path} do not exist", file=str(path),
+                         fix="give the .json or .csv written by `radiogenomics adapt`")
+    try:
+        if path.suffix == ".json":
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            records = doc.get("records") if isinstance(doc, dict) else None
+        elif path.suffix == ".csv":
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+            records = [{k: _cell(v) for k, v in row.items()} for row in frame.to_dict("records")]
+        else:
+            raise InputError(f"adapted records must be .json or .csv, got {path.name}", file=str(path),
+                             fix="give the file written by `radiogenomics adapt`")
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
+        raise InputError(f"cannot read the adapted records ({' '.join(str(exc).split())[:200]})", file=str(path),
+                         fix="give the file written by `radiogenomics adapt`") from exc
+    if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
+        raise InputError("the file holds no records", file=str(path), fix='give {"records": [...]} from adapt')
+    missing = sorted({k for r in records for k in ADAPTED_KEYS if r.get(k) is None})
+    if missing:
+        raise InputError(f"not adapted records: {', '.join(missing)} missing", file=str(path),
+                         fix="write them with `radiogenomics adapt` (prescriptions go through --model/--features)")
+    return records
+
+
+def _cell(text: str) -> Any:
+    """A CSV cell of adapt's output: JSON for nested fields and numbers, text otherwise, '' -> None."""
+    import json
+
+    if text == "":
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def handoff_adapted(adapted: Path, out_dir: Path, *, cohort: Path, patients: Sequence[str] | None = None,
+                    target_name: str = "GTV", fmiso_reference_suv: float | None = None) -> HandoffResult:
+    """The hand-off folder of adapted records (module docstring): the remaining fractions' objectives and map.
+
+    ``cohort``: the cohort the records were adapted from (planning and mid-treatment PET, structures).
+    """
+    from radiogenomics.cohort.loader import load_cohort
+
+    records = read_adapted(adapted)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir} is a file", file=str(out_dir), fix="give a folder for --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failures: list[tuple[str, str]] = []
+    by_id = {str(r.get("patient_id")): r for r in records}
+    wanted = list(dict.fromkeys(str(p) for p in patients)) if patients is not None else list(by_id)
+    chosen = []
+    for pid in wanted:
+        if not _SAFE_ID.match(pid):
+            failures.append((pid, UNSAFE_ID))
+        elif pid not in by_id:
+            failures.append((pid, f"no adapted record in {Path(adapted).name}"))
+        else:
+            chosen.append(by_id[pid])
+    writer = _Writer(out_dir, cohort=load_cohort(cohort), oars=None, target_name=target_name,
+                     fmiso_reference_suv=fmiso_reference_suv)
+    uri = str(records[0].get("model_uri") or "")
+    return _write_all(writer, chosen, failures, f"adapted records {Path(adapted).name}", uri)

@@ -24,6 +24,13 @@ has are listed, and ``structure_source`` says where the list came from (``patien
   alpha/beta (Fowler 1989) - so no objective is ever looser than the rail. An OAR without a rail limit is
   listed with its alpha/beta, no objective and a note. An OAR name that is not an organ raises InputError.
 
+An **adapted course** (contract section 8; ``delivered``: :class:`DeliveredDose`) gets objectives for the
+remaining fractions only: the record's remaining regimen; each OAR limit becomes what the delivered fractions left
+of it, ``B = L - EQD2_delivered`` (EQD2 adds, Withers 1983; for the maximum and gEUD this is conservative,
+Minkowski's inequality: the whole course's max/gEUD is at most the sum of the parts'), converted to the remaining
+fractions as above; the target's hotspot cap is the site's ``max_voxel_dose_gy`` minus the target dose delivered;
+``adaptive`` says what was delivered.
+
 The record's flags are copied into ``flags`` (population fallback, out of distribution ... still get
 objectives); ``notes`` explains what was left out. :func:`validate_objectives` checks a document against the
 JSON Schema ``planning/data/objectives.schema.json``.
@@ -34,6 +41,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -69,6 +77,28 @@ CONVENTIONS = {
 }
 
 
+@dataclass(frozen=True)
+class DeliveredDose:
+    """What an adapted course has delivered (contract section 8): objectives then cover the remaining fractions.
+
+    ``target_dose_gy``: the target's delivered total (Gy); ``oar_eqd2_gy``: per organ (:func:`organ_key` of the
+    structure) the delivered EQD2 (Gy) of each limit kind (``max_dose``, ``mean_dose``, ``geud``), from the
+    organ's planned dose scaled to the delivered fractions; an organ or kind not listed is taken as having received
+    ``pro_rata`` of its limit (the delivered share of the course, the plan's own pace), said in its notes.
+    """
+
+    timepoint: str
+    n_fractions: int
+    target_dose_gy: float
+    pro_rata: float
+    oar_eqd2_gy: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    summary: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: A limit the delivered fractions have used up leaves this much (the schema's doses are > 0): nothing more.
+SPENT_LIMIT_GY = 0.01
+
+
 def _number(record: Mapping[str, Any], key: str) -> float:
     value = record.get(key)
     pid = str(record.get("patient_id") or "") or None
@@ -79,14 +109,31 @@ def _number(record: Mapping[str, Any], key: str) -> float:
     return float(value)
 
 
-def _oar_objectives(limit: OARLimit, n_fractions: float, tissue: Tissue) -> tuple[list[dict[str, Any]], list[str]]:
-    """Objectives for one OAR from its rails row, and notes (what the objectives cannot express)."""
+def _oar_objectives(limit: OARLimit, n_fractions: float, tissue: Tissue, organ: str | None = None,
+                    delivered: DeliveredDose | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Objectives for one OAR from its rails row, and notes (what the objectives cannot express). With
+    ``delivered``: the limit left after the delivered fractions (module docstring)."""
     objectives: list[dict[str, Any]] = []
     notes: list[str] = []
+    given = (delivered.oar_eqd2_gy.get(organ or "") or {}) if delivered is not None else {}
 
     def add(kind: str, rail_gy: float, **extra: Any) -> None:
-        objectives.append({"type": kind, "dose_gy": scaled_limit_gy(rail_gy, n_fractions, tissue.alpha_beta_gy),
-                           **extra, "priority": PRIORITY[kind], "rail_dose_gy": rail_gy, "source": limit.source})
+        budget, spent = rail_gy, {}
+        if delivered is not None:
+            used = given.get(kind)
+            if used is None:
+                used = delivered.pro_rata * rail_gy
+                notes.append(f"{kind}: the delivered dose is unknown (no DVH); taken as {delivered.pro_rata:.0%} of "
+                             "the limit, the delivered share of the course")
+            budget = rail_gy - float(used)
+            spent = {"delivered_eqd2_gy": float(used), "remaining_rail_eqd2_gy": max(budget, 0.0)}
+            if budget <= SPENT_LIMIT_GY:
+                notes.append(f"{kind}: the delivered fractions used up the limit ({float(used):.4g} of "
+                             f"{rail_gy:.4g} Gy EQD2): no more dose ({SPENT_LIMIT_GY} Gy)")
+        dose = SPENT_LIMIT_GY if budget <= SPENT_LIMIT_GY else max(
+            scaled_limit_gy(budget, n_fractions, tissue.alpha_beta_gy), SPENT_LIMIT_GY)
+        objectives.append({"type": kind, "dose_gy": dose, **extra, "priority": PRIORITY[kind],
+                           "rail_dose_gy": rail_gy, **spent, "source": limit.source})
 
     if limit.max_dose_gy is not None:
         add("max_dose", limit.max_dose_gy)
@@ -106,7 +153,8 @@ def _oar_objectives(limit: OARLimit, n_fractions: float, tissue: Tissue) -> tupl
 
 
 def _oar_structure(name: str, n_fractions: float, rails: Rails, tissues: TissueTable,
-                   patient_id: str | None, role: str | None = None, interpreted_type: str = "") -> dict[str, Any]:
+                   patient_id: str | None, role: str | None = None, interpreted_type: str = "",
+                   delivered: DeliveredDose | None = None) -> dict[str, Any]:
     """One OAR entry; ``name`` as the patient's files spell it, ``role`` its TG-263 role (default: ``name``)."""
     role = role or name
     try:
@@ -127,7 +175,9 @@ def _oar_structure(name: str, n_fractions: float, rails: Rails, tissues: TissueT
         entry["notes"] = [f"{match.canonical}: no limit in the safety rails, so no objective (alpha/beta given for "
                           "the optimizer's biological evaluation)"]
         return entry
-    objectives, notes = _oar_objectives(limit, n_fractions, tissue)
+    from radiogenomics.radiobiology.rails import organ_key
+
+    objectives, notes = _oar_objectives(limit, n_fractions, tissue, organ_key(role), delivered)
     entry["objectives"] = objectives
     if notes:
         entry["notes"] = notes
@@ -135,7 +185,8 @@ def _oar_structure(name: str, n_fractions: float, rails: Rails, tissues: TissueT
 
 
 def _target_structure(record: Mapping[str, Any], target: Resolved, site: str | None, rails: Rails,
-                      total_gy: float, d_gy: float, dose_map: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                      total_gy: float, d_gy: float, dose_map: Mapping[str, Any] | None = None,
+                      delivered_gy: float = 0.0) -> dict[str, Any]:
     alpha = _number(record, "alpha_per_gy")
     beta = record.get("beta_per_gy2")
     if isinstance(beta, bool) or not isinstance(beta, int | float) or not math.isfinite(beta) or beta < 0:
@@ -152,9 +203,10 @@ def _target_structure(record: Mapping[str, Any], target: Resolved, site: str | N
         coverage = COVERAGE_DOSE_FRACTION * float(dose_map["min_gy"])
         coverage_source = "ICRU 50/62: D95 >= 95 % of the dose-prescription map's minimum"
     if site is not None:
-        cap = rails.site(site).max_voxel_dose_gy
+        cap = rails.site(site).max_voxel_dose_gy - delivered_gy
         if cap < hotspot:
-            hotspot, hotspot_source = cap, f"site {site} max_voxel_dose_gy rail ({rails.site(site).source})"
+            hotspot, hotspot_source = cap, f"site {site} max_voxel_dose_gy rail ({rails.site(site).source})" + (
+                f" less the {delivered_gy:.4g} Gy delivered" if delivered_gy else "")
             hotspot_priority = PRIORITY["max_dose"]  # a hard rail: as strong as a serial organ's limit
     effect: dict[str, Any] = {
         "type": "target_effect", "effect_per_fraction": alpha * d_gy + float(beta) * d_gy**2,
@@ -207,7 +259,8 @@ def _pick_target(structures: Sequence[Resolved], target_name: str) -> tuple[Reso
 def build_objectives(record: Mapping[str, Any], *, site: str | None = None, oars: Sequence[str] | None = None,
                      target_name: str = "GTV", rails: Rails | None = None, tissues: TissueTable | None = None,
                      structures: Sequence[Resolved] | None = None,
-                     dose_map: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                     dose_map: Mapping[str, Any] | None = None,
+                     delivered: DeliveredDose | None = None) -> dict[str, Any]:
     """The ``radiogenomics-objectives/1`` document of one prescription record (see the module docstring).
 
     ``dose_map`` ({``file``, ``min_gy``, ``max_gy``}: the voxel dose-prescription map beside the objectives file):
@@ -222,7 +275,9 @@ def build_objectives(record: Mapping[str, Any], *, site: str | None = None, oars
     ``oars``: OAR structure names as the patient's structure set spells them (TG-263 or an alias); they replace
     the OARs of ``structures``. Without either, the site's template list of the tissue table (none without a
     site; ``notes`` says it is a template). ``site`` also caps the target hotspot by its ``max_voxel_dose_gy``
-    rail. InputError for a record without a safe dose, an unknown OAR name, or a target name that names an organ.
+    rail. ``delivered``: an adapted course; the record's ``recommended_*`` must then be the remaining fractions'
+    (:func:`radiogenomics.planning.remaining.remaining_view`) and the limits are what is left (module docstring).
+    InputError for a record without a safe dose, an unknown OAR name, or a target name that names an organ.
     """
     rails = rails or load_rails()
     tissues = tissues or load_tissues()
@@ -262,7 +317,8 @@ def build_objectives(record: Mapping[str, Any], *, site: str | None = None, oars
         else:
             notes.append("no organs at risk: give the site or the OAR names")
     seen = {target.structure}
-    entries = [_target_structure(record, target, site, rails, total, d, dose_map)]
+    entries = [_target_structure(record, target, site, rails, total, d, dose_map,
+                                 delivered.target_dose_gy if delivered is not None else 0.0)]
     if dose_map is not None:
         notes.append(f"dose painting by numbers: the target's dose_map objective ({dose_map['file']}) leads; the "
                      "uniform target_effect stays at priority 1")
@@ -271,18 +327,25 @@ def build_objectives(record: Mapping[str, Any], *, site: str | None = None, oars
             continue
         seen.add(oar.structure)
         entries.append(_oar_structure(oar.structure, n, rails, tissues, pid, role=oar.role,
-                                      interpreted_type=oar.interpreted_type))
+                                      interpreted_type=oar.interpreted_type, delivered=delivered))
     alpha_beta = entries[0]["alpha_beta_gy"]
     if not math.isfinite(alpha_beta):
         del entries[0]["alpha_beta_gy"]
     flags = [str(f) for f in record.get("flags") or []]
     if flags:
         notes.append(f"the record is flagged {', '.join(flags)}: review before planning")
+    extra: dict[str, Any] = {}
+    if delivered is not None:
+        extra["adaptive"] = {"timepoint": delivered.timepoint, "delivered_n_fractions": delivered.n_fractions,
+                             "delivered_dose_gy": delivered.target_dose_gy, **dict(delivered.summary)}
+        notes.append(f"adapted course at {delivered.timepoint}: these objectives are for the remaining "
+                     f"{int(round(n))} fraction(s) after {delivered.n_fractions} delivered "
+                     f"({delivered.target_dose_gy:.4g} Gy); OAR limits are what the delivered fractions left (EQD2)")
     return {"format": FORMAT, "patient_id": pid, "model_uri": str(record.get("model_uri") or ""),
             "model_version": str(record.get("model_version") or ""),
             "input_sha256": str(record.get("input_sha256") or ""), "n_fractions": int(round(n)),
             "dose_per_fraction_gy": d, "total_dose_gy": total, "site": site, "flags": flags, "notes": notes,
-            "conventions": dict(CONVENTIONS), "structure_source": source, "structures": entries}
+            "conventions": dict(CONVENTIONS), "structure_source": source, "structures": entries, **extra}
 
 
 @lru_cache(maxsize=1)

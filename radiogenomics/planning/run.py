@@ -151,7 +151,8 @@ def _structures(objectives: Mapping[str, Any], anatomy: Anatomy) -> list[PlanStr
 def _biology(cohort: Any, record: Mapping[str, Any], target_role: str, ct: sitk.Image, mask: np.ndarray,
              fmiso_reference_suv: float | None) -> Biology:
     """TCP inputs over the target's CT voxels: FDG clonogens and FMISO pO2 resampled from the PET grid."""
-    from radiogenomics.planning.dose_map import load_pet, tumour_biology
+    from radiogenomics.planning.dose_map import TumourBiology, load_pet, tumour_biology
+    from radiogenomics.planning.remaining import is_adapted, remaining_biology
     from radiogenomics.radiobiology.gard import alpha_from_rsi
     from radiogenomics.radiobiology.tcp import CLONOGEN_DENSITY_PER_CC
 
@@ -164,11 +165,16 @@ def _biology(cohort: Any, record: Mapping[str, Any], target_role: str, ct: sitk.
         if all(math.isfinite(v) and v > 0 for v in values):
             alpha_range = (min(values), max(values))
     ct_cc = float(np.prod(ct.GetSpacing())) / 1000.0
-    pet, reason = load_pet(cohort, pid, target_role)
-    if pet is None:
+    if is_adapted(record):  # the remaining fractions: surviving clonogens, mid-treatment pO2
+        remaining = remaining_biology(record, cohort, target_name=target_role, fmiso_reference_suv=fmiso_reference_suv)
+        pet, reason = (remaining.pet, "") if remaining is not None else (None, "no planning PET")
+        bio = TumourBiology(remaining.clonogens, remaining.po2_mmhg, list(remaining.notes)) if remaining else None
+    else:
+        pet, reason = load_pet(cohort, pid, target_role)
+        bio = None if pet is None else tumour_biology(pet, patient_id=pid, fmiso_reference_suv=fmiso_reference_suv)
+    if pet is None or bio is None:
         return Biology(np.full(int(mask.sum()), CLONOGEN_DENSITY_PER_CC * ct_cc), None, alpha, beta, alpha_range,
                        (reason, f"uniform clonogen density {CLONOGEN_DENSITY_PER_CC:g}/cc (Webb & Nahum 1993), oxic"))
-    bio = tumour_biology(pet, patient_id=pid, fmiso_reference_suv=fmiso_reference_suv)
     pet_cc = float(np.prod(pet.reference.GetSpacing())) / 1000.0
 
     def on_ct(array: np.ndarray) -> np.ndarray:
@@ -185,19 +191,33 @@ def _biology(cohort: Any, record: Mapping[str, Any], target_role: str, ct: sitk.
 
 def _standard_objectives(objectives: Mapping[str, Any], record: Mapping[str, Any], site: str,
                          anatomy_names: Sequence[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """objectives.json of the standard uniform plan (the site's standard regimen) and that regimen."""
+    """objectives.json of the standard uniform plan (the site's standard regimen; for an adapted record the
+    baseline course's remaining fractions, i.e. no adaptation) and that regimen."""
     from radiogenomics.planning.objectives import build_objectives
+    from radiogenomics.planning.remaining import delivered_dose, is_adapted
     from radiogenomics.radiobiology.rails import load_rails
 
     bounds = load_rails().site(site)
-    n = int(bounds.standard_n_fractions)
-    d = float(bounds.standard_total_dose_gy) / n
-    standard = {**dict(record), "recommended_total_dose_gy": float(bounds.standard_total_dose_gy),
-                "recommended_n_fractions": float(n), "recommended_dose_per_fraction_gy": d}
+    delivered = None
+    if is_adapted(record):  # the comparator: the baseline course continued without adaptation
+        delivered = delivered_dose(record)
+        n = int(round(float(record["recommended_n_fractions"]))) - delivered.n_fractions
+        total = float(record["recommended_total_dose_gy"]) - delivered.target_dose_gy
+        source = (f"the baseline course continued without adaptation: its remaining {n} fraction(s) after "
+                  f"{delivered.timepoint}")
+    else:
+        n = int(bounds.standard_n_fractions)
+        total = float(bounds.standard_total_dose_gy)
+        source = f"site {site} standard regimen ({bounds.standard_source})"
+    if n < 1 or total <= 0:
+        raise InputError(f"no fractions left in the baseline course ({n})", patient_id=str(record["patient_id"]))
+    d = total / n
+    standard = {**dict(record), "recommended_total_dose_gy": total, "recommended_n_fractions": float(n),
+                "recommended_dose_per_fraction_gy": d}
     document = build_objectives(standard, site=site, structures=list(anatomy_names),
-                                target_name=str(objectives["structures"][0].get("tg263_name") or "GTV"))
-    regimen = {"n_fractions": n, "dose_per_fraction_gy": d, "total_dose_gy": float(bounds.standard_total_dose_gy),
-               "source": f"site {site} standard regimen ({bounds.standard_source})"}
+                                target_name=str(objectives["structures"][0].get("tg263_name") or "GTV"),
+                                delivered=delivered)
+    regimen = {"n_fractions": n, "dose_per_fraction_gy": d, "total_dose_gy": total, "source": source}
     return document, regimen
 
 
@@ -370,6 +390,9 @@ def summary_rows(plans: Sequence[PatientPlan]) -> pd.DataFrame:
             "converged": e["optimizer"]["converged"], "seconds": e["optimizer"]["seconds"] + (
                 (e.get("uniform_reference") or {}).get("seconds") or 0.0),
             "flags": " ".join(e.get("flags", []))}
+        if e.get("adapted_course"):  # an adapted course: the reference is the baseline course continued
+            row["delivered_dose_gy"] = e["adapted_course"]["delivered_dose_gy"]
+            row["uniform_reference"] = uniform.get("source")
         for n in e.get("ntcp", []):
             key = f"ntcp_{n['endpoint']}"
             row[key] = max(row.get(key) or 0.0, n["ntcp"])
