@@ -43,7 +43,7 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 #: Operations that take input (a body or a path parameter) are also sent invalid input.
 WITH_INPUT = ["POST /v1/prescriptions", "POST /v1/dose-response", "POST /v1/objectives",
-              "POST /v1/prescriptions/images", "GET /v1/patients/{patient_id}"]
+              "POST /v1/prescriptions/images", "POST /v1/adaptations/images", "GET /v1/patients/{patient_id}"]
 OPERATIONS = ["GET /health", "GET /v1/model", "GET /v1/patients", *WITH_INPUT]
 CASES = [(o, GenerationMode.POSITIVE) for o in OPERATIONS] + [(o, GenerationMode.NEGATIVE) for o in WITH_INPUT]
 

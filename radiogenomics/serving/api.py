@@ -6,7 +6,7 @@ Layers, outermost first:
   ``WWW-Authenticate: Bearer``; a client over the failed-authentication limit gets 429 with ``Retry-After``,
   :mod:`radiogenomics.serving.auth_limit`: such requests are counted in memory and audited as one aggregated
   row per client per window, never one row each), then the body limit (413; streamed bytes are counted
-  whatever Content-Length says; the multipart route has the uploads' larger limit), and when the response
+  whatever Content-Length says; the multipart routes have the uploads' larger limit), and when the response
   starts one audit row per patient is written (one row with no patient when none is known); a response whose
   audit row cannot be written becomes a 503;
 * the routes, whose request models are strict (:mod:`radiogenomics.serving.schemas`). Unknown feature names
@@ -73,6 +73,10 @@ ENV_AUTH_PER_CLIENT, ENV_AUTH_TOTAL, ENV_AUTH_WINDOW = ("RADIOGENOMICS_SERVE_AUT
 UNAUTHORIZED = "missing or invalid bearer token"
 RATE_LIMITED = "too many requests without a valid bearer token; retry after the Retry-After seconds"
 IMAGES_PATH = "/v1/prescriptions/images"
+#: Adaptive re-prescription from uploaded planning and mid-treatment images (contract section 8).
+ADAPT_PATH = "/v1/adaptations/images"
+#: The multipart routes: the uploads' body limit.
+UPLOAD_PATHS = frozenset({IMAGES_PATH, ADAPT_PATH})
 #: The OpenAPI schema, behind the token like every /v1 path (no interactive docs: they load JavaScript from a CDN).
 OPENAPI_URL = "/v1/openapi.json"
 
@@ -453,7 +457,7 @@ def create_app(model_uri: str, *, tokens_file: Path, audit_db: Path, features: P
     upload_body_bytes = upload_limits.max_total_bytes + limits.multipart_overhead_bytes
 
     def limit_bytes(path: str) -> int:
-        return upload_body_bytes if path == IMAGES_PATH else limits.max_body_bytes
+        return upload_body_bytes if path in UPLOAD_PATHS else limits.max_body_bytes
 
     app.add_middleware(AuditGate, tokens=tokens, audit=audit, limit_bytes=limit_bytes, routes=app.router.routes,
                        auth_failures=failures)
@@ -536,11 +540,34 @@ def create_app(model_uri: str, *, tokens_file: Path, audit_db: Path, features: P
         objectives = build_objectives(records[0], site=site if isinstance(site, str) else loaded.prescriber.site)
         return {"record": records[0], "objectives": json_safe(objectives)}
 
-    @app.post(IMAGES_PATH, response_model=schemas.Records, tags=["prescriptions"],
-              responses={**_BODY_ERR, 415: {"model": ErrorResponse,
-                                            "description": "The body is not multipart/form-data."}},
-              dependencies=authorised,
-              form_limits={"max_files": upload_limits.max_files + 1, "max_fields": 32, "max_part_size": 4 << 20})
+    upload_responses: dict[int | str, dict[str, Any]] = {
+        **_BODY_ERR, 415: {"model": ErrorResponse, "description": "The body is not multipart/form-data."}}
+    form_limits: Any = {"max_files": upload_limits.max_files + 1, "max_fields": 32, "max_part_size": 4 << 20}
+
+    async def from_images(request: Request, *, patient_id: str, manifest: str, files: list[UploadFile],
+                          expression: str | None, clinical: str | None, n_fractions: int | None,
+                          dose_per_fraction_gy: float | None, target_gard: float | None,
+                          timepoint: str | None = None) -> dict[str, Any]:
+        """The multipart routes' shared path: uploads -> one-patient cohort -> the record (adapted at
+        ``timepoint`` when given), audited with the patient and the input hash."""
+        from radiogenomics.serving.uploads import UploadTooLarge, prescribe_images
+
+        loaded = model(request)
+        request.state.audit_patients = [(patient_id, None)]
+        regimen = {"n_fractions": None if n_fractions is None else float(n_fractions),
+                   "dose_per_fraction_gy": dose_per_fraction_gy, "target_gard": target_gard}
+        try:
+            records = await prescribe_images(loaded, patient_id=patient_id, manifest=manifest,
+                                             files=cast(list[Any], files), expression=expression,
+                                             clinical=clinical, regimen=regimen, workdir=work, cache_dir=None,
+                                             limits=upload_limits, timepoint=timepoint)
+        except UploadTooLarge as exc:
+            raise HTTPException(413, str(exc)) from exc
+        request.state.audit_patients = [(r["patient_id"], r["input_sha256"]) for r in records]
+        return {"records": [json_safe(r) for r in records]}
+
+    @app.post(IMAGES_PATH, response_model=schemas.Records, tags=["prescriptions"], responses=upload_responses,
+              dependencies=authorised, form_limits=form_limits)
     async def prescription_images(
         request: Request,
         patient_id: Annotated[str, Form(pattern=schemas.PATIENT_ID_PATTERN)],
@@ -553,21 +580,44 @@ def create_app(model_uri: str, *, tokens_file: Path, audit_db: Path, features: P
         target_gard: Annotated[float | None, Form(ge=0, le=200, allow_inf_nan=False)] = None,
     ) -> dict[str, Any]:
         """One patient's images and masks (+ optional expression) -> features with the model's schema -> record."""
-        from radiogenomics.serving.uploads import UploadTooLarge, prescribe_images
+        return await from_images(request, patient_id=patient_id, manifest=manifest, files=files,
+                                 expression=expression, clinical=clinical, n_fractions=n_fractions,
+                                 dose_per_fraction_gy=dose_per_fraction_gy, target_gard=target_gard)
 
-        loaded = model(request)
-        request.state.audit_patients = [(patient_id, None)]
-        regimen = {"n_fractions": None if n_fractions is None else float(n_fractions),
-                   "dose_per_fraction_gy": dose_per_fraction_gy, "target_gard": target_gard}
-        try:
-            records = await prescribe_images(loaded, patient_id=patient_id, manifest=manifest,
-                                             files=cast(list[Any], files), expression=expression,
-                                             clinical=clinical, regimen=regimen, workdir=work, cache_dir=None,
-                                             limits=upload_limits)
-        except UploadTooLarge as exc:
-            raise HTTPException(413, str(exc)) from exc
-        request.state.audit_patients = [(r["patient_id"], r["input_sha256"]) for r in records]
-        return {"records": [json_safe(r) for r in records]}
+    @app.post(ADAPT_PATH, response_model=schemas.AdaptedRecords, tags=["prescriptions"],
+              responses=upload_responses, dependencies=authorised, form_limits=form_limits)
+    async def adaptation_images(
+        request: Request,
+        patient_id: Annotated[str, Form(pattern=schemas.PATIENT_ID_PATTERN)],
+        timepoint: Annotated[str, Form(min_length=1, max_length=40, examples=["fraction_10"],
+                                       description="`fraction_K`: the mid-treatment imaging after K fractions")],
+        manifest: Annotated[str, Form(description="JSON: which file is which image and mask, each image's "
+                                                  "timepoint (docs/serving.md)")],
+        files: Annotated[list[UploadFile], File(description="NIfTI/NRRD/MHA images and masks, or zipped DICOM")],
+        expression: Annotated[str | None, Form(description="JSON object gene -> log2 expression")] = None,
+        clinical: Annotated[str | None, Form(description="JSON object of patients.csv columns (also "
+                                                         "delivered_n_fractions, delivered_dose_gy)")] = None,
+        n_fractions: Annotated[int | None, Form(ge=1, le=100)] = None,
+        dose_per_fraction_gy: Annotated[float | None, Form(gt=0, le=30, allow_inf_nan=False)] = None,
+        target_gard: Annotated[float | None, Form(ge=0, le=200, allow_inf_nan=False)] = None,
+    ) -> dict[str, Any]:
+        """Adaptive re-prescription (contract section 8): the baseline record from the planning images, as the
+        images endpoint gives it, then the rest of the course re-prescribed from the PET at ``timepoint``."""
+        from radiogenomics.cohort.schema import PLANNING, parse_timepoint
+
+        canonical = parse_timepoint(timepoint)
+        if canonical is None or canonical == PLANNING:
+            model(request)
+            request.state.audit_patients = [(patient_id, None)]
+            why = "is the baseline, not a mid-treatment timepoint" if canonical == PLANNING else \
+                "is not a timepoint"
+            _reject([_error(["body", "timepoint"], f"timepoint {timepoint[:40]!r} {why}: give fraction_K, the "
+                                                   "imaging after K delivered fractions (e.g. fraction_10), as the "
+                                                   "mid-treatment images' timepoint in manifest", "timepoint")])
+        return await from_images(request, patient_id=patient_id, manifest=manifest, files=files,
+                                 expression=expression, clinical=clinical, n_fractions=n_fractions,
+                                 dose_per_fraction_gy=dose_per_fraction_gy, target_gard=target_gard,
+                                 timepoint=canonical)
 
     @app.get("/v1/patients", response_model=schemas.PatientList, responses=_ERR, dependencies=authorised,
              tags=["patients"])

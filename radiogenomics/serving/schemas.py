@@ -195,6 +195,35 @@ class Records(BaseModel):
     records: list[Record]
 
 
+class AdaptedRecord(Record):
+    """An adapted record (contract section 8; docs/adaptive.md): the baseline record's fields plus the
+    re-prescription of the rest of the course from the mid-treatment imaging. Fields the adaptation adds later
+    are passed through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    timepoint: str = Field(description="`fraction_K`: imaging after K delivered fractions.")
+    delivered_n_fractions: int
+    delivered_dose_gy: float
+    remaining_n_fractions: int
+    remaining_dose_per_fraction_gy: float
+    adapted_total_dose_gy: float = Field(description="delivered_dose_gy + remaining_n_fractions x "
+                                                     "remaining_dose_per_fraction_gy, exactly.")
+    baseline_total_dose_gy: float = Field(description="The recommendation before adaptation.")
+    response: dict[str, Any] = Field(description="`baseline` and `mid_treatment` figures in the planning target "
+                                                 "(hypoxic_fraction, mean_po2_mmhg, fmiso_tbr_max, suv_max, "
+                                                 "suv_mean, mtv_cc, clonogens; gtv_volume_cc), `modalities`, "
+                                                 "`notes`; empty when the imaging could not be used.")
+    tcp_baseline: float | None
+    tcp_adapted: float | None
+    adaptation: dict[str, Any] = Field(description="`method`, `tcp_target`, `bound`, `delivered_source`, "
+                                                   "`whole_course_oar_checks`, `notes`.")
+
+
+class AdaptedRecords(BaseModel):
+    records: list[AdaptedRecord]
+
+
 class PatientList(BaseModel):
     patients: list[str]
 

@@ -1,4 +1,5 @@
-"""The form fields of ``POST /v1/prescriptions/images`` -> a one-patient cohort folder (format v1) -> a record.
+"""The form fields of ``POST /v1/prescriptions/images`` (and ``POST /v1/adaptations/images``) -> a one-patient
+cohort folder (format v1) -> a record (or an adapted record).
 
 The ``manifest`` form field (JSON) says what each uploaded file is; it maps onto images.csv rows::
 
@@ -6,7 +7,9 @@ The ``manifest`` form field (JSON) says what each uploaded file is; it maps onto
         {"modality": "CT", "image": "ct.nii.gz", "mask": "labels.nii.gz", "rois": {"GTV": 1, "parotid_l": 2}},
         {"modality": "PET_FDG", "image": "pet_fdg.nii.gz", "mask": "labels.nii.gz", "rois": {"GTV": 1}},
         {"modality": "CT", "image": "ct_series.zip", "mask": "ct_series.zip", "rois": ["GTV"]},
-        {"modality": "DOSE", "image": "dose.nii.gz"}],
+        {"modality": "DOSE", "image": "dose.nii.gz"},
+        {"modality": "PET_FMISO", "image": "pet_fmiso_fx10.nii.gz", "mask": "labels.nii.gz", "rois": {"GTV": 1},
+         "timepoint": "fraction_10"}],      # optional: imaging after 10 fractions (default: planning)
      "dvh": "dvh.csv",                      # optional: differential DVH bins (dvh.csv of the cohort format)
      "rsi_gene_map": {"CDK1": "PAK2"}}      # optional: as in cohort.yaml
 
@@ -14,6 +17,9 @@ The ``manifest`` form field (JSON) says what each uploaded file is; it maps onto
   CT/MR/PET series folder inside it (for ``DOSE``: its one RTDOSE file), as a mask for its one RTSTRUCT.
 * ``rois``: ROI name -> integer label of a label map, or a list of names (label 1; for an RTSTRUCT the
   structure names). ``DOSE`` entries have neither ``mask`` nor ``rois``.
+* ``timepoint`` (optional): ``planning`` (the default) or ``fraction_K``, as images.csv's ``timepoint`` column
+  (contract section 8). The baseline record reads the planning images only; ``POST /v1/adaptations/images``
+  re-prescribes from the PET at its ``timepoint`` (:func:`adapt_upload`). At least one entry is a planning image.
 * Every uploaded file must be named by the manifest, and every named file uploaded.
 
 ``expression`` is a JSON object gene -> normalised log2 value (finite number or null), ``clinical`` a JSON
@@ -23,12 +29,13 @@ InputError naming the file, row and fix, with the request folder's paths shown r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,13 +52,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MANIFEST_KEYS = ("images", "dvh", "rsi_gene_map")
-ENTRY_KEYS = ("modality", "image", "mask", "rois")
+ENTRY_KEYS = ("modality", "image", "mask", "rois", "timepoint")
 MAX_IMAGE_ENTRIES = 500
 MAX_GENES = 60_000
 #: patients.csv column names a request may set.
 COLUMN_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 #: Gene symbols, ROI names and text cells: printable, no control characters.
 TEXT_PATTERN = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
+#: Modalities the adaptation reads at a mid-treatment timepoint (radiogenomics.planning.adaptive).
+MID_TREATMENT_MODALITIES = ("PET_FDG", "PET_FMISO")
 #: One extraction at a time per server process: it is CPU- and memory-bound (scale with server workers).
 _EXTRACT_LOCK = threading.Lock()
 MANIFEST_FIX = ('send manifest as JSON like {"images": [{"modality": "CT", "image": "ct.nii.gz", "mask": '
@@ -60,12 +69,13 @@ MANIFEST_FIX = ('send manifest as JSON like {"images": [{"modality": "CT", "imag
 
 @dataclass(frozen=True)
 class ImageEntry:
-    """One manifest image: its modality, file names and (ROI, label) pairs."""
+    """One manifest image: its modality, file names, (ROI, label) pairs and timepoint (canonical)."""
 
     modality: str
     image: str
     mask: str | None
     rois: tuple[tuple[str, int], ...]
+    timepoint: str = schema.PLANNING
 
 
 @dataclass
@@ -105,6 +115,23 @@ class UploadRequest:
                              patient_id=self.patient_id, fix="name each uploaded file in manifest (images[].image, "
                                                              "images[].mask or dvh), or leave it out")
 
+    def check_timepoint(self, timepoint: str) -> None:
+        """InputError unless the manifest has a mid-treatment PET (FDG or FMISO) at ``timepoint`` (canonical
+        ``fraction_K``), the images the adaptation reads."""
+        at = [e for e in self.images if e.timepoint == timepoint]
+        pet = ' or '.join(MID_TREATMENT_MODALITIES)
+        fix = (f'add the mid-treatment {pet} to manifest.images with "timepoint": "{timepoint}" (and upload it), '
+               "or send the timepoint of the mid-treatment images you have")
+        if not at:
+            others = sorted({e.timepoint for e in self.images} - {schema.PLANNING}, key=schema.timepoint_sort_key)
+            found = f" (manifest.images has {', '.join(others)})" if others else " (every entry is a planning image)"
+            raise InputError(f"no image in manifest.images has timepoint {timepoint}{found}",
+                             patient_id=self.patient_id, fix=fix)
+        if not any(e.modality in MID_TREATMENT_MODALITIES for e in at):
+            kinds = ", ".join(sorted({e.modality for e in at}))
+            raise InputError(f"the images at timepoint {timepoint} are {kinds}: the adaptation reads a {pet} "
+                             "there", patient_id=self.patient_id, fix=fix)
+
 
 def _reject_constant(name: str) -> None:
     raise InputError(f"{name} is not a finite number", fix="send finite numbers; null where a value is unknown")
@@ -139,6 +166,18 @@ def _text(value: Any, where: str, fix: str) -> str:
     return value
 
 
+def parse_entry_timepoint(raw: Any, where: str) -> str:
+    """The canonical timepoint of a manifest entry (``planning`` when absent); InputError naming the field."""
+    if raw is None:
+        return schema.PLANNING
+    canonical = schema.parse_timepoint(raw) if isinstance(raw, str) else None
+    if canonical is None:
+        raise InputError(f"{where}.timepoint {json.dumps(raw)[:40]} is neither planning nor fraction_K (K >= 1)",
+                         fix='leave timepoint out for a planning image, or give "fraction_K" for imaging after K '
+                             'delivered fractions, e.g. "fraction_10"')
+    return canonical
+
+
 def parse_entry(raw: Any, index: int) -> ImageEntry:
     """One ``manifest.images[i]`` entry; InputError naming the field."""
     where = f"manifest.images[{index}]"
@@ -153,13 +192,14 @@ def parse_entry(raw: Any, index: int) -> ImageEntry:
         raise InputError(f"{where}.modality {json.dumps(modality)[:40]} is not one of {', '.join(schema.MODALITIES)}",
                          fix="use a modality of the cohort format (docs/cohort-format.md)")
     image = _text(raw.get("image"), f"{where}.image", "name an uploaded file")
+    timepoint = parse_entry_timepoint(raw.get("timepoint"), where)
     if modality == schema.DOSE_MODALITY:
         if raw.get("mask") is not None or raw.get("rois") is not None:
             raise InputError(f"{where} is a DOSE grid: it takes no mask or rois",
                              fix="leave mask and rois out of DOSE entries; the DVHs use the other entries' masks")
-        return ImageEntry(modality, image, None, ())
+        return ImageEntry(modality, image, None, (), timepoint)
     mask = _text(raw.get("mask"), f"{where}.mask", "name the uploaded label map or RTSTRUCT of this image")
-    return ImageEntry(modality, image, mask, parse_rois(raw.get("rois"), f"{where}.rois"))
+    return ImageEntry(modality, image, mask, parse_rois(raw.get("rois"), f"{where}.rois"), timepoint)
 
 
 def parse_rois(raw: Any, where: str) -> tuple[tuple[str, int], ...]:
@@ -204,7 +244,12 @@ def parse_manifest(text: str) -> tuple[tuple[ImageEntry, ...], str | None, dict[
                          fix='e.g. "rsi_gene_map": {"CDK1": "PAK2"}')
     gene_map = {_text(k, "manifest.rsi_gene_map slot", "name an RSI gene"):
                 _text(v, f"manifest.rsi_gene_map.{k}", "name an expression column") for k, v in gene_map.items()}
-    return tuple(parse_entry(e, i) for i, e in enumerate(images)), dvh, gene_map
+    entries = tuple(parse_entry(e, i) for i, e in enumerate(images))
+    if all(e.timepoint != schema.PLANNING for e in entries):
+        raise InputError("manifest.images has no planning image: every entry has a fraction_K timepoint",
+                         fix="add the planning (baseline) images, without timepoint or with \"timepoint\": "
+                             "\"planning\"; the record is predicted from them")
+    return entries, dvh, gene_map
 
 
 def parse_expression(text: str | None) -> dict[str, float | None] | None:
@@ -306,7 +351,7 @@ def write_cohort(root: Path, request: UploadRequest, saved: Mapping[str, Path], 
     for entry in request.images:
         image = resolve_file(entry.image, mask=False, modality=entry.modality, saved=saved, unpacked=unpacked)
         row = {"patient_id": pid, "modality": entry.modality, "image": image.relative_to(root).as_posix(),
-               "mask": "", "roi": "", "label": ""}
+               "mask": "", "roi": "", "label": "", schema.TIMEPOINT_COLUMN: entry.timepoint}
         if entry.mask is None:
             rows.append(row)
             continue
@@ -385,19 +430,53 @@ def extract_features(root: Path, prescriber: Any, cache_dir: Path | None) -> pd.
     return read_feature_table(out)
 
 
+@contextlib.contextmanager
+def _as_uploaded(root: Path, patient_id: str) -> Iterator[None]:
+    """InputErrors raised inside name the uploaded files (not the request folder's paths) and the patient."""
+    try:
+        yield
+    except InputError as exc:
+        raise type(exc)(_relative(exc.reason, root) or "", patient_id=exc.patient_id or patient_id,
+                        file=_relative(exc.file, root), fix=_relative(exc.fix, root)) from exc
+
+
+def _baseline_records(loaded: LoadedModel, request: UploadRequest, root: Path, saved: Mapping[str, Path],
+                      unpacked: Mapping[str, Path], *, regimen: Mapping[str, float | None],
+                      cache_dir: Path | None) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Write the cohort under ``root``, validate, extract (planning images) and predict, as `predict` does:
+    (the records (one), every organ's DVH by patient)."""
+    write_cohort(root, request, saved, unpacked, default_site=str(getattr(loaded.prescriber, "site", "other")))
+    check_valid(root)
+    table = extract_features(root, loaded.prescriber, cache_dir)
+    from radiogenomics.features.patient_dvhs import cohort_dvhs
+
+    dvhs = cohort_dvhs(root, [str(p) for p in table["patient_id"]])  # every organ's DVH: the OAR limits
+    records = list(loaded.prescriber.predict_records(table, model=loaded.info, cohort=root, oar_dvhs=dvhs,
+                                                     **regimen))
+    return records, dvhs
+
+
 def predict_upload(loaded: LoadedModel, request: UploadRequest, root: Path, saved: Mapping[str, Path],
                    unpacked: Mapping[str, Path], *, regimen: Mapping[str, float | None],
                    cache_dir: Path | None) -> list[dict[str, Any]]:
     """Write the cohort under ``root``, validate, extract and predict: the records (one)."""
-    try:
-        write_cohort(root, request, saved, unpacked, default_site=str(getattr(loaded.prescriber, "site", "other")))
-        check_valid(root)
-        table = extract_features(root, loaded.prescriber, cache_dir)
-        from radiogenomics.features.patient_dvhs import cohort_dvhs
+    with _as_uploaded(root, request.patient_id):
+        return _baseline_records(loaded, request, root, saved, unpacked, regimen=regimen, cache_dir=cache_dir)[0]
 
-        dvhs = cohort_dvhs(root, [str(p) for p in table["patient_id"]])  # every organ's DVH: the OAR limits
-        return list(loaded.prescriber.predict_records(table, model=loaded.info, cohort=root, oar_dvhs=dvhs,
-                                                      **regimen))
-    except InputError as exc:
-        raise type(exc)(_relative(exc.reason, root) or "", patient_id=exc.patient_id or request.patient_id,
-                        file=_relative(exc.file, root), fix=_relative(exc.fix, root)) from exc
+
+def adapt_upload(loaded: LoadedModel, request: UploadRequest, root: Path, saved: Mapping[str, Path],
+                 unpacked: Mapping[str, Path], *, timepoint: str, regimen: Mapping[str, float | None],
+                 cache_dir: Path | None) -> list[dict[str, Any]]:
+    """The baseline record as :func:`predict_upload` gives it, re-prescribed from the PET at ``timepoint``
+    (canonical ``fraction_K``) as `radiogenomics adapt` does (contract section 8): the adapted records (one)."""
+    from radiogenomics.cohort import load_cohort
+    from radiogenomics.planning.adaptive import adapt_record
+    from radiogenomics.radiobiology.rails import load_rails
+
+    request.check_timepoint(timepoint)
+    with _as_uploaded(root, request.patient_id):
+        records, dvhs = _baseline_records(loaded, request, root, saved, unpacked, regimen=regimen,
+                                          cache_dir=cache_dir)
+        cohort, rails = load_cohort(root), load_rails()
+        return [adapt_record(r, cohort, timepoint, rails=rails, oar_dvh=dvhs.get(str(r["patient_id"])))
+                for r in records]

@@ -1,4 +1,5 @@
-"""``POST /v1/prescriptions/images``: one patient's uploaded files -> a one-patient cohort -> a record.
+"""``POST /v1/prescriptions/images`` (and ``/v1/adaptations/images``): one patient's uploaded files -> a
+one-patient cohort -> a record (an adapted record).
 
 This module holds the upload safety: file names reduced to safe basenames, uploads streamed to disk under
 per-file, total and count limits, and zip archives (a DICOM series with its RTSTRUCT) unpacked with zip-slip,
@@ -239,18 +240,23 @@ def unpack_archives(saved: Mapping[str, Path], dest: Path, budget: _Budget) -> d
 
 async def prescribe_images(loaded: LoadedModel, *, patient_id: str, manifest: str, files: list[UploadFile],
                            expression: str | None, clinical: str | None, regimen: dict[str, float | None],
-                           workdir: Path, cache_dir: Path | None, limits: UploadLimits) -> list[dict[str, Any]]:
+                           workdir: Path, cache_dir: Path | None, limits: UploadLimits,
+                           timepoint: str | None = None) -> list[dict[str, Any]]:
     """The prescription records (one) of a patient from uploaded images, masks and optional expression.
 
     ``loaded`` is the serving state's ``LoadedModel`` (``.prescriber``, ``.info``). The form fields are parsed
     before anything is written; the uploads are then saved and unpacked in a fresh folder under ``workdir``,
     turned into a one-patient cohort (format v1), validated, extracted with the model's feature schema
-    (``cache_dir``: the feature cache, None = none) and predicted with ``regimen``. The folder is deleted
-    afterwards, also on errors.
+    (``cache_dir``: the feature cache, None = none) and predicted with ``regimen``. With ``timepoint`` (a
+    canonical ``fraction_K``) the record is then re-prescribed from the manifest's PET at that timepoint
+    (``upload_cohort.adapt_upload``, contract section 8): the adapted records. The folder is deleted afterwards,
+    also on errors.
     """
-    from radiogenomics.serving.upload_cohort import UploadRequest, parse_request, predict_upload
+    from radiogenomics.serving.upload_cohort import UploadRequest, adapt_upload, parse_request, predict_upload
 
     request: UploadRequest = parse_request(check_patient_id(patient_id), manifest, expression, clinical)
+    if timepoint is not None:
+        request.check_timepoint(timepoint)  # before anything is written
     request.check_files([safe_name(f.filename) for f in files])
     workdir.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="upload-", dir=workdir))
@@ -260,6 +266,9 @@ async def prescribe_images(loaded: LoadedModel, *, patient_id: str, manifest: st
 
         def build_and_predict() -> list[dict[str, Any]]:
             unpacked = unpack_archives(saved, folder / "cohort" / "unzipped", budget)
+            if timepoint is not None:
+                return adapt_upload(loaded, request, folder / "cohort", saved, unpacked, timepoint=timepoint,
+                                    regimen=regimen, cache_dir=cache_dir)
             return predict_upload(loaded, request, folder / "cohort", saved, unpacked, regimen=regimen,
                                   cache_dir=cache_dir)
 

@@ -20,6 +20,20 @@ const DECIMALS = Object.freeze({
 const TOXICITY_DECIMALS = 1;
 const MISSING = "\u2014";
 
+/** The adapted record (POST /v1/adaptations/images, docs/adaptive.md): decimals of the course figures
+ * ("percent" = a probability shown in percent with 1 decimal), and the response table's columns. */
+const ADAPT_DECIMALS = Object.freeze({
+  baseline_n_fractions: 0, baseline_dose_per_fraction_gy: 2, baseline_total_dose_gy: 1,
+  delivered_n_fractions: 0, delivered_dose_per_fraction_gy: 2, delivered_dose_gy: 1,
+  remaining_n_fractions: 0, remaining_dose_per_fraction_gy: 2, remaining_dose_gy: 1,
+  adapted_total_dose_gy: 1, tcp_baseline: "percent", tcp_adapted: "percent",
+});
+const RESPONSE_COLUMNS = Object.freeze([
+  ["hypoxic_fraction", "percent"], ["mean_po2_mmhg", 1], ["fmiso_tbr_max", 2], ["suv_max", 2], ["mtv_cc", 1],
+  ["gtv_volume_cc", 1],
+]);
+const ADAPTIVE_FLAGS = Object.freeze(["deescalated", "escalated", "adaptation_fallback"]);
+
 /** Plain-language meaning of each record flag (contract section 2; docs/radiobiology.md, docs/models.md). */
 const FLAG_TEXT = Object.freeze({
   out_of_distribution: "This patient's inputs lie outside the range the model was trained on: treat the " +
@@ -251,20 +265,24 @@ async function prescribePatient() {
 async function prescribeUpload() {
   const form = new FormData();
   const patientId = $("upload-patient-id").value.trim();
+  const timepoint = $("upload-timepoint").value.trim();
   form.append("patient_id", patientId);
+  if (timepoint) form.append("timepoint", timepoint);
   form.append("manifest", $("upload-manifest").value);
   for (const file of $("upload-files").files) form.append("files", file, file.name);
   for (const [field, id] of [["expression", "upload-expression"], ["clinical", "upload-clinical"]]) {
     const text = $(id).value.trim();
     if (text) form.append(field, text);
   }
-  await busy([$("upload-submit"), $("prescribe")], `uploading and extracting ${patientId}\u2026`, async () => {
+  const [path, doing] = timepoint ? ["v1/adaptations/images", `re-prescribing ${patientId} at ${timepoint}`]
+    : ["v1/prescriptions/images", `uploading and extracting ${patientId}`];
+  await busy([$("upload-submit"), $("prescribe")], `${doing}\u2026`, async () => {
     $("result").hidden = true;
     for (const [key, value] of Object.entries(regimenInputs())) form.append(key, String(value));
-    const result = await api("POST", "v1/prescriptions/images", { form });
+    const result = await api("POST", path, { form });
     showRecord(result.records[0], null);
-    clearPlot("The images endpoint returns the record only: the dose-response plot and objectives.json are " +
-      "available for patients of the server's feature table.");
+    clearPlot(`The ${timepoint ? "adaptation" : "images"} endpoint returns the record only: the dose-response ` +
+      "plot and objectives.json are available for patients of the server's feature table.");
   });
 }
 
@@ -314,6 +332,7 @@ function showRecord(record, body) {
   }
   $("toxicity").tBodies[0].replaceChildren(...rows);
   showFlags(record.flags || []);
+  showAdaptation(record);
   $("download-objectives").disabled = body === null;
   $("result").hidden = false;
 }
@@ -346,6 +365,92 @@ function showFlags(flags) {
   list.closest(".card").classList.toggle("flagged", flags.length > 0);
   document.querySelector(".recommendation").classList.toggle(
     "flagged", flags.includes("clipped_max") || flags.includes("clipped_min"));
+}
+
+/* ------------------------------------------------------------------------- baseline vs adapted course */
+
+function formatAdapt(value, decimals) {
+  if (decimals === "percent") {
+    return typeof value === "number" && Number.isFinite(value) ? `${formatNumber(value * 100, 1)} %` : MISSING;
+  }
+  return formatNumber(value, decimals);
+}
+
+function listItems(texts) {
+  return texts.map((text) => {
+    const item = document.createElement("li");
+    item.textContent = text;
+    return item;
+  });
+}
+
+/** The "Baseline vs adapted" section of an adapted record (one with a timepoint); hidden for any other. */
+function showAdaptation(record) {
+  const section = $("adaptive");
+  if (!record.timepoint) {
+    section.hidden = true;
+    return;
+  }
+  const delivered = record.delivered_n_fractions > 0 ? record.delivered_dose_gy / record.delivered_n_fractions
+    : null;
+  const values = {
+    baseline_n_fractions: record.recommended_n_fractions,
+    baseline_dose_per_fraction_gy: record.recommended_dose_per_fraction_gy,
+    baseline_total_dose_gy: record.baseline_total_dose_gy,
+    delivered_n_fractions: record.delivered_n_fractions,
+    delivered_dose_per_fraction_gy: delivered,
+    delivered_dose_gy: record.delivered_dose_gy,
+    remaining_n_fractions: record.remaining_n_fractions,
+    remaining_dose_per_fraction_gy: record.remaining_dose_per_fraction_gy,
+    remaining_dose_gy: record.remaining_n_fractions * record.remaining_dose_per_fraction_gy,
+    adapted_total_dose_gy: record.adapted_total_dose_gy,
+    tcp_baseline: record.tcp_baseline,
+    tcp_adapted: record.tcp_adapted,
+  };
+  setField(section.querySelector('[data-adapt="timepoint"]'), record.timepoint, record.timepoint);
+  for (const [key, decimals] of Object.entries(ADAPT_DECIMALS)) {
+    setField(section.querySelector(`[data-adapt="${key}"]`), values[key], formatAdapt(values[key], decimals));
+  }
+
+  const response = record.response || {};
+  const rows = [["baseline", "Before (planning)"], ["mid_treatment", `Now (${record.timepoint})`]].map(
+    ([when, label]) => {
+      const row = document.createElement("tr");
+      row.dataset.when = when;
+      const name = document.createElement("th");
+      name.scope = "row";
+      name.textContent = label;
+      row.append(name);
+      const figures = response[when] || {};
+      for (const [key, decimals] of RESPONSE_COLUMNS) {
+        const cell = document.createElement("td");
+        cell.dataset.adapt = `response.${when}.${key}`;
+        setField(cell, figures[key], formatAdapt(figures[key], decimals));
+        row.append(cell);
+      }
+      return row;
+    });
+  $("adaptive-response").tBodies[0].replaceChildren(...rows);
+
+  const flags = (record.flags || []).filter((flag) => ADAPTIVE_FLAGS.includes(flag));
+  const items = flags.map((flag) => {
+    const item = document.createElement("li");
+    item.dataset.flag = flag;
+    const name = document.createElement("strong");
+    name.textContent = flag.replaceAll("_", " ");
+    item.append(name, `: ${FLAG_TEXT[flag]}`);
+    return item;
+  });
+  if (items.length === 0) {
+    const item = document.createElement("li");
+    item.dataset.flag = "";
+    item.textContent = "No change: the mid-treatment imaging keeps the baseline course's total dose.";
+    items.push(item);
+  }
+  $("adaptive-flags").replaceChildren(...items);
+  const adaptation = record.adaptation || {};
+  $("adaptive-notes").replaceChildren(...listItems([...(response.notes || []), ...(adaptation.notes || [])]));
+  section.hidden = false;
 }
 
 /* ---------------------------------------------------------------------- the dose-response plot (SVG) */
