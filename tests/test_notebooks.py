@@ -1,10 +1,11 @@
-"""The four notebooks (notebooks/*.ipynb) run with nbclient on a small synthetic cohort and give sane numbers.
+"""The five notebooks (notebooks/*.ipynb) run with nbclient on a small synthetic cohort and give sane numbers.
 
 They run as a user would: in order, on one cohort and one output folder (01 explores, 02 trains and registers,
-03 analyses, 04 serves the model 02 registered, hands off and plans). The cohort is the session's extracted
-24-patient cohort of ``prescriber_factory`` (shared with the prescriber, serving and registry tests). 01, 02
-and 03 run concurrently, then 04 next to 03 on a copy of the cohort without truth.csv. The survival
-statistics they use (notebooks/_survival.py) are checked in tests/test_survival_library.py.
+03 analyses, 04 serves the model 02 registered, hands off and plans, 05 adapts a synthetic mid-treatment cohort
+with that model). The cohort is the session's extracted 24-patient cohort of ``prescriber_factory`` (shared with
+the prescriber, serving and registry tests). 01, 02 and 03 run concurrently, then 04 and 05 next to 03 on a copy
+of the cohort without truth.csv. The survival statistics they use (notebooks/_survival.py) are checked in
+tests/test_survival_library.py.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from prescriber_factory import N_PATIENTS, extracted_cohort, session_base
 
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-NAMES = ("01_cohort_exploration", "02_train_and_register", "03_retrospective_gard_analysis", "04_planner_request")
+NAMES = ("01_cohort_exploration", "02_train_and_register", "03_retrospective_gard_analysis", "04_planner_request",
+         "05_adaptive_what_if")
 TIMEOUT_S = 900
 
 #: executes one notebook with nbclient (kernel "python3" = this interpreter: jupyter_client starts a kernelspec
@@ -80,7 +83,7 @@ def _finish(run: Run, times: dict[str, float]) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Run the four notebooks on the shared extracted cohort; 03 also on a copy without truth.csv."""
+    """Run the five notebooks on the shared extracted cohort; 03 also on a copy without truth.csv."""
     cohort, features = extracted_cohort(session_base(tmp_path_factory))
     base = tmp_path_factory.mktemp("notebooks")
     out, executed, out_nt = base / "out", base / "executed", base / "out_no_truth"
@@ -94,7 +97,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for run in [_start(name, out, executed, **env) for name in NAMES[:3]]:
         _finish(run, times)
     (executed / "no_truth").mkdir()
-    for run in [_start(NAMES[3], out, executed, **env),
+    for run in [_start(NAMES[3], out, executed, **env), _start(NAMES[4], out, executed, **env),
                 _start(NAMES[2], out_nt, executed / "no_truth", "03 without truth.csv",
                        RADIOGENOMICS_COHORT=str(no_truth))]:
         _finish(run, times)
@@ -383,6 +386,100 @@ def test_planner_request(runs: dict[str, Path]) -> None:
     assert plan["structure_map"]["spinal_cord"] == "Core" and plan["n_beamlets"] > 0
     assert s["audit_rows"] >= 7 and s["server_stopped"]
 
+
+# --------------------------------------------------------------------------------------------------- 05
+@pytest.fixture(scope="module")
+def adaptive(runs: dict[str, Path]) -> dict[str, Any]:
+    """05's summary, the adapt run's records and the generated mid-treatment cohort (the test cohort has none)."""
+    s = _summary(runs["out"], "adaptive_what_if")
+    cohort = Path(s["cohort"])
+    records = json.loads(Path(s["adapted_records"]).read_text())["records"]
+    return {"summary": s, "cohort": cohort, "records": records,
+            "patients": pd.read_csv(runs["out"] / "adaptive_what_if_patients.csv").set_index("patient_id")}
+
+
+def test_adaptive_what_if_cohort_and_counts(runs: dict[str, Path], adaptive: dict[str, Any]) -> None:
+    import nbformat
+
+    s, records = adaptive["summary"], adaptive["records"]
+    _png(runs["out"] / "adaptive_what_if.png")
+    cohort = adaptive["cohort"]
+    assert cohort == runs["out"] / "adaptive" / "cohort_fx10" and s["cohort_source"].startswith("synthetic")
+    generator = yaml.safe_load((cohort / "cohort.yaml").read_text())["generator"]
+    assert generator["mid_treatment_fraction"] == 10
+    assert generator["grid_size"] == yaml.safe_load((runs["cohort"] / "cohort.yaml").read_text())["generator"][
+        "grid_size"]  # the grid the model was trained on
+    assert s["timepoint"] == "fraction_10" and s["model_version"] == "1"
+    assert s["patients"] == s["adapted"] == len(records) == len(adaptive["patients"])  # every patient imaged, adapted
+    assert s["failed"] == 0 and s["not_imaged"] == 0
+    counts = s["counts"]
+    assert list(counts) == ["deescalated", "escalated", "unchanged", "fallback"]
+    assert sum(counts.values()) == s["adapted"]
+    by_flags = {"deescalated": sum("deescalated" in r["flags"] for r in records),
+                "escalated": sum("escalated" in r["flags"] for r in records),
+                "fallback": sum("adaptation_fallback" in r["flags"] for r in records)}
+    assert by_flags["fallback"] == counts["fallback"] == 0  # simulated images are all usable
+    assert by_flags["deescalated"] == counts["deescalated"] > 0 and by_flags["escalated"] == counts["escalated"]
+    # summaries only: no patient id of the adapted cohort in the notebook's outputs
+    ids = pd.read_csv(cohort / "patients.csv")["patient_id"].astype(str)
+    nb = nbformat.read(runs["executed"] / f"{NAMES[4]}.ipynb", as_version=4)
+    text = json.dumps([c.outputs for c in nb.cells if c.cell_type == "code"])
+    assert "Traceback" not in text and not [pid for pid in ids if pid in text]
+
+
+def test_adaptive_what_if_courses_are_exact_and_inside_the_rails(adaptive: dict[str, Any]) -> None:
+    s, records, table = adaptive["summary"], adaptive["records"], adaptive["patients"]
+    assert s["exact_totals"] is True and s["inside_site_rails"] is True
+    for r in records:
+        assert r["adapted_total_dose_gy"] == r["delivered_dose_gy"] + r["remaining_n_fractions"] * r[
+            "remaining_dose_per_fraction_gy"]  # exactly
+        assert r["delivered_n_fractions"] == 10 and 60 - 1e-9 <= r["adapted_total_dose_gy"] <= 80 + 1e-9
+        change = r["adapted_total_dose_gy"] - r["baseline_total_dose_gy"]
+        assert ("deescalated" in r["flags"]) == (change < -1e-6) and ("escalated" in r["flags"]) == (change > 1e-6)
+    change = pd.Series({r["patient_id"]: r["adapted_total_dose_gy"] - r["baseline_total_dose_gy"] for r in records})
+    assert s["dose_change"]["mean_gy"] == pytest.approx(change.mean())
+    assert s["dose_change"]["min_gy"] == pytest.approx(change.min()) and s["dose_change"]["mean_gy"] < 0
+    assert np.allclose(table.loc[change.index, "dose_change_gy"], change)
+
+
+def test_adaptive_what_if_tcp_and_ntcp(runs: dict[str, Path], adaptive: dict[str, Any]) -> None:
+    s, records, table = adaptive["summary"], adaptive["records"], adaptive["patients"]
+    tcp = s["tcp"]
+    for key in ("mean_tcp_target", "mean_tcp_baseline", "mean_tcp_adapted"):
+        assert 0 <= tcp[key] <= 1, key
+    assert tcp["mean_change_vs_non_adaptive"] == pytest.approx(tcp["mean_tcp_adapted"] - tcp["mean_tcp_baseline"])
+    assert tcp["mean_change_vs_target"] == pytest.approx(tcp["mean_tcp_adapted"] - tcp["mean_tcp_target"])
+    for r in records:  # the planning projection is kept, except where the site's maximum stopped an escalation
+        if r["adaptation"]["bound"] != "site_max_total" and "oar_limited" not in r["flags"]:
+            assert r["tcp_adapted"] >= r["adaptation"]["tcp_target"] * (1 - 1e-9) - 1e-12, r["patient_id"]
+    ntcp = pd.read_csv(runs["out"] / "adaptive_what_if_ntcp.csv")
+    assert s["ntcp"]["checks"] == len(ntcp) > 0 and set(ntcp["endpoint"]) == {"xerostomia"}
+    assert ntcp[["ntcp_baseline_course", "ntcp_adapted_course"]].stack().between(0, 1).all()
+    assert s["ntcp"]["max_abs_gap_unchanged"] <= 1e-12  # the baseline course recomputed as `adapt` computes it
+    category = table["category"].reindex(ntcp["patient_id"]).to_numpy()
+    assert (ntcp.loc[category == "deescalated", "ntcp_change"] <= 1e-12).all()  # less dose, less NTCP
+    assert (ntcp.loc[category == "escalated", "ntcp_change"] >= -1e-12).all()
+    assert s["ntcp"]["mean_change"] == pytest.approx(ntcp["ntcp_change"].mean())
+
+
+def test_adaptive_what_if_follows_the_true_reoxygenation(adaptive: dict[str, Any]) -> None:
+    """The dose reduction rises with the simulator's reoxygenation (rho 0.26-0.52 over six cohorts, seeds and
+    grids, measured when the notebook was written)."""
+    s = adaptive["summary"]
+    relation = s["reoxygenation"]
+    assert relation["truth"] is True and relation["patients"] == s["adapted"] - s["counts"]["fallback"]
+    assert math.isfinite(relation["spearman_rho"]) and relation["spearman_rho"] > 0
+    assert 0 <= relation["spearman_p"] <= 1 and relation["imaging_rho"] > 0
+    roc = s["roc30"]
+    assert roc["roc30_deescalated_total_gy"] == 30 and roc["roc30_standard_total_gy"] == 70
+    assert [r["reading"].split(",")[0] for r in roc["readings"]] == ["measured FMISO", "simulator truth"]
+    for reading in roc["readings"]:
+        assert reading["resolved"] <= reading["hypoxic_before"] <= s["adapted"]
+        assert reading["roc30_deescalated"] <= reading["hpv_positive"] <= s["adapted"]
+        assert reading["platform_deescalated"] <= reading["roc30_deescalated"]
+        if reading["roc30_deescalated"]:
+            assert 60 - 1e-9 <= reading["platform_mean_total_gy"] <= 80 + 1e-9
+    assert roc["platform_largest_cut_gy"] == pytest.approx(-s["dose_change"]["min_gy"])
 
 
 # ------------------------------------------------------------------------------------------- _common.py
