@@ -46,7 +46,7 @@ def _geud_table() -> dict[str, Any]:
 def geud_a(structure: str) -> tuple[float, str]:
     """Volume-effect parameter ``a`` for a structure name and its source (data/geud_a.yaml)."""
     table = _geud_table()
-    name = naming.slug(structure)
+    name = naming.structure_slug(structure)
     for key, entry in table["structures"].items():
         if name.startswith(key):
             return float(entry["a"]), str(entry["source"])
@@ -178,7 +178,7 @@ def structure_dose_features(dose: sitk.Image, masks: Mapping[str, sitk.Image],
         dvh = compute_dvh(dose, mask, structure=roi, bin_width_gy=bin_width_gy)
         a, _ = geud_a(roi)
         for metric, value in dvh_features(dvh, a).items():
-            out[f"{naming.slug(roi)}.{metric}"] = float(value)
+            out[f"{naming.structure_slug(roi)}.{metric}"] = float(value)
     return out
 
 
@@ -196,7 +196,13 @@ def dvh_table_features(dvh: pd.DataFrame) -> pd.DataFrame:
     if missing:
         raise InputError(f"dvh table lacks column(s) {sorted(missing)}")
     rows: dict[str, dict[str, float]] = {}
+    keyed: dict[tuple[str, str], str] = {}
     for (pid, structure), group in dvh.groupby(["patient_id", "structure"], sort=True):
+        key = naming.structure_slug(str(structure))
+        other = keyed.setdefault((str(pid), key), str(structure))
+        if other != str(structure):
+            raise InputError(f"dvh.csv structures {other!r} and {structure!r} are the same organ ({key})",
+                             patient_id=str(pid), fix="keep one DVH per organ in dvh.csv")
         a, _ = geud_a(str(structure))
         try:
             if (BIN_WIDTH_COLUMN in group.columns and group[BIN_WIDTH_COLUMN].notna().all()

@@ -56,7 +56,7 @@ def item_keys(item: WorkItem) -> tuple[str, ...]:
     if item.kind == DOSE:
         from radiogenomics.features.dosimetric import metric_names
 
-        return tuple(f"{naming.slug(item.roi)}.{m}" for m in metric_names())
+        return tuple(f"{naming.structure_slug(item.roi)}.{m}" for m in metric_names())
     raise ValueError(f"unknown item kind {item.kind!r}")
 
 

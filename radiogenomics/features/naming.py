@@ -8,6 +8,7 @@ can look the feature up in the pyradiomics documentation.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 PATIENT_ID = "patient_id"
 AVAILABLE = "available"
@@ -28,16 +29,36 @@ def slug(text: str) -> str:
     return token
 
 
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+@lru_cache(maxsize=4096)
+def structure_slug(name: str) -> str:
+    """The column component of a structure role. Contract section 1: a role is a TG-263 name in any case/spacing,
+    so every case/spacing of one TG-263 organ name gives one key, the TG-263 name in snake case (``"SpinalCord"``,
+    ``"spinal_cord"``, ``"Spinal Cord"``, ``"SPINALCORD"`` -> ``"spinal_cord"``; ``"Parotid_L"``, ``"ParotidL"``,
+    ``"parotid l"`` -> ``"parotid_l"``). Other names keep :func:`slug` (targets ``"GTV"`` -> ``"gtv"``; aliases
+    such as ``"Lt Parotid"`` -> ``"lt_parotid"``, which the alias table resolves for the rails but which are
+    not TG-263 names; unknown names)."""
+    from radiogenomics.cohort.roles import role_key
+    from radiogenomics.radiobiology.structures import resolve_structure
+
+    match = resolve_structure(name)
+    if match is None or match.kind != "oar" or role_key(name) != role_key(match.canonical):
+        return slug(name)
+    return slug(_CAMEL.sub(" ", match.canonical))
+
+
 def radiomics_column(modality: str, roi: str, pyradiomics_key: str) -> str:
     """``("CT", "GTV", "original_firstorder_Mean") -> "ct.gtv.original_firstorder_Mean"``."""
     if "." in pyradiomics_key:
         raise ValueError(f"pyradiomics key {pyradiomics_key!r} contains a dot")
-    return f"{slug(modality)}.{slug(roi)}.{pyradiomics_key}"
+    return f"{slug(modality)}.{structure_slug(roi)}.{pyradiomics_key}"
 
 
 def deep_column(modality: str, roi: str, index: int) -> str:
     """``("CT", "GTV", 0) -> "deep.ct.gtv.0"``."""
-    return f"{DEEP}.{slug(modality)}.{slug(roi)}.{int(index)}"
+    return f"{DEEP}.{slug(modality)}.{structure_slug(roi)}.{int(index)}"
 
 
 def genomic_column(name: str) -> str:
@@ -50,8 +71,8 @@ RSI_COLUMN = f"{GENOMIC}.rsi"
 
 
 def dose_column(structure: str, metric: str) -> str:
-    """``("parotid_l", "mean_gy") -> "dose.parotid_l.mean_gy"``."""
-    return f"{DOSE}.{slug(structure)}.{slug(metric)}"
+    """``("parotid_l", "mean_gy") -> "dose.parotid_l.mean_gy"`` (``"Parotid L"`` too: :func:`structure_slug`)."""
+    return f"{DOSE}.{structure_slug(structure)}.{slug(metric)}"
 
 
 def clinical_column(name: str) -> str:

@@ -229,7 +229,7 @@ def scale_dose_features(X: pd.DataFrame, factor: Any, *, dvhs: Mapping[str, Mapp
         values = np.full((len(X), len(structure_columns)), np.nan)
         thresholds_gy = [vx_threshold_gy(m) for _, m in structure_columns]
         for row, pid in enumerate(ids):
-            patient = {naming.slug(s): d for s, d in (dvhs or {}).get(pid, {}).items()}
+            patient = {naming.structure_slug(s): d for s, d in (dvhs or {}).get(pid, {}).items()}
             dvh = patient.get(structure)
             if dvh is None:
                 missing = [c for c, _ in structure_columns if c in needed]

@@ -674,7 +674,7 @@ def _replace(estimate: RSIEstimate, **changes: Any) -> RSIEstimate:
 
 def _merge_oar_doses(own: Mapping[str, OARDose], dvhs: Mapping[str, Any]) -> dict[str, Any]:
     """A row's ``dose.*`` OAR doses with the patient's DVHs replacing the summary of the same structure."""
-    merged: dict[str, Any] = {k: v for k, v in own.items() if k not in {naming.slug(s) for s in dvhs}}
+    merged: dict[str, Any] = {k: v for k, v in own.items() if k not in {naming.structure_slug(s) for s in dvhs}}
     merged.update(dvhs)
     return merged
 

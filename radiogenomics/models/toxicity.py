@@ -133,7 +133,7 @@ def endpoint_structures(X: pd.DataFrame, endpoint: str, structures: Sequence[str
     """
     present = sorted({s for s, _ in filter(None, (split_dose_column(str(c)) for c in X.columns))})
     if structures is not None:
-        wanted = [naming.slug(s) for s in structures]
+        wanted = [naming.structure_slug(s) for s in structures]
         absent = [s for s in wanted if s not in present]
         if absent:
             raise InputError(f"toxicity model: no dose columns for structure(s) {absent}",
