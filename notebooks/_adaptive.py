@@ -101,7 +101,9 @@ def patient_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             "remaining_n_fractions": int(r["remaining_n_fractions"]),
             "remaining_dose_per_fraction_gy": float(r["remaining_dose_per_fraction_gy"]),
             "baseline_n_fractions": int(round(float(r["recommended_n_fractions"]))),
-            "tcp_target": _number(adaptation.get("tcp_target")), "tcp_baseline": _number(r.get("tcp_baseline")),
+            "tcp_target": _number(adaptation.get("tcp_target")),
+            "tcp_planning": _number(adaptation.get("tcp_planning")),
+            "tcp_baseline": _number(r.get("tcp_baseline")),
             "tcp_adapted": _number(r.get("tcp_adapted")),
             "measured_hypoxic_fraction_before": _number(before.get("hypoxic_fraction")),
             "measured_hypoxic_fraction_mid": _number(now.get("hypoxic_fraction")),
@@ -115,27 +117,12 @@ def patient_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return table
 
 
-def _organ_limits(dvhs: Mapping[str, Any], rails: Any, tissues: Any) -> list[tuple[str, Any, Any, float]]:
-    """(structure, DVH, rails limit, alpha/beta) of every organ with a rails limit: what ``adapt`` checks."""
-    out = []
-    for name, dvh in dvhs.items():
-        limit = rails.oar(name)
-        if limit is None:
-            continue
-        try:
-            tissue, _ = tissues.lookup(name)
-        except InputError:
-            continue
-        out.append((name, dvh, limit, float(tissue.alpha_beta_gy)))
-    return out
-
-
 def whole_course_ntcp(records: Sequence[Mapping[str, Any]], cohort_dir: Path) -> pd.DataFrame:
     """One row per record and NTCP check of the whole course (delivered + remaining, EQD2 per bin): the adapted
     course's value from the record (``adaptation.whole_course_oar_checks``) and the baseline course's value
     (the K delivered fractions, then the rest as recommended), recomputed with ``whole_course_oar``."""
     from radiogenomics.features.patient_dvhs import cohort_dvhs
-    from radiogenomics.planning.adaptive import whole_course_oar
+    from radiogenomics.planning.adaptive import organ_limits, whole_course_oar
     from radiogenomics.radiobiology.adaptive import Course
     from radiogenomics.radiobiology.rails import load_rails
     from radiogenomics.radiobiology.tissues import load_tissues
@@ -150,7 +137,7 @@ def whole_course_ntcp(records: Sequence[Mapping[str, Any]], cohort_dir: Path) ->
         delivered = Course(k, delivered_gy / k)
         baseline_remaining = Course(n_base - k, (float(r["baseline_total_dose_gy"]) - delivered_gy) / (n_base - k))
         reference_gy = float(r.get("n_fractions") or 0) * float(r.get("dose_per_fraction_gy") or 0)
-        limits = _organ_limits(dvhs.get(pid, {}), rails, tissues) if reference_gy > 0 else []
+        limits = organ_limits(dvhs.get(pid, {}), rails, tissues) if reference_gy > 0 else []
         baseline = {(c["structure"], c["metric"]): c["value"]
                     for c in whole_course_oar(limits, reference_gy, delivered, baseline_remaining)}
         for check in (r.get("adaptation") or {}).get("whole_course_oar_checks") or []:

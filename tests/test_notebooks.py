@@ -445,8 +445,14 @@ def test_adaptive_what_if_courses_are_exact_and_inside_the_rails(adaptive: dict[
 def test_adaptive_what_if_tcp_and_ntcp(runs: dict[str, Path], adaptive: dict[str, Any]) -> None:
     s, records, table = adaptive["summary"], adaptive["records"], adaptive["patients"]
     tcp = s["tcp"]
-    for key in ("mean_tcp_target", "mean_tcp_baseline", "mean_tcp_adapted"):
+    for key in ("mean_tcp_planning", "mean_tcp_target", "mean_tcp_baseline", "mean_tcp_adapted"):
         assert 0 <= tcp[key] <= 1, key
+    # the target: the planning projection, and the gain from reoxygenation up to the control goal
+    goal = next(r["adaptation"]["tcp_goal"] for r in records if r["adaptation"]["tcp_goal"] is not None)
+    for r in records:
+        a = r["adaptation"]
+        if a["tcp_target"] is not None:
+            assert a["tcp_target"] == pytest.approx(max(a["tcp_planning"], min(goal, r["tcp_baseline"])), abs=1e-9)
     assert tcp["mean_change_vs_non_adaptive"] == pytest.approx(tcp["mean_tcp_adapted"] - tcp["mean_tcp_baseline"])
     assert tcp["mean_change_vs_target"] == pytest.approx(tcp["mean_tcp_adapted"] - tcp["mean_tcp_target"])
     for r in records:  # the planning projection is kept, except where the site's maximum stopped an escalation

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from radiogenomics.errors import InputError
-from radiogenomics.radiobiology.adaptive import Course, adapt_course, course_eqd2, eqd2
+from radiogenomics.radiobiology.adaptive import Course, adapt_course, course_eqd2, course_tcp, eqd2
 from radiogenomics.radiobiology.oxygen import omf_from_po2
 
 ALPHA, BETA = 0.3, 0.03
@@ -112,3 +112,29 @@ def test_a_bound_is_reached_exactly_when_the_delivered_dose_per_fraction_differs
     assert result.bound == "site_min_total"
     assert result.adapted_total_dose_gy == pytest.approx(60.0, abs=1e-9)
     assert result.remaining.dose_per_fraction_gy <= 60.0 / 28
+
+
+def test_a_tumour_projected_to_fail_keeps_its_gain_as_control_not_as_dose() -> None:
+    """T0 ~ 1e-126 at planning (30 % of 1e8 clonogens at 1 mmHg). Reoxygenation to 10 mmHg raises the continued
+    course's TCP to ~0.67 < the goal 0.95: no fraction is taken away (the old rule, keep T0, cut it to the floor);
+    to 60 mmHg (continued TCP ~0.97 > 0.95): fractions go only while the TCP stays at the goal or above."""
+    hypoxic = np.where(np.arange(2000) < 600, 1.0, 60.0)
+    for mid_po2, kept in ((10.0, True), (60.0, False)):
+        mid = np.where(np.arange(2000) < 600, mid_po2, 60.0)
+        result = adapt_course(_clonogens(total=1e8), ALPHA, BETA, baseline_remaining=LEFT, delivered=DELIVERED,
+                              po2_baseline_mmhg=hypoxic, po2_mid_mmhg=mid, min_total_dose_gy=20.0,
+                              max_total_dose_gy=120.0)
+        assert result.tcp_planning < 1e-100 and result.tcp_goal == 0.95
+        assert result.tcp_target == pytest.approx(max(result.tcp_planning, min(0.95, result.tcp_baseline)))
+        if kept:
+            assert result.tcp_baseline < 0.95 and result.remaining.n_fractions == 25
+        else:
+            assert result.tcp_baseline > 0.95 and result.tcp_adapted >= 0.95 - 1e-9
+    # a small, controllable tumour that reoxygenates fully: the goal decides how far it de-escalates
+    small = adapt_course(_clonogens(total=1e5), ALPHA, BETA, baseline_remaining=LEFT, delivered=DELIVERED,
+                         po2_baseline_mmhg=hypoxic, po2_mid_mmhg=np.full(2000, 60.0), min_total_dose_gy=20.0,
+                         max_total_dose_gy=120.0)
+    assert small.remaining.n_fractions < 25 and small.tcp_adapted >= 0.95 - 1e-9
+    fewer = Course(small.remaining.n_fractions - 1, 2.0)
+    assert course_tcp(_clonogens(total=1e5), ALPHA, BETA, delivered=DELIVERED, remaining=fewer,
+                      po2_baseline_mmhg=hypoxic, po2_mid_mmhg=np.full(2000, 60.0)) < small.tcp_target

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 #: pO2 below which a voxel counts as hypoxic (10 mmHg: the usual radiobiological hypoxia threshold; Vaupel et al.,
 #: Cancer Res 1989;49:6449; the 30 ROC trial read FMISO TBR >= 1.2 as hypoxic).
 HYPOXIC_PO2_MMHG = 10.0
+#: FMISO uptake ratio read as hypoxic by the 30 ROC trial (TBR >= 1.2; Riaz et al., JNCI 2021; Lee et al., JCO
+#: 2024): ``fmiso_tbr_hypoxic_fraction`` is the share of the target at or above it.
+HYPOXIC_FMISO_TBR = 1.2
 #: Metabolic tumour volume threshold: 40 % of SUVmax (Erdi et al., J Nucl Med 1997;38:1244).
 MTV_FRACTION_OF_MAX = 0.4
 FLAG_DEESCALATED, FLAG_ESCALATED, FLAG_FALLBACK = "deescalated", "escalated", "adaptation_fallback"
@@ -101,9 +104,11 @@ def _fdg_figures(suv: np.ndarray | None, mask: np.ndarray, voxel_cc: float) -> d
 
 def _oxygen_figures(po2: np.ndarray | None, tbr: np.ndarray | None) -> dict[str, float | None]:
     if po2 is None:
-        return {"hypoxic_fraction": None, "mean_po2_mmhg": None, "fmiso_tbr_max": None}
+        return {"hypoxic_fraction": None, "mean_po2_mmhg": None, "fmiso_tbr_max": None,
+                "fmiso_tbr_hypoxic_fraction": None}
     return {"hypoxic_fraction": float(np.mean(po2 < HYPOXIC_PO2_MMHG)), "mean_po2_mmhg": float(np.mean(po2)),
-            "fmiso_tbr_max": None if tbr is None else float(np.max(tbr))}
+            "fmiso_tbr_max": None if tbr is None else float(np.max(tbr)),
+            "fmiso_tbr_hypoxic_fraction": None if tbr is None else float(np.mean(tbr >= HYPOXIC_FMISO_TBR))}
 
 
 def measure_response(baseline: PETImages, mid: PETImages, *, patient_id: str,
@@ -138,7 +143,7 @@ def measure_response(baseline: PETImages, mid: PETImages, *, patient_id: str,
     return Response(values, po2_0, po2_mid if po2_mid is not None else po2_0, bio0.clonogens[mask])
 
 
-def _limits(cohort_dvh: Mapping[str, Any] | None, rails: Any, tissues: Any) -> list[tuple[str, Any, Any, float]]:
+def organ_limits(cohort_dvh: Mapping[str, Any] | None, rails: Any, tissues: Any) -> list[tuple[str, Any, Any, float]]:
     """(structure, DVH, rails limit, alpha/beta) of every organ at risk of the patient's dose grid with a limit."""
     out = []
     for name, dvh in (cohort_dvh or {}).items():
@@ -258,7 +263,7 @@ def adapt_record(record: Mapping[str, Any], cohort: Any, timepoint: str, *, rail
         flags.append(FLAG_FALLBACK)
     remaining = adaptation.remaining if adaptation is not None else baseline_remaining
     reference_gy = float(record.get("n_fractions") or 0) * float(record.get("dose_per_fraction_gy") or 0)
-    limits = _limits(oar_dvh, rails, load_tissues()) if reference_gy > 0 else []
+    limits = organ_limits(oar_dvh, rails, load_tissues()) if reference_gy > 0 else []
     checks = whole_course_oar(limits, reference_gy, delivered, remaining)
     step = remaining.dose_per_fraction_gy
     floor = max(0, math.ceil((bounds.min_total_dose_gy - delivered.total_gy) / step - 1e-9))
@@ -290,8 +295,11 @@ def adapt_record(record: Mapping[str, Any], cohort: Any, timepoint: str, *, rail
             measured_inputs.clonogens, float(record["alpha_per_gy"]), float(record["beta_per_gy2"]),
             delivered=delivered, remaining=remaining, po2_baseline_mmhg=measured_inputs.po2_baseline,
             po2_mid_mmhg=measured_inputs.po2_mid),
-        "adaptation": {"method": "keep the baseline course's projected TCP (docs/adaptive.md)",
+        "adaptation": {"method": "reach max(planning TCP, min(control goal, TCP of the baseline course "
+                                 "continued)) with the updated biology (docs/adaptive.md)",
                        "tcp_target": None if adaptation is None else adaptation.tcp_target,
+                       "tcp_planning": None if adaptation is None else adaptation.tcp_planning,
+                       "tcp_goal": None if adaptation is None else adaptation.tcp_goal,
                        "bound": None if adaptation is None else adaptation.bound,
                        "delivered_source": given.source, "whole_course_oar_checks": checks,
                        "delivered_oar_eqd2": delivered_oar_eqd2(limits, reference_gy, delivered) if limits else [],

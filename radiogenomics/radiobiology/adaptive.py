@@ -8,8 +8,13 @@ Method (docs/adaptive.md):
    effect alpha OMF, beta OMF^2, Alper & Howard-Flanders 1956).
 2. **Updated radiobiology**: the mid-treatment FMISO pO2 per voxel gives ``alpha_K,i = alpha OMF(pO2_K,i)`` (and
    beta OMF^2) for the remaining fractions.
-3. **Target**: the TCP the baseline course (the delivered fractions, then the rest as planned: n_left fractions of
-   d) was projected to reach with the baseline biology, ``TCP_target = exp(-sum_i N_K,i SF_0,i(d)^n_left)``.
+3. **Target**: ``T0``, the TCP the baseline course (the delivered fractions, then the rest as planned: n_left
+   fractions of d) was projected to reach with the baseline biology, ``T0 = exp(-sum_i N_K,i SF_0,i(d)^n_left)``;
+   ``T1``, the TCP of that same course with the updated biology; and the control goal ``G`` (0.95, the TCP
+   Lazzeroni et al., J Nucl Med 2026, plan to). The target is ``max(T0, min(G, T1))``: never below the planning
+   projection (worse hypoxia escalates back to T0), and a gain from reoxygenation is given back as dose only above
+   the control goal - a tumour projected to fail at planning (T0 << G) keeps the gain as control probability
+   instead of being de-escalated towards the site's floor.
 4. **Remaining course**: the fewest whole fractions n_rem at the course's dose per fraction d whose TCP with the
    updated biology, ``exp(-sum_i N_K,i exp(-n_rem (alpha_K,i d + beta_K,i d^2)))``, reaches TCP_target - compared
    as the expected number of surviving clonogens at the end of the course (-ln TCP, in log space), which stays
@@ -20,8 +25,8 @@ Method (docs/adaptive.md):
    gives fewer fractions (de-escalation, to the site's floor at most); worse hypoxia more (escalation, to the
    site's maximum at most).
 
-``tcp_baseline`` / ``tcp_adapted``: the projected TCP of the baseline course's remaining fractions and of the
-adapted remaining fractions, both with the updated biology and the surviving clonogens N_K.
+``tcp_baseline`` / ``tcp_adapted``: the projected TCP of the baseline course's remaining fractions (T1) and of the
+adapted remaining fractions, both with the updated biology and the surviving clonogens N_K; ``tcp_planning`` is T0.
 
 Everything here is a pure numpy function; the images are read by :mod:`radiogenomics.planning.adaptive`.
 """
@@ -35,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from radiogenomics.errors import InputError
+from radiogenomics.radiobiology.painting import DEFAULT_TARGET_TCP
 from radiogenomics.radiobiology.tcp import effective_lq
 
 #: ln(expected survivors) is compared with this absolute tolerance (float rounding of sums over ~1e5 voxels).
@@ -63,6 +69,8 @@ class Adaptation:
     tcp_target: float
     tcp_baseline: float
     tcp_adapted: float
+    tcp_planning: float
+    tcp_goal: float
     surviving_clonogens: float
     bound: str | None  # "site_min_total", "site_max_total" or None
 
@@ -96,14 +104,18 @@ def log_survivors(log_clonogens: np.ndarray, log_sf_per_fraction: np.ndarray, n_
 
 def adapt_course(clonogens: Any, alpha_per_gy: float, beta_per_gy2: float, *, baseline_remaining: Course,
                  delivered: Course, po2_baseline_mmhg: Any = None, po2_mid_mmhg: Any = None,
-                 min_total_dose_gy: float, max_total_dose_gy: float, max_n_fractions: int = 60) -> Adaptation:
+                 min_total_dose_gy: float, max_total_dose_gy: float, max_n_fractions: int = 60,
+                 tcp_goal: float = DEFAULT_TARGET_TCP) -> Adaptation:
     """The remaining course after ``delivered`` (see the module docstring).
 
     The baseline course is ``delivered`` then ``baseline_remaining`` (the rest as planned); the adapted remaining
     course keeps its dose per fraction, except at a total-dose bound, where the bound's fractions share the dose
     left exactly (the adapted total equals the bound). ``clonogens``: baseline clonogen number per target voxel;
-    ``po2_*``: pO2 per voxel (None: oxic). InputError for non-finite inputs or nothing left to adapt.
+    ``po2_*``: pO2 per voxel (None: oxic); ``tcp_goal``: the control goal G of the target (module docstring).
+    InputError for non-finite inputs or nothing left to adapt.
     """
+    if not 0.0 < tcp_goal < 1.0:
+        raise InputError(f"tcp_goal must be in (0, 1), got {tcp_goal}")
     n0 = np.asarray(clonogens, dtype=np.float64).ravel()
     if n0.size == 0 or not np.isfinite(n0).all() or (n0 < 0).any():
         raise InputError("clonogens must be finite, non-negative and not empty")
@@ -116,9 +128,13 @@ def adapt_course(clonogens: Any, alpha_per_gy: float, beta_per_gy2: float, *, ba
     log_nk = np.log(n0[keep]) + delivered.n_fractions * _log_sf(delivered.dose_per_fraction_gy, a0[keep], b0[keep])
     d = baseline_remaining.dose_per_fraction_gy
     sf0 = _log_sf(d, a0[keep], b0[keep])
-    target = tcp_of_remaining(log_nk, sf0, baseline_remaining.n_fractions)
-    target_log = log_survivors(log_nk, sf0, baseline_remaining.n_fractions)
+    planning_log = log_survivors(log_nk, sf0, baseline_remaining.n_fractions)  # T0, as ln(-ln TCP)
     sfk = _log_sf(d, ak[keep], bk[keep])
+    continued_log = log_survivors(log_nk, sfk, baseline_remaining.n_fractions)  # T1
+    goal_log = math.log(-math.log(tcp_goal))
+    # max(T0, min(G, T1)) in survivors: TCP falls as the survivors rise
+    target_log = min(planning_log, max(goal_log, continued_log))
+    target = math.exp(-math.exp(target_log)) if target_log < 700 else 0.0
     n_rem = next((n for n in range(0, max_n_fractions + 1)
                   if log_survivors(log_nk, sfk, n) <= target_log + LOG_TOLERANCE), max_n_fractions)
     remaining, bound = Course(n_rem, d), None
@@ -134,6 +150,7 @@ def adapt_course(clonogens: Any, alpha_per_gy: float, beta_per_gy2: float, *, ba
                       tcp_target=target, tcp_baseline=tcp_of_remaining(log_nk, sfk, baseline_remaining.n_fractions),
                       tcp_adapted=tcp_of_remaining(log_nk, _log_sf(remaining.dose_per_fraction_gy, ak[keep], bk[keep]),
                                                    remaining.n_fractions),
+                      tcp_planning=tcp_of_remaining(log_nk, sf0, baseline_remaining.n_fractions), tcp_goal=tcp_goal,
                       surviving_clonogens=float(np.exp(log_nk).sum()), bound=bound)
 
 
