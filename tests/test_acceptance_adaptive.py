@@ -212,8 +212,9 @@ def test_the_dose_reduction_follows_the_true_reoxygenation(adapted: dict[str, An
 
 
 def test_the_adapted_course_reaches_the_baseline_courses_tcp(adapted: dict[str, Any]) -> None:
-    """docs/adaptive.md step 6: the remaining course reaches the TCP the baseline course was projected to reach
-    (``adaptation.tcp_target``), bounded by the rails; at the floor it gives more than that."""
+    """docs/adaptive.md steps 5-6: the remaining course reaches the target TCP (``adaptation.tcp_target``) =
+    max(planning projection, min(0.95, TCP of the baseline course continued)), bounded by the rails; at the floor
+    it gives more than that."""
     for pid in (*RESPONSE, DELIVERED_GIVEN):
         r = adapted["records"][pid]
         target = float(r["adaptation"]["tcp_target"])

@@ -79,6 +79,7 @@ def test_report_is_self_contained_and_complete(full_report: Path, records: list[
     assert html.count('class="flagged"') == flagged
     assert "computed here with the hand-off's TCP-optimal painting" in texts["dose-map"]
     assert "planned on their own CT and structures" in texts["plans"] and "TCP standard" in texts["plans"]
+    assert "Synthetic cohort, photon IMRT" in texts["plans"]  # bundle.cohort's cohort.yaml names the generator
 
 
 def test_report_in_headless_chromium(full_report: Path, records: list[dict], tmp_path: Path) -> None:
@@ -121,6 +122,36 @@ def test_records_read_back_from_every_format(records: list[dict], tmp_path: Path
         assert [r["patient_id"] for r in back] == [r["patient_id"] for r in records]
         assert [list(r["flags"]) for r in back] == [r["flags"] for r in records]
         assert [r["toxicity"] for r in back] == [pytest.approx(r["toxicity"]) for r in records]
+
+
+def test_plans_section_marks_unknown_rails_and_names_only_a_synthetic_cohort(tmp_path: Path) -> None:
+    """A NaN hard_rails_met / converged (not recorded) is shown as unknown, not "yes", and its row is not
+    flagged; "Synthetic cohort" only when the cohort's cohort.yaml names radiogenomics' generator."""
+    from types import SimpleNamespace
+
+    from radiogenomics.report.plans import plans_section
+    from radiogenomics.report.sections import Paragraph, Table, fmt
+
+    row = {"regimen": "70 Gy / 35 fx", "painting": "uniform", "tcp_uniform_reference": 0.5, "tcp_planned": 0.6,
+           "tcp_planned_low": 0.5, "tcp_planned_high": 0.7}
+    pd.DataFrame([{"patient_id": "P1", **row, "hard_rails_met": True, "converged": True, "seconds": 12.3},
+                  {"patient_id": "P2", **row, "hard_rails_met": False, "converged": False, "seconds": 4.0},
+                  {"patient_id": "P3", **row, "hard_rails_met": None, "converged": None, "seconds": None}],
+                 ).to_csv(tmp_path / "summary.csv", index=False)
+    for pid in ("P1", "P2", "P3"):
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "plan_evaluation.json").write_text(json.dumps({"painting": "uniform"}))
+    clinical = SimpleNamespace(meta={"format_version": 1})
+    synthetic = SimpleNamespace(meta={"generator": {"module": "radiogenomics.synthetic"}})
+    for cohort, named in ((None, False), (clinical, False), (synthetic, True)):
+        section = plans_section(tmp_path, cohort)  # type: ignore[arg-type]
+        text = next(b.text for b in section.blocks if isinstance(b, Paragraph))
+        assert ("Synthetic cohort" in text) is named and "IMRT" in text, text
+    table = next(b for b in section.blocks if isinstance(b, Table))
+    rails, converged = table.columns.index("hard rails met"), table.columns.index("converged")
+    assert [(r[rails], r[converged], r[-1]) for r in table.rows] == [
+        ("yes", "yes", "12"), ("no", "no", "4"), (fmt(None), fmt(None), fmt(None))]
+    assert list(table.highlight) == [False, True, False]
 
 
 def test_sections_without_inputs_say_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -46,11 +46,38 @@ def _table(summary: pd.DataFrame) -> Table:
         rng = f"{fmt(r.get('tcp_planned'))} ({fmt(r.get('tcp_planned_low'))}-{fmt(r.get('tcp_planned_high'))})"
         rows.append([str(r["patient_id"]), str(r["regimen"]), str(r["painting"]), fmt(r.get("tcp_uniform_reference")),
                      rng, *[f"{fmt(r.get(f'{c}_uniform'))} -> {fmt(r.get(c))}" for c in ntcp],
-                     "yes" if bool(r["hard_rails_met"]) else "no", "yes" if bool(r["converged"]) else "no",
-                     f"{float(r['seconds']):.0f}"])
+                     _yes_no(r.get("hard_rails_met")), _yes_no(r.get("converged")),
+                     _seconds(r.get("seconds"))])
     return Table(columns, rows, caption="Planned TCP with the patient's alpha, FDG clonogen density and FMISO pO2 "
-                                        "(Poisson, Webb & Nahum 1993); NTCP: LKB from the planned organ doses (EQD2).",
-                 highlight=[not bool(r["hard_rails_met"]) for _, r in summary.iterrows()])
+                                        "(Poisson, Webb & Nahum 1993); NTCP: LKB from the planned organ doses (EQD2); "
+                                        "\u2013: not recorded.",
+                 highlight=[_flag(r.get("hard_rails_met")) is False for _, r in summary.iterrows()])
+
+
+def _flag(value: Any) -> bool | None:
+    """A summary.csv yes/no column as a bool; None when missing or NaN (not recorded: neither yes nor no)."""
+    if value is None or (not isinstance(value, str) and bool(pd.isna(value))):
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        return True if text in ("true", "1", "yes") else False if text in ("false", "0", "no") else None
+    return bool(value)
+
+
+def _yes_no(value: Any) -> str:
+    flag = _flag(value)
+    return fmt(None) if flag is None else "yes" if flag else "no"
+
+
+def _seconds(value: Any) -> str:
+    number = pd.to_numeric(pd.Series([value]), errors="coerce").iloc[0]
+    return fmt(None) if pd.isna(number) else f"{float(number):.0f}"
+
+
+def _synthetic(cohort: Any | None) -> bool:
+    """Whether the cohort was written by ``radiogenomics synth`` (its cohort.yaml names the generator)."""
+    generator = (getattr(cohort, "meta", None) or {}).get("generator")
+    return isinstance(generator, dict) and generator.get("module") == "radiogenomics.synthetic"
 
 
 def _patient_figures(section: Section, plans_dir: Path, cohort: Any, pid: str, evaluation: dict[str, Any]) -> None:
@@ -105,7 +132,8 @@ def plans_section(plans_dir: Path | None, cohort: Any | None) -> Section:
         f"{len(summary)} patient(s) planned on their own CT and structures; median planned TCP: standard uniform "
         f"plan {fmt(pd.to_numeric(summary['tcp_uniform_reference'], errors='coerce').median())}, personalised "
         f"{fmt(pd.to_numeric(summary['tcp_planned'], errors='coerce').median())}; TCP >= 0.9 with every hard rail "
-        f"met: {'-' if share is None else f'{100 * float(share):.0f} %'}. Synthetic cohort, photon IMRT: compare "
+        f"met: {'-' if share is None else f'{100 * float(share):.0f} %'}. "
+        f"{'Synthetic cohort, photon' if _synthetic(cohort) else 'Photon'} IMRT: compare "
         "with Lazzeroni et al. (J Nucl Med 2026) only as docs/planning.md explains."))
     section.add(_table(summary))
     painted = [pid for pid, e in evaluations.items() if e.get("painting") == "dose_map"]

@@ -211,13 +211,18 @@ class AdaptedRecord(Record):
                                                      "remaining_dose_per_fraction_gy, exactly.")
     baseline_total_dose_gy: float = Field(description="The recommendation before adaptation.")
     response: dict[str, Any] = Field(description="`baseline` and `mid_treatment` figures in the planning target "
-                                                 "(hypoxic_fraction, mean_po2_mmhg, fmiso_tbr_max, suv_max, "
-                                                 "suv_mean, mtv_cc, clonogens; gtv_volume_cc), `modalities`, "
-                                                 "`notes`; empty when the imaging could not be used.")
+                                                 "(hypoxic_fraction, mean_po2_mmhg, fmiso_tbr_max, "
+                                                 "fmiso_tbr_hypoxic_fraction (share at FMISO TBR >= 1.2), "
+                                                 "suv_max, suv_mean, mtv_cc, clonogens; gtv_volume_cc), "
+                                                 "`modalities`, `notes`; empty when the imaging could not be used.")
     tcp_baseline: float | None
     tcp_adapted: float | None
-    adaptation: dict[str, Any] = Field(description="`method`, `tcp_target`, `bound`, `delivered_source`, "
-                                                   "`whole_course_oar_checks`, `notes`.")
+    adaptation: dict[str, Any] = Field(description="`method`, `tcp_target` (= max(`tcp_planning`, min(`tcp_goal`, "
+                                                   "`tcp_baseline`))), `tcp_planning` (the baseline course's "
+                                                   "projection at planning), `tcp_goal` (the control goal, 0.95), "
+                                                   "`bound`, `delivered_source`, `whole_course_oar_checks`, "
+                                                   "`delivered_oar_eqd2` (per organ: delivered EQD2 of its "
+                                                   "maximum, mean and gEUD), `notes`.")
 
 
 class AdaptedRecords(BaseModel):

@@ -468,12 +468,13 @@ def adapt_upload(loaded: LoadedModel, request: UploadRequest, root: Path, saved:
                  unpacked: Mapping[str, Path], *, timepoint: str, regimen: Mapping[str, float | None],
                  cache_dir: Path | None) -> list[dict[str, Any]]:
     """The baseline record as :func:`predict_upload` gives it, re-prescribed from the PET at ``timepoint``
-    (canonical ``fraction_K``) as `radiogenomics adapt` does (contract section 8): the adapted records (one)."""
+    (canonical ``fraction_K``) as `radiogenomics adapt` does (contract section 8): the adapted records (one).
+    ``timepoint`` was checked against the manifest by the caller (``request.check_timepoint`` in
+    ``uploads.prescribe_images``, before any file is written)."""
     from radiogenomics.cohort import load_cohort
     from radiogenomics.planning.adaptive import adapt_record
     from radiogenomics.radiobiology.rails import load_rails
 
-    request.check_timepoint(timepoint)
     with _as_uploaded(root, request.patient_id):
         records, dvhs = _baseline_records(loaded, request, root, saved, unpacked, regimen=regimen,
                                           cache_dir=cache_dir)
