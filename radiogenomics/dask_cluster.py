@@ -21,16 +21,48 @@ DISTRIBUTED_LOGGERS = ("distributed", "distributed.client", "distributed.gc", "b
                        "tornado.application")
 
 
-def check_reachable(address: str) -> None:
-    """Fail fast (InputError) when nothing listens at a tcp:// scheduler address."""
-    import socket
+#: The address schemes distributed's comms understand (``host:port`` alone is tcp).
+DASK_SCHEMES = ("tcp", "tls", "ws", "wss", "inproc", "ucx")
+#: What a malformed --dask address is told to look like.
+_ADDRESS_FIX = "give the scheduler's address as tcp://HOST:PORT (or HOST:PORT), e.g. tcp://localhost:8786"
+
+
+def parse_address(address: str) -> tuple[str, str | None, int | None]:
+    """(scheme, host, port) of a ``--dask`` scheduler address; InputError (exit 2) for a malformed one: an
+    unknown scheme (``http://``), a port that is not a number in 1..65535, a host with spaces."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(address if "://" in address else f"tcp://{address}")
-    if parts.scheme not in ("tcp", "tls") or not parts.hostname or not parts.port:
-        return  # other protocols (inproc, ucx): let distributed handle them
+    text = str(address).strip()
+    if not text or any(c.isspace() for c in text):
+        raise InputError(f"--dask {address!r} is not a scheduler address (it contains spaces or is blank)",
+                         fix=_ADDRESS_FIX)
+    parts = urlsplit(text if "://" in text else f"tcp://{text}")
+    scheme = parts.scheme.lower()
+    if scheme not in DASK_SCHEMES:
+        raise InputError(f"--dask {address}: '{parts.scheme}://' is not a Dask scheduler protocol (one of "
+                         f"{', '.join(s + '://' for s in DASK_SCHEMES)})", fix=_ADDRESS_FIX)
+    if scheme in ("inproc", "ucx"):
+        return scheme, None, None
     try:
-        with socket.create_connection((parts.hostname, parts.port), timeout=5):
+        port = parts.port
+    except ValueError as exc:
+        raise InputError(f"--dask {address}: the port is not a number in 1..65535 ({exc})",
+                         fix=_ADDRESS_FIX) from exc
+    if not parts.hostname or port == 0 or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise InputError(f"--dask {address} is not a scheduler address (HOST:PORT)", fix=_ADDRESS_FIX)
+    return scheme, parts.hostname, port
+
+
+def check_reachable(address: str) -> None:
+    """Fail fast (InputError) when the address is malformed (:func:`parse_address`) or nothing listens at a
+    tcp:// scheduler address."""
+    import socket
+
+    scheme, host, port = parse_address(address)
+    if scheme not in ("tcp", "tls") or not host or not port:
+        return  # other protocols (inproc, ucx, ws), the default port: let distributed handle them
+    try:
+        with socket.create_connection((host, port), timeout=5):
             pass
     except OSError as exc:
         raise InputError(f"cannot connect to the Dask scheduler at {address}: {exc}",
@@ -82,6 +114,8 @@ def connect(address: str) -> Iterator[Any]:
         except (OSError, TimeoutError) as exc:
             raise InputError(f"cannot connect to the Dask scheduler at {address}: {exc}",
                              fix="start one with `dask scheduler` / `dask worker`, or drop --dask") from exc
+        except ValueError as exc:  # an address distributed cannot parse, past parse_address
+            raise InputError(f"--dask {address} is not a scheduler address: {exc}", fix=_ADDRESS_FIX) from exc
         try:
             yield client
         finally:

@@ -32,7 +32,8 @@ from radiogenomics.errors import InputError
 class DeliveredCourse(NamedTuple):
     """What was delivered before a mid-treatment timepoint (contract section 8).
 
-    ``n_fractions``: patients.csv ``delivered_n_fractions`` when given, else K of ``fraction_K``. ``dose_gy``:
+    ``n_fractions``: K of ``fraction_K`` (patients.csv ``delivered_n_fractions``, per patient, must equal it when
+    given: the delivered_* columns describe the patient's one mid-treatment timepoint). ``dose_gy``:
     ``delivered_dose_gy`` when given, else ``n_fractions`` fractions of the patient's regimen (total_dose_gy /
     n_fractions each); None when neither is known. ``source``: ``patients.csv`` or ``timepoint``.
     """
@@ -128,6 +129,13 @@ class Cohort:
             return float(row[col].iat[0])
 
         n_given, dose_given = cell("delivered_n_fractions"), cell("delivered_dose_gy")
+        if n_given is not None and int(n_given) != k:
+            raise InputError(f"patient {patient_id}: patients.csv delivered_n_fractions is {int(n_given)} but the "
+                             f"{timepoint} timepoint is imaging after {k} fractions",
+                             file=schema.PATIENTS_FILE, patient_id=str(patient_id),
+                             fix="the delivered_* columns of patients.csv describe the patient's one mid-treatment "
+                                 f"timepoint: set delivered_n_fractions to {k} (and delivered_dose_gy to the dose of "
+                                 "those fractions), or leave both blank to derive them from the timepoint")
         n = int(n_given) if n_given is not None else k
         if dose_given is not None:
             return DeliveredCourse(n, dose_given, "patients.csv")

@@ -16,6 +16,7 @@ import pandas as pd
 
 from radiogenomics.cohort import schema
 from radiogenomics.cohort.problems import ProblemList
+from radiogenomics.features.naming import structure_slug
 
 
 def read_csv_text(path: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -136,15 +137,21 @@ def _check_delivered(out: pd.DataFrame, where, problems: ProblemList) -> None:  
             problems.add("delivered_exceeds_course",
                          f"delivered_n_fractions {n_done[i]:g} is more than the course's n_fractions {n_total[i]:g}.",
                          "delivered_n_fractions counts the fractions given before the mid-treatment imaging; it "
-                         "cannot exceed n_fractions.", **where(row, "delivered_n_fractions"))
+                         "must be below n_fractions.", **where(row, "delivered_n_fractions"))
+        elif np.isfinite(n_done[i]) and np.isfinite(n_total[i]) and n_done[i] == n_total[i]:
+            problems.add("delivered_whole_course",
+                         f"delivered_n_fractions {n_done[i]:g} is the whole course (n_fractions {n_total[i]:g}): "
+                         "nothing would remain to adapt.",
+                         "delivered_n_fractions counts the fractions given before the mid-treatment imaging; it "
+                         "must be below n_fractions (or leave it blank).", **where(row, "delivered_n_fractions"))
         if np.isfinite(dose_done[i]) and np.isfinite(dose_total[i]) and dose_done[i] > dose_total[i] * 1.001:
             problems.add("delivered_exceeds_course",
                          f"delivered_dose_gy {dose_done[i]:g} is more than the course's total_dose_gy "
                          f"{dose_total[i]:g}.", "check both doses (Gy, not cGy); delivered_dose_gy is the dose "
-                         "given before the mid-treatment imaging.", severity="warning",
+                         "given before the mid-treatment imaging and cannot exceed total_dose_gy.",
                          **where(row, "delivered_dose_gy"))
-        if not (np.isfinite(n_done[i]) and np.isfinite(dose_done[i])):
-            continue
+        if not (np.isfinite(n_done[i]) and np.isfinite(dose_done[i])) or n_done[i] < 0 or dose_done[i] < 0:
+            continue  # a negative value is already an error of its column (no dose per fraction of it)
         if n_done[i] == 0:
             if dose_done[i] > 0:
                 problems.add("implausible_dose_per_fraction",
@@ -271,7 +278,7 @@ def parse_images(path: Path, root: Path, patient_ids: set[str] | None,
         if col not in raw.columns:
             raw[col] = ""
     rows: list[dict[str, object]] = []
-    seen: dict[tuple[str, str, str, str], int] = {}
+    seen: dict[tuple[str, str, str, str], tuple[int, str]] = {}
     for i, rec in enumerate(raw.to_dict("records"), start=1):
         pid, modality, roi = rec["patient_id"], rec["modality"], rec["roi"]
         loc = {"file": file, "row": i, "patient_id": pid or None}
@@ -323,15 +330,19 @@ def parse_images(path: Path, root: Path, patient_ids: set[str] | None,
                          "leave it blank (or write 'planning') for the planning image; write e.g. 'fraction_10' for "
                          "imaging after 10 delivered fractions.", column=schema.TIMEPOINT_COLUMN, **loc)
             timepoint = rec[schema.TIMEPOINT_COLUMN]
-        key = (pid, modality, roi, timepoint)
+        # keyed by the role's feature-column slug: SpinalCord and spinal_cord would fill the same columns
+        key = (pid, modality, structure_slug(roi) if roi else "", timepoint)
         if key in seen:
             at = "planning image" if timepoint == schema.PLANNING else f"{timepoint} image"
+            first, other = seen[key]
+            also = "" if other == roi else (f" with roi '{other}', the same role as '{roi}' (both fill the "
+                                             f"{structure_slug(roi)} feature columns)")
             problems.add("duplicate_image_row",
-                         f"({pid}, {modality}, {roi or 'no ROI'}) has another {at} in row {seen[key]}.",
-                         "keep one row per (patient, modality, ROI) at each timepoint (blank timepoint = planning).",
-                         **loc)
+                         f"({pid}, {modality}, {roi or 'no ROI'}) has another {at} in row {first}{also}.",
+                         "keep one row per (patient, modality, ROI) at each timepoint (blank timepoint = planning; "
+                         "a role matches in any case/spacing).", **loc)
         else:
-            seen[key] = i
+            seen[key] = (i, roi)
         rows.append({"patient_id": pid, "modality": modality, "image": image, "mask": mask,
                      "roi": roi, "label": label, "structure": rec["structure"] or None, "timepoint": timepoint,
                      "image_rel": rec["image"], "mask_rel": rec["mask"]})
@@ -343,7 +354,8 @@ def check_timepoints(images: pd.DataFrame, patients: pd.DataFrame,
                      file: str = schema.IMAGES_FILE) -> ProblemList:
     """Cross-table checks of images.csv ``timepoint`` (rows in file order, as :func:`parse_images` returns them):
     a ``fraction_K`` row needs K < the patient's ``n_fractions`` (some of the course must remain) and, where
-    patients.csv gives ``delivered_n_fractions``, K <= it (imaging after fractions that were not delivered); a
+    patients.csv gives ``delivered_n_fractions``, K equal to it (the delivered_* columns describe the patient's
+    one mid-treatment timepoint: K above it images fractions that were not delivered, K below it disagrees); a
     mid-treatment row without a planning row of its patient and modality is a warning (no baseline)."""
     problems = ProblemList()
     if images.empty or schema.TIMEPOINT_COLUMN not in images.columns or "patient_id" not in patients.columns:
@@ -378,6 +390,13 @@ def check_timepoints(images: pd.DataFrame, patients: pd.DataFrame,
                          f"delivered_n_fractions = {done:g}.",
                          "make the timepoint's K at most delivered_n_fractions (the fractions given before the "
                          "imaging), or correct delivered_n_fractions.", **loc)
+        elif np.isfinite(done) and done >= 0 and k < done:
+            problems.add("delivered_differs_from_timepoint",
+                         f"{timepoint} is imaging after {k} fractions, but patients.csv says "
+                         f"delivered_n_fractions = {done:g} for patient {pid}.",
+                         "the delivered_* columns of patients.csv describe the patient's one mid-treatment "
+                         f"timepoint: set delivered_n_fractions to {k} (and delivered_dose_gy to the dose of those "
+                         "fractions), or leave both blank to derive them from the timepoint.", **loc)
         if (pid, str(rec["modality"])) not in planning and (pid, str(rec["modality"]), timepoint) not in warned:
             warned.add((pid, str(rec["modality"]), timepoint))
             problems.add("no_planning_image",

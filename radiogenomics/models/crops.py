@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from radiogenomics.cohort.loader import row_structure
+from radiogenomics.cohort.roles import role_key
 from radiogenomics.errors import InputError
 from radiogenomics.features.cache import atomic_write_bytes, item_key
 from radiogenomics.features.provenance import CodeDependencies, code_digest
@@ -91,8 +92,10 @@ class Crops:
 
 
 def _rows(images: pd.DataFrame, patient_id: str, spec: CropSpec) -> dict[str, pd.Series]:
-    """The images.csv row of each modality of ``spec`` with the ROI (first row when repeated)."""
-    mine = images[(images["patient_id"] == patient_id) & (images["roi"] == spec.roi)]
+    """The images.csv row of each modality of ``spec`` with the ROI, matched in any case/spacing (``gtv`` is
+    ``GTV``; first row when repeated)."""
+    key = role_key(spec.roi)
+    mine = images[(images["patient_id"] == patient_id) & (images["roi"].map(lambda r: role_key(str(r))) == key)]
     out: dict[str, pd.Series] = {}
     for modality in spec.modalities:
         rows = mine[mine["modality"] == modality]

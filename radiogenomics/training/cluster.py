@@ -111,6 +111,13 @@ def _task_data(rows: pd.DataFrame, y: Any) -> tuple[pd.DataFrame, Any]:
     return rows, y
 
 
+def worker_config(config: TrainConfig) -> TrainConfig:
+    """The configuration the units get: the coordinator's without ``search.storage``, so a worker's search runs
+    in memory (:meth:`~radiogenomics.training.config.SearchConfig.storage_url` None) and only the coordinator
+    writes the trials into the storage."""
+    return config.model_copy(update={"search": config.search.model_copy(update={"storage": None})})
+
+
 def run_unit(unit: Unit, data: tuple[pd.DataFrame, Any]) -> UnitResult:
     """(on a worker) Compute one unit: the candidate's nested CV prepared as on the coordinator, without tracker
     and storage (the search runs in memory), then the outer fold or the final search and refit."""
@@ -144,8 +151,12 @@ class DaskTraining:
                  update: ProgressUpdate) -> None:
         self.client, self.run_key, self.config = client, run_key, config
         self.tracker, self.run_dir, self.update = tracker, run_dir, update
-        #: Per (task label, candidate): its prepared nested CV and (unit name, future) in fold order, final last.
-        self.pending: dict[tuple[str, str], tuple[NestedCV, list[tuple[str, Any]]]] = {}
+        #: The configuration sent to the workers (:func:`worker_config`: no Optuna storage).
+        self.worker_config = worker_config(config)
+        #: Per (task label, candidate): its prepared nested CV and (unit name, future) in fold order, final last;
+        #: or the InputError that kept it from being prepared (raised by :meth:`evaluate`, where a local run
+        #: raises it, so :func:`~radiogenomics.training.run.run_task` skips or reports it the same way).
+        self.pending: dict[tuple[str, str], tuple[NestedCV, list[tuple[str, Any]]] | InputError] = {}
         self.submitted = self.done = 0
 
     def submit(self, task: str, endpoint: str | None, names: list[str], rows: pd.DataFrame, y: Any, cohort: Path,
@@ -158,10 +169,15 @@ class DaskTraining:
         data = self.client.submit(_task_data, rows, y, key=f"{prefix}-data", pure=False)
         for name in names:
             context = candidate_context(self.config, task, endpoint, name, cohort)
-            cv = candidate_cv(task, endpoint, name, rows, y, self.config, context, score_fixed=score_fixed,
-                              tracker=self.tracker, run_dir=self.run_dir)
-            units = [Unit(task, endpoint, name, context, self.config, score_fixed, fold)
-                     for fold in (*cv.outer_folds(), None)]
+            try:
+                cv = candidate_cv(task, endpoint, name, rows, y, self.config, context, score_fixed=score_fixed,
+                                  tracker=self.tracker, run_dir=self.run_dir)
+                folds = cv.outer_folds()
+            except InputError as exc:  # e.g. folds that cannot be built: reported by evaluate, as a local run does
+                self.pending[(label, name)] = exc
+                continue
+            units = [Unit(task, endpoint, name, context, self.worker_config, score_fixed, fold)
+                     for fold in (*folds, None)]
             futures = [(unit.name, self.client.submit(run_unit, unit, data, key=f"{prefix}-{name}-{unit.name}",
                                                       pure=False)) for unit in units]
             self.pending[(label, name)] = (cv, futures)
@@ -174,7 +190,10 @@ class DaskTraining:
         from radiogenomics.models.toxicity import _calibration_note  # appends to run_task's collection
 
         label = f"{task}.{endpoint}" if endpoint else task
-        cv, futures = self.pending.pop((label, name))
+        pending = self.pending.pop((label, name))
+        if isinstance(pending, InputError):
+            raise pending
+        cv, futures = pending
         results: list[UnitResult] = []
         for unit, future in futures:
             results.append(future.result())
