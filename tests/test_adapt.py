@@ -156,8 +156,10 @@ def test_an_image_without_uptake_falls_back_to_the_baseline_course(adapted: dict
 
 
 def test_the_whole_course_oar_sum_is_eqd2_and_caps_a_hard_organ() -> None:
-    """A cord at 90 % of the target dose: 10 x 2 Gy delivered + 20 x 2 Gy: EQD2 at alpha/beta 2 = 54 Gy > 50 Gy."""
-    from radiogenomics.planning.adaptive import whole_course_oar
+    """A cord at 90 % of the target dose: 10 x 2 Gy delivered + 20 x 2 Gy, i.e. 30 x 1.8 Gy at the cord: EQD2 at
+    alpha/beta 2 = 54 x 3.8 / 4 = 51.3 Gy > 50 Gy; the cap takes fractions away until 29 x 1.8 Gy (49.6 Gy), never
+    below the floor."""
+    from radiogenomics.planning.adaptive import cap_by_hard_organs, whole_course_oar
     from radiogenomics.radiobiology.dvh import DVH
     from radiogenomics.radiobiology.tissues import load_tissues
 
@@ -172,7 +174,14 @@ def test_the_whole_course_oar_sum_is_eqd2_and_caps_a_hard_organ() -> None:
     d = 0.9 * 2.0
     expected = 30 * d * (d + ab) / (2 + ab)  # the same per-fraction dose throughout: one EQD2 of 30 fractions
     assert top["value"] == pytest.approx(expected, rel=1e-12) and top["hard"]
-    assert top["status"] == ("exceeded" if expected > float(limit.max_dose_gy) else "ok")
+    assert ab == 2.0 and float(limit.max_dose_gy) == 50.0 and expected == pytest.approx(51.3)
+    assert top["status"] == "exceeded"
+    organs = [("spinal_cord", dvh, limit, ab)]
+    capped, capped_checks = cap_by_hard_organs(organs, 70.0, Course(10, 2.0), Course(20, 2.0), 0)
+    assert capped == Course(19, 2.0)  # 29 x 1.8 Gy: 49.59 Gy; 30 x 1.8 Gy: 51.3 Gy
+    assert all(c["status"] == "ok" for c in capped_checks if c["hard"])
+    floored, floored_checks = cap_by_hard_organs(organs, 70.0, Course(10, 2.0), Course(20, 2.0), 20)
+    assert floored == Course(20, 2.0) and any(c["status"] == "exceeded" for c in floored_checks if c["hard"])
     two_part = whole_course_oar([("spinal_cord", dvh, limit, ab)], 70.0, Course(10, 2.0), Course(10, 3.0))
     part = next(c for c in two_part if c["metric"] == "max_eqd2_gy")["value"]
     d1, d2 = 0.9 * 2.0, 0.9 * 3.0

@@ -10,6 +10,7 @@ delivered fractions left, in EQD2) and a map repainted from the mid-treatment PE
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import SimpleITK as sitk
 from serving_factory import MODEL
 
 from radiogenomics.cli.app import main
+from radiogenomics.errors import InputError
 from radiogenomics.radiobiology.rails import load_rails
 
 K = 10
@@ -174,3 +176,88 @@ def test_plan_of_an_adapted_course(case: dict[str, Any]) -> None:
     assert 0.0 <= evaluation["tcp"]["planned"]["tcp"] <= 1.0
     assert any("adapted course" in note for note in evaluation["notes"])
 
+
+
+def test_an_adapted_plan_checks_ntcp_over_the_whole_course(case: dict[str, Any]) -> None:
+    """The NTCP rail of an adapted plan adds the delivered gEUD: never below the remaining fractions' own NTCP."""
+    evaluation = _read(case["base"] / "plans" / case["ids"][0] / "plan_evaluation.json")
+    whole = [r for r in evaluation["rails"] if r["metric"].startswith("ntcp_") and "whole course" in r["source"]]
+    assert whole
+    for row in whole:
+        own = next(n["ntcp"] for n in evaluation["ntcp"] if n["structure"] == row["structure"]
+                   and row["metric"] == f"ntcp_{n['endpoint']}")
+        assert row["achieved"] >= own - 1e-12
+
+
+def test_an_edited_or_broken_adapted_record_is_refused(case: dict[str, Any], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Outside the site's rails, a non-object adaptation, no patient id: a named failure, the others complete."""
+    records = json.loads(case["adapted"].read_text())["records"]
+    first, second, third = (dict(r) for r in records[:3])
+    first.update(remaining_n_fractions=25, remaining_dose_per_fraction_gy=4.0,
+                 adapted_total_dose_gy=first["delivered_dose_gy"] + 100.0)  # 4 Gy per fraction, > 80 Gy in all
+    second["adaptation"] = "x"
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps({"records": [first, second, third]}))
+    assert main(["handoff", "--adapted", str(path), "--cohort", str(case["cohort"]), "--out",
+                 str(tmp_path / "out")]) == 0
+    failures = (tmp_path / "out" / "failures.csv").read_text()
+    assert f"{first['patient_id']}," in failures and "outside the site's rails" in failures
+    assert f"{second['patient_id']}," in failures and "adaptation is not an object" in failures
+    assert (tmp_path / "out" / third["patient_id"] / "objectives.json").is_file()
+    assert not (tmp_path / "out" / first["patient_id"]).exists()
+    capsys.readouterr()
+    del third["patient_id"]
+    path.write_text(json.dumps({"records": [third]}))
+    assert main(["handoff", "--adapted", str(path), "--cohort", str(case["cohort"]), "--out",
+                 str(tmp_path / "none")]) == 2
+    assert "record 0 has no patient_id" in capsys.readouterr().err
+
+
+def test_left_and_right_organs_keep_their_own_delivered_dose(case: dict[str, Any]) -> None:
+    from radiogenomics.planning.remaining import delivered_dose
+
+    record = dict(case["records"][case["ids"][1]])
+    record["adaptation"] = {**record["adaptation"], "delivered_oar_eqd2": [
+        {"structure": "parotid_l", "organ": "parotid", "mean_dose": 15.0, "max_dose": 30.0},
+        {"structure": "Parotid R", "organ": "parotid", "mean_dose": 3.0, "max_dose": 9.0}]}
+    given = delivered_dose(record).oar_eqd2_gy
+    assert given["parotid_l"]["mean_dose"] == 15.0 and given["parotid_r"]["mean_dose"] == 3.0
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".json"])
+def test_adapted_records_round_trip(case: dict[str, Any], tmp_path: Path, suffix: str) -> None:
+    """adapt's three formats read back as written; a numeric-looking patient id stays text."""
+    from radiogenomics.jsonio import json_safe
+    from radiogenomics.planning.adapted_records import read_adapted, write_adapted
+
+    records = [dict(r) for r in json.loads(case["adapted"].read_text())["records"]]
+    records[0]["patient_id"] = "007"
+    path = tmp_path / f"adapted{suffix}"
+    write_adapted(records, path)
+    again = read_adapted(path)
+    assert again[0]["patient_id"] == "007"
+    for before, after in zip(records, again, strict=True):
+        expected = {k: v for k, v in json_safe(before).items() if v is not None}
+        assert {k: v for k, v in after.items() if v is not None} == expected, before["patient_id"]
+
+
+def test_a_mid_treatment_image_that_misses_the_target_is_not_read_as_oxic(case: dict[str, Any],
+                                                                         tmp_path: Path) -> None:
+    """Half the planning grid in the mid-treatment FMISO: the target is not covered -> InputError (the fallback)."""
+    from radiogenomics.cohort.loader import load_cohort
+    from radiogenomics.planning.adaptive import mid_treatment_pet
+    from radiogenomics.planning.dose_map import load_pet
+
+    cohort = tmp_path / "cohort"
+    shutil.copytree(case["cohort"], cohort)
+    pid = case["ids"][1]
+    path = cohort / "images" / pid / f"pet_fmiso_fx{K}.nii.gz"
+    image = sitk.ReadImage(str(path))
+    size = list(image.GetSize())
+    sitk.WriteImage(sitk.RegionOfInterest(image, [size[0] // 3, *size[1:]], [0, 0, 0]), str(path))
+    loaded = load_cohort(cohort)
+    pet, _ = load_pet(loaded, pid, "GTV")
+    assert pet is not None
+    with pytest.raises(InputError, match="does not cover the planning target"):
+        mid_treatment_pet(loaded, pid, f"fraction_{K}", pet)

@@ -203,6 +203,7 @@ def test_missing_timepoint_is_422(served: dict[str, Any], parts: dict[str, Any],
 
 def test_no_image_at_the_timepoint_is_422(served: dict[str, Any], parts: dict[str, Any]) -> None:
     (item,) = _detail(post(served, parts, timepoint="fraction_5"))
+    assert item["loc"] == ["body", "manifest"], item
     assert "no image in manifest.images has timepoint fraction_5" in item["msg"], item
     assert "(manifest.images has fraction_10)" in item["msg"] and '"timepoint": "fraction_5"' in item["msg"]
     # only the planning images sent: the same, saying so
@@ -227,9 +228,11 @@ def test_no_image_at_the_timepoint_is_422(served: dict[str, Any], parts: dict[st
 
 def test_bad_manifest_timepoint_and_course_are_422(served: dict[str, Any], parts: dict[str, Any]) -> None:
     images = [dict(e) for e in parts["manifest"]["images"]]
-    images[-1]["timepoint"] = "after week 2"
-    (item,) = _detail(post(served, {**parts, "manifest": {**parts["manifest"], "images": images}}))
-    assert f"manifest.images[{len(images) - 1}].timepoint" in item["msg"] and "fraction_K" in item["msg"]
+    for bad in ("after week 2", "fraction_" + "9" * 5000):  # the second: beyond int()'s digit limit
+        images[-1]["timepoint"] = bad
+        (item,) = _detail(post(served, {**parts, "manifest": {**parts["manifest"], "images": images}}))
+        assert item["loc"] == ["body", "manifest"], item
+        assert f"manifest.images[{len(images) - 1}].timepoint" in item["msg"] and "fraction_K" in item["msg"]
     # imaging after 10 fractions of an 8-fraction course: the cohort validator's error, before any extraction
     short = {**parts, "clinical": {**parts["clinical"], "n_fractions": 8, "total_dose_gy": 20}}
     (item,) = _detail(post(served, short))

@@ -55,7 +55,8 @@ def _codes(root: Path, check_images: bool = False) -> dict[str, list]:
 def test_timepoint_vocabulary() -> None:
     assert parse_timepoint("") == parse_timepoint(None) == parse_timepoint(" Planning ") == "planning"
     assert parse_timepoint("fraction_10") == parse_timepoint("Fraction_010") == "fraction_10"
-    for bad in ("week2", "fraction_0", "fraction_-1", "fraction_x", "fraction_", "baseline", "fraction_1.5"):
+    for bad in ("week2", "fraction_0", "fraction_-1", "fraction_x", "fraction_", "baseline", "fraction_1.5",
+                "fraction_" + "9" * 5000):  # beyond int()'s digit limit: None, not ValueError
         assert parse_timepoint(bad) is None, bad
     assert timepoint_fraction("fraction_12") == 12 and timepoint_fraction("planning") is None
     assert fraction_timepoint(3) == "fraction_3"

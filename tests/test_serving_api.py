@@ -148,6 +148,11 @@ def test_dose_response_and_objectives(served: dict[str, Any]) -> None:
     curve_body = curve.json()
     assert curve_body["patient_id"] == "SYN0003"
     assert len(curve_body["tcp"]) == len(curve_body["total_dose_gy"]) >= 61
+    # the RSI interval's band, which the page draws, reaches the client (the response model keeps it)
+    low, high, tcp = (curve_body[k] for k in ("tcp_low", "tcp_high", "tcp"))
+    assert len(low) == len(high) == len(tcp)
+    assert all(lo <= hi + 1e-12 for lo, hi in zip(low, high, strict=True))
+    assert any(hi - lo > 1e-3 for lo, hi in zip(low, high, strict=True))
     assert set(curve_body["ntcp"]) == {"xerostomia_grade_ge2"}
     assert curve_body["recommended_total_dose_gy"] in curve_body["total_dose_gy"]
     handoff = _post(served, "/v1/objectives", body)

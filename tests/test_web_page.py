@@ -275,6 +275,9 @@ def test_prescribe_shows_the_api_record_plot_and_downloads(server: tuple[str, st
             assert abs(px - ex) < 0.01 and abs(py - ey) < 0.01
 
     check_path(driver.find_element("css selector", "#plot path[data-series='tcp']"), curve["tcp"])
+    for key in ("tcp-low", "tcp-high"):  # the RSI interval's band
+        check_path(driver.find_element("css selector", f"#plot path[data-series='{key}']"),
+                   curve[key.replace("-", "_")])
     ntcp_paths = {e.get_attribute("data-endpoint"): e
                   for e in driver.find_elements("css selector", "#plot path[data-series='ntcp']")}
     assert set(ntcp_paths) == set(curve["ntcp"]) and ntcp_paths

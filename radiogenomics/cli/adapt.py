@@ -1,14 +1,14 @@
-"""`radiogenomics adapt COHORT --model URI --timepoint fraction_K --out ADAPTED.json|.csv`: adaptive re-prescription.
+"""`radiogenomics adapt COHORT --model URI --timepoint fraction_K --out ADAPTED.json|.csv|.parquet`: adaptation.
 
 Predicts the baseline records as `predict` does (the planning images; side files beside the output), then, for
 every patient with imaging at the timepoint, re-prescribes the rest of the course from the mid-treatment PET
 (:mod:`radiogenomics.planning.adaptive`, contract section 8; docs/adaptive.md). Patients not imaged at the
-timepoint get no adapted record (counted on stdout); one that fails is listed in ``<stem>.failures.csv``.
+timepoint get no adapted record (counted on stdout); one that fails is listed in
+``<stem>.baseline.failures.csv``. The file formats: :mod:`radiogenomics.planning.adapted_records`.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,30 +16,12 @@ import typer
 
 from radiogenomics.errors import InputError
 
-ADAPT_SUFFIXES = (".json", ".csv")
-
-
-def write_adapted(records: list[dict[str, Any]], out: Path) -> None:
-    """JSON ``{"records": [...]}``, or CSV with the nested fields (toxicity, oar_checks, response, adaptation,
-    flags, notes) as JSON strings."""
-    import pandas as pd
-
-    from radiogenomics.features.cache import atomic_write_bytes
-    from radiogenomics.jsonio import json_bytes, json_safe
-
-    if out.suffix == ".json":
-        atomic_write_bytes(out, json_bytes({"records": records}))
-        return
-    rows = [{k: json.dumps(json_safe(v), sort_keys=True) if isinstance(v, dict | list) else v for k, v in r.items()}
-            for r in records]
-    atomic_write_bytes(out, pd.DataFrame(rows).to_csv(index=False).encode("utf-8"))
-
 
 def adapt(
     cohort: Path = typer.Argument(..., help="Cohort folder (format v1) with mid-treatment images (timepoint column)."),
     model: str = typer.Option(..., "--model", help="MLflow model URI, e.g. models:/radiogenomics-prescriber@champion."),
     timepoint: str = typer.Option(..., "--timepoint", help="Mid-treatment timepoint, e.g. fraction_10."),
-    out: Path = typer.Option(..., "--out", help="Adapted records: .json or .csv."),
+    out: Path = typer.Option(..., "--out", help="Adapted records: .json, .csv or .parquet."),
     workers: int = typer.Option(0, "--workers", help="Feature extraction processes (0 = all cores, 1 = in-process)."),
 ) -> None:
     """Re-prescribe the rest of the course from mid-treatment PET: one adapted record per patient imaged then."""
@@ -50,14 +32,15 @@ def adapt(
     from radiogenomics.cohort.schema import parse_timepoint
     from radiogenomics.features.cache import atomic_write_bytes
     from radiogenomics.features.patient_dvhs import cohort_dvhs
+    from radiogenomics.planning.adapted_records import SUFFIXES, write_adapted
     from radiogenomics.planning.adaptive import adapt_record
     from radiogenomics.radiobiology.rails import load_rails
 
     canonical = parse_timepoint(timepoint)
     if canonical is None or canonical == "planning":
         raise InputError(f"--timepoint {timepoint!r} is not a mid-treatment timepoint", fix="use e.g. fraction_10")
-    if out.suffix not in ADAPT_SUFFIXES:
-        raise InputError(f"the output must end in .json or .csv, got {out.name}", fix="use --out ADAPTED.json")
+    if out.suffix not in SUFFIXES:
+        raise InputError(f"the output must end in {', '.join(SUFFIXES)}, got {out.name}", fix="use --out ADAPTED.json")
     if not cohort.is_dir():
         raise InputError(f"cohort folder {cohort} does not exist", fix="give the path of a cohort folder")
     loaded = load_cohort(cohort)

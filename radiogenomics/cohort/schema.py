@@ -47,6 +47,10 @@ MAX_PLAUSIBLE_AGE_YEARS = 120.0
 # blank-only as missing in ID columns by reading everything as string first.
 
 
+#: K of ``fraction_K`` has at most this many digits (a course has at most a few hundred fractions).
+MAX_FRACTION_DIGITS = 4
+
+
 def parse_timepoint(text: object) -> str | None:
     """The canonical timepoint of an images.csv cell: ``planning`` for blank/None/``planning`` (any case),
     ``fraction_K`` for ``fraction_K`` (any case, leading zeros dropped, K >= 1); None for anything else."""
@@ -57,7 +61,7 @@ def parse_timepoint(text: object) -> str | None:
         return PLANNING
     if value.startswith(FRACTION_PREFIX):
         digits = value[len(FRACTION_PREFIX):]
-        if digits.isascii() and digits.isdigit() and int(digits) >= 1:
+        if digits.isascii() and digits.isdigit() and len(digits) <= MAX_FRACTION_DIGITS and int(digits) >= 1:
             return fraction_timepoint(int(digits))
     return None
 

@@ -14,15 +14,17 @@ For a baseline record (``radiogenomics predict``) of a patient imaged at ``fract
    and the clonogen estimate of the FDG -> clonogen-density conversion (Lazzeroni et al., J Nucl Med 2026), before
    and now;
 3. **remaining course** (:func:`radiogenomics.radiobiology.adaptive.adapt_course`): the fewest fractions at the
-   course's dose per fraction that keep the TCP the baseline course was projected to reach, with the mid-treatment
-   pO2 for the remaining fractions, bounded by the site's total-dose rails;
+   course's dose per fraction that reach the target TCP max(planning projection, min(0.95, TCP of the baseline
+   course continued)), with the mid-treatment pO2 for the remaining fractions, bounded by the site's total-dose
+   rails; an adapted course outside the site's rails (total or dose per fraction) is an error, never a record;
 4. **safety over the whole course**: every organ at risk of the patient's dose grid (the cohort's planned dose,
    scaled to the course) summed as EQD2 at the organ's alpha/beta (delivered + remaining; Withers 1983); a hard
    organ's limit exceeded lowers the remaining fractions (never below the site's minimum total dose: then
    ``oar_limit_exceeded``); a parallel organ's limit exceeded is flagged ``oar_soft_limit_exceeded``.
 
-An unreadable or implausible mid-treatment image (no FDG/FMISO at that timepoint, no tumour uptake, no reference
-tissue) gives the baseline course unchanged, flagged ``adaptation_fallback`` with the reason in ``notes``.
+An unreadable or implausible mid-treatment image (no FDG/FMISO at that timepoint, no tumour uptake, a field of view
+that misses part of the planning target, no reference tissue) gives the baseline course unchanged, flagged
+``adaptation_fallback`` with the reason in ``notes``.
 Flags ``deescalated`` / ``escalated`` when the adapted total is below / above the baseline's.
 """
 
@@ -53,9 +55,6 @@ HYPOXIC_FMISO_TBR = 1.2
 #: Metabolic tumour volume threshold: 40 % of SUVmax (Erdi et al., J Nucl Med 1997;38:1244).
 MTV_FRACTION_OF_MAX = 0.4
 FLAG_DEESCALATED, FLAG_ESCALATED, FLAG_FALLBACK = "deescalated", "escalated", "adaptation_fallback"
-ADAPTED_FIELDS = ("timepoint", "delivered_n_fractions", "delivered_dose_gy", "remaining_n_fractions",
-                  "remaining_dose_per_fraction_gy", "adapted_total_dose_gy", "baseline_total_dose_gy", "response",
-                  "tcp_baseline", "tcp_adapted", "adaptation")
 
 
 @dataclass(frozen=True)
@@ -69,11 +68,13 @@ class Response:
 
 
 def _on_grid(image: sitk.Image, reference: sitk.Image) -> np.ndarray:
-    same = (image.GetSize() == reference.GetSize() and np.allclose(image.GetSpacing(), reference.GetSpacing(),
-                                                                   rtol=1e-4)
-            and np.allclose(image.GetOrigin(), reference.GetOrigin(), atol=1e-3))
+    """The image on the reference grid (linear); NaN where the image does not reach (never a made-up 0 uptake)."""
+    same = (image.GetSize() == reference.GetSize()
+            and np.allclose(image.GetSpacing(), reference.GetSpacing(), rtol=1e-4)
+            and np.allclose(image.GetOrigin(), reference.GetOrigin(), atol=1e-3)
+            and np.allclose(image.GetDirection(), reference.GetDirection(), atol=1e-6))
     if not same:
-        image = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat64)
+        image = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, math.nan, sitk.sitkFloat64)
     return sitk.GetArrayFromImage(image).astype(np.float64)
 
 
@@ -83,7 +84,14 @@ def mid_treatment_pet(cohort: Any, patient_id: str, timepoint: str, baseline: PE
     for modality in ("PET_FDG", "PET_FMISO"):
         rows = cohort.image_rows(patient_id, modality, timepoint=timepoint)
         if len(rows):
-            arrays[modality] = _on_grid(cohort.read_image(rows.iloc[0]), baseline.reference)
+            array = _on_grid(cohort.read_image(rows.iloc[0]), baseline.reference)
+            outside = ~np.isfinite(array)
+            if outside[baseline.mask].any():
+                raise InputError(f"the {modality} image at {timepoint} does not cover the planning target "
+                                 f"({int(outside[baseline.mask].sum())} target voxel(s) outside its field of view "
+                                 "or not finite)", patient_id=patient_id,
+                                 fix="check the mid-treatment image and its registration")
+            arrays[modality] = np.where(outside, 0.0, array)  # outside the target only: no uptake there
     if not arrays:
         raise InputError(f"no FDG or FMISO PET at {timepoint}", patient_id=patient_id,
                          fix=f"add the mid-treatment PET to images.csv with timepoint {timepoint}")
@@ -120,7 +128,7 @@ def measure_response(baseline: PETImages, mid: PETImages, *, patient_id: str,
     voxel_cc = float(np.prod(baseline.reference.GetSpacing())) / 1000.0
     bio0 = tumour_biology(baseline, patient_id=patient_id, fmiso_reference_suv=fmiso_reference_suv)
     for name, array in (("FDG", mid.fdg_suv), ("FMISO", mid.fmiso_suv)):
-        if array is not None and not (np.isfinite(array[mask]).all() and float(array[mask].max()) > 0):
+        if array is not None and not float(array[mask].max()) > 0:
             raise InputError(f"the mid-treatment {name} PET has no tumour uptake in the planning target",
                              patient_id=patient_id, fix="check the mid-treatment image and its registration")
     po2_mid = None
@@ -186,6 +194,17 @@ def whole_course_oar(limits: Sequence[tuple[str, Any, Any, float]], reference_gy
     return checks
 
 
+def cap_by_hard_organs(limits: Sequence[tuple[str, Any, Any, float]], reference_gy: float, delivered: Course,
+                       remaining: Course, floor_n_fractions: int) -> tuple[Course, list[dict[str, Any]]]:
+    """The remaining course with fractions taken away while a hard organ's whole-course limit is exceeded, never
+    below ``floor_n_fractions`` (the site's minimum total dose), and its :func:`whole_course_oar` checks."""
+    checks = whole_course_oar(limits, reference_gy, delivered, remaining)
+    while any(c["hard"] and c["status"] == "exceeded" for c in checks) and remaining.n_fractions > floor_n_fractions:
+        remaining = Course(remaining.n_fractions - 1, remaining.dose_per_fraction_gy)
+        checks = whole_course_oar(limits, reference_gy, delivered, remaining)
+    return remaining, checks
+
+
 def delivered_oar_eqd2(limits: Sequence[tuple[str, Any, Any, float]], reference_gy: float,
                        delivered: Course) -> list[dict[str, Any]]:
     """Per organ with a limit, the EQD2 (Gy) the delivered fractions gave it, per limit kind (``max_dose``,
@@ -217,6 +236,7 @@ def adapt_record(record: Mapping[str, Any], cohort: Any, timepoint: str, *, rail
                  target_name: str = "GTV") -> dict[str, Any]:
     """The adapted record of one baseline record (module docstring). InputError when nothing can be adapted (no
     recommended dose, a course with nothing left)."""
+    from radiogenomics.models import gate
     from radiogenomics.radiobiology.tissues import load_tissues
 
     pid = str(record["patient_id"])
@@ -231,15 +251,17 @@ def adapt_record(record: Mapping[str, Any], cohort: Any, timepoint: str, *, rail
     given = cohort.delivered_course(pid, timepoint)
     k = int(given.n_fractions)
     delivered_gy = float(given.dose_gy) if given.dose_gy is not None else k * d
-    delivered = Course(k, delivered_gy / k if k else d)
+    if k < 1:
+        raise InputError(f"no fraction delivered at {timepoint} (patients.csv delivered_n_fractions)",
+                         patient_id=pid, fix="adapt at a timepoint after at least one delivered fraction")
+    delivered = Course(k, delivered_gy / k)
     if k >= n_base:
         raise InputError(f"{k} fraction(s) delivered of a {n_base}-fraction course: nothing left to adapt",
                          patient_id=pid, fix="adapt at a timepoint before the last fraction")
     if float(total) - delivered.total_gy <= 0:
         raise InputError(f"{delivered.total_gy:.4g} Gy delivered of a {float(total):.4g} Gy course: nothing left",
                          patient_id=pid, fix="check delivered_dose_gy in patients.csv")
-    baseline_remaining = Course(n_base - k, (float(total) - delivered.total_gy) / (n_base - k)) if k < n_base \
-        else Course(0, d)
+    baseline_remaining = Course(n_base - k, (float(total) - delivered.total_gy) / (n_base - k))
     notes: list[str] = []
     flags = [f for f in record.get("flags") or []]
     response: dict[str, Any] = {}
@@ -264,14 +286,11 @@ def adapt_record(record: Mapping[str, Any], cohort: Any, timepoint: str, *, rail
     remaining = adaptation.remaining if adaptation is not None else baseline_remaining
     reference_gy = float(record.get("n_fractions") or 0) * float(record.get("dose_per_fraction_gy") or 0)
     limits = organ_limits(oar_dvh, rails, load_tissues()) if reference_gy > 0 else []
-    checks = whole_course_oar(limits, reference_gy, delivered, remaining)
-    step = remaining.dose_per_fraction_gy
-    floor = max(0, math.ceil((bounds.min_total_dose_gy - delivered.total_gy) / step - 1e-9))
-    while any(c["hard"] and c["status"] == "exceeded" for c in checks) and remaining.n_fractions > floor:
-        remaining = Course(remaining.n_fractions - 1, step)
-        checks = whole_course_oar(limits, reference_gy, delivered, remaining)
-        if "oar_limited" not in flags:
-            flags.append("oar_limited")
+    floor = max(0, math.ceil((bounds.min_total_dose_gy - delivered.total_gy) / remaining.dose_per_fraction_gy
+                             - 1e-9))
+    remaining, checks = cap_by_hard_organs(limits, reference_gy, delivered, remaining, floor)
+    if remaining.n_fractions < (adaptation.remaining if adaptation is not None else baseline_remaining).n_fractions:
+        flags.append("oar_limited")
     if any(c["hard"] and c["status"] == "exceeded" for c in checks):
         flags.append("oar_limit_exceeded")
     if any(not c["hard"] and c["status"] == "exceeded" for c in checks) and "oar_soft_limit_exceeded" not in flags:
@@ -304,14 +323,9 @@ def adapt_record(record: Mapping[str, Any], cohort: Any, timepoint: str, *, rail
                        "delivered_source": given.source, "whole_course_oar_checks": checks,
                        "delivered_oar_eqd2": delivered_oar_eqd2(limits, reference_gy, delivered) if limits else [],
                        "notes": notes},
-        "flags": _ordered(flags),
+        "flags": gate.ordered_flags(flags),
     })
+    from radiogenomics.planning.remaining import check_course_rails
+
+    check_course_rails(out, rails)
     return out
-
-
-def _ordered(flags: Sequence[str]) -> list[str]:
-    from radiogenomics.models.gate import FLAGS
-
-    unique = list(dict.fromkeys(flags))
-    rank = {f: i for i, f in enumerate(FLAGS)}
-    return sorted(unique, key=lambda f: rank.get(f, len(FLAGS)))

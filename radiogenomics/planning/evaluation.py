@@ -211,12 +211,19 @@ def rail_rows(problem: PlanProblem, dose_gy: np.ndarray, n_fractions: int, site:
                              "source": limit.source})
         if limit.max_ntcp is not None and limit.endpoint is not None:
             ab = alpha_beta.get(structure.name)
-            value = float(ntcp_for_endpoint(voxels, np.ones_like(voxels), limit.endpoint, n_fractions=n_fractions,
-                                            alpha_beta_gy=ab) if ab else
-                          ntcp_for_endpoint(voxels, np.ones_like(voxels), limit.endpoint))
+            spent = specs.get("geud", {}).get("delivered_eqd2_gy")
+            source = limit.source
+            if spent is not None and ab:  # an adapted course: the whole course's NTCP, delivered gEUD + this plan's
+                value = _whole_course_ntcp(voxels, n_fractions, ab, limit.endpoint, float(spent))
+                source += ("; whole course: the delivered gEUD (EQD2) plus this plan's, an upper bound of the "
+                           "course's gEUD (Minkowski)")
+            else:
+                value = float(ntcp_for_endpoint(voxels, np.ones_like(voxels), limit.endpoint,
+                                                n_fractions=n_fractions, alpha_beta_gy=ab) if ab else
+                              ntcp_for_endpoint(voxels, np.ones_like(voxels), limit.endpoint))
             rows.append({"structure": structure.name, "metric": f"ntcp_{limit.endpoint}", "limit": limit.max_ntcp,
                          "achieved": value, "met": value <= limit.max_ntcp + 1e-9, "hard": bool(limit.hard),
-                         "source": limit.source})
+                         "source": source})
     if site is not None:
         bounds = rails.site(site)
         body = next((s for s in problem.structures if s.role == "external"), None)
@@ -228,6 +235,18 @@ def rail_rows(problem: PlanProblem, dose_gy: np.ndarray, n_fractions: int, site:
                      "source": f"site {site} max_voxel_dose_gy ({bounds.source})"
                                + (f"; the {delivered_gy:.4g} Gy delivered included" if delivered_gy else "")})
     return rows
+
+
+def _whole_course_ntcp(voxels: np.ndarray, n_fractions: int, alpha_beta_gy: float, endpoint: str,
+                       delivered_geud_eqd2_gy: float) -> float:
+    """LKB NTCP (Burman 1991) of a course whose delivered part had gEUD ``delivered_geud_eqd2_gy`` (EQD2) and whose
+    remaining part is ``voxels`` (Gy in ``n_fractions``): gEUD of the sum <= the sum of the gEUDs (a >= 1)."""
+    from radiogenomics.radiobiology.adaptive import eqd2
+    from radiogenomics.radiobiology.ntcp import geud, lkb_ntcp, ntcp_parameters
+
+    params = ntcp_parameters(endpoint)
+    remaining = float(geud(np.asarray(eqd2(voxels, n_fractions, alpha_beta_gy)), np.ones_like(voxels), 1.0 / params.n))
+    return float(lkb_ntcp(delivered_geud_eqd2_gy + remaining, params.td50_gy, params.m))
 
 
 def _violation(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -184,11 +184,13 @@ class _Writer:
         return prescription_map(dict(record), pet, site=site, fmiso_reference_suv=self.fmiso_reference_suv)
 
     def write(self, record: Mapping[str, Any]) -> PatientHandoff:
-        from radiogenomics.planning.remaining import delivered_dose, is_adapted, remaining_view
+        from radiogenomics.planning.remaining import check_course_rails, delivered_dose, is_adapted, remaining_view
 
         pid = str(record["patient_id"])
         site = str(record["site"])  # the site whose rails the record passed (check_record: always there)
         adapted = is_adapted(record)
+        if adapted:
+            check_course_rails(record)  # the gate's invariants for the whole course (contract section 8)
         course = remaining_view(record) if adapted else record  # what the objectives and the map cover
         structures = None
         if self.cohort is not None and pid in self.cohort.patient_ids:
@@ -345,51 +347,6 @@ def _check_model(records: Sequence[Mapping[str, Any]], model_uri: str) -> None:
                          fix="point --api-url at a server of that model or change --model")
 
 
-def read_adapted(path: Path) -> list[dict[str, Any]]:
-    """The records of ``radiogenomics adapt``'s output: JSON ``{"records": [...]}`` or CSV (nested fields as JSON
-    strings). InputError naming the file when it is neither, or holds no adapted record."""
-    import json
-
-    from radiogenomics.planning.remaining import ADAPTED_KEYS
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"adapted records {path} do not exist", file=str(path),
-                         fix="give the .json or .csv written by `radiogenomics adapt`")
-    try:
-        if path.suffix == ".json":
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            records = doc.get("records") if isinstance(doc, dict) else None
-        elif path.suffix == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-            records = [{k: _cell(v) for k, v in row.items()} for row in frame.to_dict("records")]
-        else:
-            raise InputError(f"adapted records must be .json or .csv, got {path.name}", file=str(path),
-                             fix="give the file written by `radiogenomics adapt`")
-    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
-        raise InputError(f"cannot read the adapted records ({' '.join(str(exc).split())[:200]})", file=str(path),
-                         fix="give the file written by `radiogenomics adapt`") from exc
-    if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
-        raise InputError("the file holds no records", file=str(path), fix='give {"records": [...]} from adapt')
-    missing = sorted({k for r in records for k in ADAPTED_KEYS if r.get(k) is None})
-    if missing:
-        raise InputError(f"not adapted records: {', '.join(missing)} missing", file=str(path),
-                         fix="write them with `radiogenomics adapt` (prescriptions go through --model/--features)")
-    return records
-
-
-def _cell(text: str) -> Any:
-    """A CSV cell of adapt's output: JSON for nested fields and numbers, text otherwise, '' -> None."""
-    import json
-
-    if text == "":
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 def handoff_adapted(adapted: Path, out_dir: Path, *, cohort: Path, patients: Sequence[str] | None = None,
                     target_name: str = "GTV", fmiso_reference_suv: float | None = None) -> HandoffResult:
     """The hand-off folder of adapted records (module docstring): the remaining fractions' objectives and map.
@@ -397,6 +354,7 @@ def handoff_adapted(adapted: Path, out_dir: Path, *, cohort: Path, patients: Seq
     ``cohort``: the cohort the records were adapted from (planning and mid-treatment PET, structures).
     """
     from radiogenomics.cohort.loader import load_cohort
+    from radiogenomics.planning.adapted_records import read_adapted
 
     records = read_adapted(adapted)
     out_dir = Path(out_dir)

@@ -81,10 +81,11 @@ CONVENTIONS = {
 class DeliveredDose:
     """What an adapted course has delivered (contract section 8): objectives then cover the remaining fractions.
 
-    ``target_dose_gy``: the target's delivered total (Gy); ``oar_eqd2_gy``: per organ (:func:`organ_key` of the
-    structure) the delivered EQD2 (Gy) of each limit kind (``max_dose``, ``mean_dose``, ``geud``), from the
-    organ's planned dose scaled to the delivered fractions; an organ or kind not listed is taken as having received
-    ``pro_rata`` of its limit (the delivered share of the course, the plan's own pace), said in its notes.
+    ``target_dose_gy``: the target's delivered total (Gy); ``oar_eqd2_gy``: per structure
+    (:func:`~radiogenomics.features.naming.structure_slug` of its name: left and right apart) the delivered EQD2
+    (Gy) of each limit kind (``max_dose``, ``mean_dose``, ``geud``), from the organ's planned dose scaled to the
+    delivered fractions; a structure or kind not listed is taken as having received ``pro_rata`` of its limit (the
+    delivered share of the course, the plan's own pace), said in its notes.
     """
 
     timepoint: str
@@ -109,13 +110,13 @@ def _number(record: Mapping[str, Any], key: str) -> float:
     return float(value)
 
 
-def _oar_objectives(limit: OARLimit, n_fractions: float, tissue: Tissue, organ: str | None = None,
+def _oar_objectives(limit: OARLimit, n_fractions: float, tissue: Tissue, structure_key: str | None = None,
                     delivered: DeliveredDose | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """Objectives for one OAR from its rails row, and notes (what the objectives cannot express). With
     ``delivered``: the limit left after the delivered fractions (module docstring)."""
     objectives: list[dict[str, Any]] = []
     notes: list[str] = []
-    given = (delivered.oar_eqd2_gy.get(organ or "") or {}) if delivered is not None else {}
+    given = (delivered.oar_eqd2_gy.get(structure_key or "") or {}) if delivered is not None else {}
 
     def add(kind: str, rail_gy: float, **extra: Any) -> None:
         budget, spent = rail_gy, {}
@@ -175,9 +176,9 @@ def _oar_structure(name: str, n_fractions: float, rails: Rails, tissues: TissueT
         entry["notes"] = [f"{match.canonical}: no limit in the safety rails, so no objective (alpha/beta given for "
                           "the optimizer's biological evaluation)"]
         return entry
-    from radiogenomics.radiobiology.rails import organ_key
+    from radiogenomics.features.naming import structure_slug
 
-    objectives, notes = _oar_objectives(limit, n_fractions, tissue, organ_key(role), delivered)
+    objectives, notes = _oar_objectives(limit, n_fractions, tissue, structure_slug(role), delivered)
     entry["objectives"] = objectives
     if notes:
         entry["notes"] = notes

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from radiogenomics.errors import InputError
+from radiogenomics.features.naming import structure_slug
 from radiogenomics.planning.dose_map import PETImages, PrescriptionMap, load_pet, painting_max_dose_gy, tumour_biology
 from radiogenomics.planning.objectives import DeliveredDose
 from radiogenomics.radiobiology.rails import Rails, load_rails
@@ -57,10 +58,36 @@ def _checked(record: Mapping[str, Any]) -> tuple[int, float, int, float]:
     if not all(math.isfinite(v) for v in (delivered, d, total)) or k < 1 or n < 1 or d <= 0 or delivered < 0:
         raise InputError(f"the adapted course is {k} fraction(s) ({delivered:g} Gy) delivered + {n} x {d:g} Gy: "
                          "nothing to plan", patient_id=pid, fix="plan only records with remaining fractions")
+    for key in ("alpha_per_gy", "beta_per_gy2"):
+        value = record.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise InputError(f"the adapted record's {key} is {value!r}", patient_id=pid,
+                             fix="give the record as `radiogenomics adapt` wrote it")
+    if not isinstance(record.get("adaptation") or {}, Mapping):
+        raise InputError("the adapted record's adaptation is not an object", patient_id=pid,
+                         fix="give the record as `radiogenomics adapt` wrote it")
     if abs(delivered + n * d - total) > 1e-6 * max(1.0, total):
         raise InputError(f"adapted_total_dose_gy {total:g} is not delivered {delivered:g} + {n} x {d:g} Gy",
                          patient_id=pid, fix="give the record as `radiogenomics adapt` wrote it")
     return k, delivered, n, d
+
+
+def check_course_rails(record: Mapping[str, Any], rails: Rails | None = None) -> None:
+    """InputError unless the adapted course keeps the site's rails (contract section 8: the safety gate applies to
+    the whole course): the adapted total within the site's total-dose range, the remaining dose per fraction within
+    its per-fraction range."""
+    _, _, n, d = _checked(record)
+    pid = str(record.get("patient_id") or "") or None
+    bounds = (rails or load_rails()).site(str(record.get("site")))
+    total = float(record["adapted_total_dose_gy"])
+    if not bounds.min_total_dose_gy - 1e-6 <= total <= bounds.max_total_dose_gy + 1e-6:
+        raise InputError(f"adapted_total_dose_gy {total:.4g} Gy is outside the site's rails "
+                         f"({bounds.min_total_dose_gy:g}-{bounds.max_total_dose_gy:g} Gy)", patient_id=pid,
+                         fix="re-run `radiogenomics adapt`; never hand off an edited course")
+    if not bounds.min_dose_per_fraction_gy - 1e-9 <= d <= bounds.max_dose_per_fraction_gy + 1e-9:
+        raise InputError(f"remaining_dose_per_fraction_gy {d:.4g} Gy is outside the site's rails "
+                         f"({bounds.min_dose_per_fraction_gy:g}-{bounds.max_dose_per_fraction_gy:g} Gy per fraction)",
+                         patient_id=pid, fix="re-run `radiogenomics adapt`; never hand off an edited course")
 
 
 def remaining_view(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -76,10 +103,10 @@ def delivered_dose(record: Mapping[str, Any]) -> DeliveredDose:
     adaptation = record.get("adaptation") or {}
     per_organ: dict[str, dict[str, float]] = {}
     for row in adaptation.get("delivered_oar_eqd2") or []:
-        organ = row.get("organ")
-        if organ:
-            per_organ[str(organ)] = {kind: float(row[kind]) for kind in ("max_dose", "mean_dose", "geud")
-                                     if isinstance(row.get(kind), int | float)}
+        if isinstance(row, Mapping) and row.get("structure"):
+            per_organ[structure_slug(str(row["structure"]))] = {
+                kind: float(row[kind]) for kind in ("max_dose", "mean_dose", "geud")
+                if isinstance(row.get(kind), int | float) and not isinstance(row.get(kind), bool)}
     baseline_n = record.get("recommended_n_fractions")
     pro_rata = k / float(baseline_n) if isinstance(baseline_n, int | float) and baseline_n > k else k / (k + n)
     summary = {"remaining_n_fractions": n, "remaining_dose_per_fraction_gy": d,
@@ -121,7 +148,8 @@ def remaining_biology(record: Mapping[str, Any], cohort: Any, *, target_name: st
             notes.append(f"the mid-treatment FMISO PET ({record['timepoint']}) gives the pO2 of the remaining "
                          "fractions")
         else:
-            notes.append("no mid-treatment FMISO: the baseline oxygenation for the remaining fractions")
+            notes.append("no FMISO at planning and at the timepoint both: the baseline oxygenation for the "
+                         "remaining fractions")
     alpha, beta = float(record["alpha_per_gy"]), float(record["beta_per_gy2"])
     a0, b0 = effective_lq(alpha, beta, base.po2_mmhg)
     d = delivered / k

@@ -87,8 +87,8 @@ class PlanRunResult:
 
 def _read_json(path: Path, patient_id: str, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
         raise InputError(f"cannot read {what}: {exc}", patient_id=patient_id, file=str(path),
                          fix="re-run `radiogenomics handoff` for the patient") from exc
     if not isinstance(value, dict):
@@ -262,6 +262,7 @@ class _Planner:
     def plan(self, patient_id: str) -> PatientPlan:
         from radiogenomics.models.gate import check_record
         from radiogenomics.planning.objectives import validate_objectives
+        from radiogenomics.planning.remaining import check_course_rails, is_adapted
         from radiogenomics.radiobiology.rails import load_rails
 
         folder = self.handoff_dir / patient_id
@@ -273,6 +274,13 @@ class _Planner:
         validate_objectives(objectives)
         rails = load_rails()
         check_record(record, rails)  # the gate's invariants again: n x d = total, the site's rails
+        if is_adapted(record):
+            check_course_rails(record, rails)  # and the adapted course's
+        for key in ("alpha_per_gy", "beta_per_gy2"):  # the plan's TCP needs the patient's LQ parameters
+            value = record.get(key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise InputError(f"prescription.json's {key} is {value!r}", patient_id=patient_id,
+                                 file=str(folder / "prescription.json"), fix="re-run `radiogenomics handoff`")
         if objectives.get("input_sha256") != record.get("input_sha256") or objectives["patient_id"] != patient_id:
             raise InputError("objectives.json does not belong to prescription.json (input_sha256 differs)",
                              patient_id=patient_id, file=str(folder / "objectives.json"),

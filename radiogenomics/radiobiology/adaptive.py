@@ -169,10 +169,12 @@ def course_tcp(clonogens: Any, alpha_per_gy: float, beta_per_gy2: float, *, deli
 
 def eqd2(dose_gy: Any, n_fractions: float, alpha_beta_gy: float) -> Any:
     """EQD2 of ``dose_gy`` in ``n_fractions`` (Withers 1983: D (d + a/b) / (2 + a/b), d = D / n)."""
+    from radiogenomics.radiobiology.lq import eqd2 as lq_eqd2
+
     dose = np.asarray(dose_gy, dtype=np.float64)
-    if n_fractions <= 0:
+    if n_fractions <= 0:  # a course part with no fraction adds nothing
         return np.zeros_like(dose)
-    return dose * (dose / n_fractions + alpha_beta_gy) / (2.0 + alpha_beta_gy)
+    return np.asarray(lq_eqd2(dose, n_fractions, alpha_beta_gy), dtype=np.float64)
 
 
 def course_eqd2(share: Any, delivered: Course, remaining: Course, alpha_beta_gy: float) -> Any:

@@ -24,6 +24,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import tempfile
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -350,11 +351,19 @@ def feature_frame(body: PrescriptionRequest) -> pd.DataFrame:
     return frame_from_features(feature_rows(body))
 
 
+#: The multipart routes' form fields an InputError's message may name (the first one named is the 422's ``loc``).
+_FORM_FIELDS = re.compile(r"\b(manifest|timepoint|expression|clinical)\b")
+
+
 def _input_error(request: Request, exc: InputError) -> JSONResponse:
     loc: list[str | int] = ["body"]
-    ids = [p for p, _ in getattr(request.state, "audit_patients", None) or []]
-    if exc.patient_id and exc.patient_id in ids:
-        loc = ["body", "patients", ids.index(exc.patient_id)]
+    if request.headers.get("content-type", "").lower().startswith("multipart/"):
+        named = _FORM_FIELDS.search(exc.reason)
+        loc = ["body", named.group(1) if named else "files"]  # else: the uploaded files themselves
+    else:
+        ids = [p for p, _ in getattr(request.state, "audit_patients", None) or []]
+        if exc.patient_id and exc.patient_id in ids:
+            loc = ["body", "patients", ids.index(exc.patient_id)]
     return JSONResponse({"detail": [_error(loc, str(exc), "input_error")]}, status_code=422)
 
 

@@ -249,6 +249,8 @@ class DoseResponse(BaseModel):
     patient_id: str
     total_dose_gy: list[float]
     tcp: list[float | None]
+    tcp_low: list[float | None] = Field(description="TCP at the resistant end of the record's RSI interval")
+    tcp_high: list[float | None] = Field(description="TCP at the sensitive end of the record's RSI interval")
     ntcp: dict[str, list[float | None]]
     rails: Rails
     recommended_total_dose_gy: float | None

@@ -252,7 +252,7 @@ function requestBody(patientId, features) {
 async function prescribePatient() {
   const id = $("patient").value;
   if (!id) return;
-  await busy([$("prescribe"), $("connect")], `prescribing for ${id}\u2026`, async () => {
+  await busy([$("prescribe"), $("upload-submit"), $("connect")], `prescribing for ${id}\u2026`, async () => {
     $("result").hidden = true;
     const patient = await api("GET", `v1/patients/${encodeURIComponent(id)}`);
     const body = requestBody(id, patient.features);
